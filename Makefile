@@ -1,0 +1,29 @@
+# The two commands of README: `make serve` and `make test`. Each installs
+# what it needs first (once; again when pyproject.toml changes).
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve prepare-model test lint unit
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/python -m service serve
+
+prepare-model: $(STAMP)
+	$(VENV)/bin/python -m service prepare-model
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service tests
+	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/test_parsing.py tests/test_settings.py
+
+test: lint
+	$(VENV)/bin/python -m pytest

@@ -1,0 +1,1 @@
+"""HTTP layer: routes, error mapping, middleware and the embedded OpenAI API."""

@@ -1,0 +1,111 @@
+"""The service's own endpoints: /solve, /decompose, /healthz, /readyz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.errors import InvalidRequest
+from service.schemas import (
+    DecomposeRequest,
+    DecomposeResponse,
+    ErrorResponse,
+    SolveRequest,
+    SolveResponse,
+)
+from service.settings import Settings
+from service.state import get_services
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        413: "Request body over DIVCONQ_MAX_BODY_BYTES",
+        422: "Invalid request (empty or too long question, unknown mode, bad cap)",
+        502: "A model backend was unreachable or failed (the error names the stage)",
+        503: "Decomposer not loaded yet (Retry-After)",
+        504: "A model backend timed out",
+    }.items()
+}
+
+
+def _check_limits(body: DecomposeRequest, settings: Settings) -> None:
+    if len(body.question) > settings.max_question_chars:
+        raise InvalidRequest(
+            f"question is {len(body.question)} characters; the limit is "
+            f"{settings.max_question_chars}"
+        )
+    if body.context is not None and len(body.context) > settings.max_context_chars:
+        raise InvalidRequest(
+            f"context is {len(body.context)} characters; the limit is {settings.max_context_chars}"
+        )
+    cap = body.max_subquestions
+    if cap is not None and cap > settings.max_subquestions_limit:
+        raise InvalidRequest(
+            f"max_subquestions must be between 1 and {settings.max_subquestions_limit}"
+        )
+
+
+def _request_id(request: Request) -> str:
+    return str(request.state.request_id)
+
+
+@router.post("/solve", response_model=SolveResponse, responses=_ERRORS)
+async def solve(body: SolveRequest, request: Request) -> SolveResponse:
+    """Decompose the question and solve it in the chosen mode."""
+    services = get_services(request)
+    _check_limits(body, services.settings)
+    mode = body.mode or services.settings.default_mode
+    services.require_ready(mode)
+    return await services.pipeline.solve(
+        request_id=_request_id(request),
+        question=body.question,
+        mode=mode,
+        context=body.context,
+        max_subquestions=body.max_subquestions,
+    )
+
+
+@router.post("/decompose", response_model=DecomposeResponse, responses=_ERRORS)
+async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
+    """Only the decomposer's plan: the subquestions, no solving."""
+    services = get_services(request)
+    _check_limits(body, services.settings)
+    services.require_ready("static")
+    return await services.pipeline.decompose(
+        request_id=_request_id(request),
+        question=body.question,
+        context=body.context,
+        max_subquestions=body.max_subquestions,
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the decomposer is loaded and a solver is configured."""
+    services = get_services(request)
+    s = services.settings
+    ready = services.decomposer.ready
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "decomposer": {
+            "backend": s.decomposer.backend,
+            "model": services.decomposer.model_name,
+            "state": services.decomposer.state,
+        },
+        "solver": {
+            "backend": s.solver.backend,
+            "model": services.solver.model_name,
+            "base_url": s.solver_base_url,
+        },
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,88 @@
+"""The app factory and the lifespan that owns the engine and the HTTP client.
+
+Nothing happens at import time: ``create_app(settings)`` builds an app, and
+its lifespan creates one pooled ``httpx.AsyncClient`` and the decomposer. The
+decomposer loads in a background task, so the server answers ``/healthz`` at
+once and ``/readyz`` (and ``/solve``) say 503 until the model is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import openai_compat, routes
+from service.api.errors import install_error_handlers
+from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from service.decomposer import build_decomposer
+from service.pipeline import Pipeline
+from service.settings import Settings
+from service.solver import build_solver
+from service.state import Services
+
+log = logging.getLogger(__name__)
+
+
+def _http_client(settings: Settings) -> httpx.AsyncClient:
+    s = settings.solver
+    return httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=s.max_connections, max_keepalive_connections=s.max_connections
+        ),
+        timeout=httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),
+    )
+
+
+def _log_load_failure(task: asyncio.Task[None]) -> None:
+    # The decomposer records its own failure state; this only marks the
+    # exception as retrieved so asyncio does not warn at shutdown.
+    if not task.cancelled():
+        task.exception()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        http = _http_client(settings)
+        decomposer = build_decomposer(settings, http)
+        solver = build_solver(settings, http)
+        app.state.services = Services(
+            settings=settings,
+            http=http,
+            decomposer=decomposer,
+            solver=solver,
+            pipeline=Pipeline(settings, decomposer, solver),
+        )
+        loader = asyncio.create_task(decomposer.start(), name="decomposer-start")
+        loader.add_done_callback(_log_load_failure)
+        try:
+            yield
+        finally:
+            loader.cancel()
+            with contextlib.suppress(BaseException):
+                await loader
+            await decomposer.aclose()
+            await http.aclose()
+
+    app = FastAPI(
+        title="divconq",
+        version=__version__,
+        description="Decompose-then-solve: a small decomposer LLM and a large solver LLM.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    if settings.serve_openai_api and settings.decomposer.backend == "vllm":
+        app.include_router(openai_compat.router)
+    # Added last = outermost: the id exists before anything else runs.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

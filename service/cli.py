@@ -1,0 +1,186 @@
+"""Command line: ``serve``, ``prepare-model`` and ``solve``.
+
+``python -m service <command>`` or the ``divconq`` console script. vLLM starts
+its engine core in a spawned process, so every entry point that can build the
+engine runs behind a ``__main__`` guard (see ``service/__main__.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from service.settings import MODES, Settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    updates: dict[str, Any] = {}
+    if args.host:
+        updates["host"] = args.host
+    if args.port:
+        updates["port"] = args.port
+    settings = settings.model_copy(update=updates)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
+    from service.model_prep import prepare_embedded_model
+
+    path = prepare_embedded_model(settings.embedded_model_dir, force=args.force)
+    print(path)
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _in_process_server(settings: Settings) -> Iterator[str]:
+    """Run the service on a free loopback port for one CLI call."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": _free_port()})
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def _wait_ready(client: httpx.Client, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            resp = client.get(f"{url}/readyz")
+            if resp.status_code == 200:
+                return
+            last = resp.json().get("decomposer", {}).get("state", resp.text)
+            if str(last).startswith("failed"):
+                break
+        except httpx.TransportError as exc:
+            last = type(exc).__name__
+        time.sleep(1.0)
+    raise SystemExit(f"service at {url} did not become ready: {last}")
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    print(f"answer: {result['answer']}")
+    for i, sub in enumerate(result["subquestions"], 1):
+        print(f"  {i}. {sub['question']}")
+        if sub["answer"]:
+            print(f"     -> {' '.join(sub['answer'].split())[:200]}")
+    print(f"answer_text: {' '.join(result['answer_text'].split())[:500]}")
+    usage = result["usage"]
+    print(f"{'stage':<11}{'model':<28}{'calls':>6}{'prompt':>8}{'output':>8}{'ms':>10}")
+    for stage in ("decomposer", "solver"):
+        u = usage[stage]
+        print(
+            f"{stage:<11}{u['model'][:27]:<28}{u['calls']:>6}{u['prompt_tokens']:>8}"
+            f"{u['completion_tokens']:>8}{u['latency_ms']:>10.0f}"
+        )
+    total = usage["total"]
+    print(
+        f"{'total':<11}{'':<28}{'':>6}{total['prompt_tokens']:>8}"
+        f"{total['completion_tokens']:>8}{result['latency_ms']:>10.0f}"
+    )
+
+
+def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
+    payload: dict[str, Any] = {"question": args.question}
+    if args.mode:
+        payload["mode"] = args.mode
+    if args.max_subquestions:
+        payload["max_subquestions"] = args.max_subquestions
+    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    with (
+        httpx.Client(timeout=httpx.Timeout(600.0, connect=2.0)) as client,
+        contextlib.ExitStack() as stack,
+    ):
+        try:
+            client.get(f"{url}/healthz")
+        except httpx.TransportError:
+            if args.url:
+                raise SystemExit(f"no service at {url}") from None
+            print("no running service; starting one in this process...", file=sys.stderr)
+            url = stack.enter_context(_in_process_server(settings))
+        _wait_ready(client, url, timeout_s=900)
+        resp = client.post(f"{url}/solve", json=payload)
+    result = resp.json()
+    if args.json or resp.status_code != 200:
+        print(json.dumps(result, indent=2))
+        return 0 if resp.status_code == 200 else 1
+    _print_result(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="divconq", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="bind address (DIVCONQ_HOST)")
+    serve.add_argument("--port", type=int, help="port (DIVCONQ_PORT)")
+    serve.set_defaults(func=cmd_serve)
+
+    prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model once")
+    prep.add_argument("--force", action="store_true", help="rebuild even if cached")
+    prep.set_defaults(func=cmd_prepare_model)
+
+    solve = sub.add_parser("solve", help="solve one question and print the accounting")
+    solve.add_argument("question")
+    solve.add_argument("--mode", choices=MODES)
+    solve.add_argument("--max-subquestions", type=int)
+    solve.add_argument("--url", help="a running service (default: localhost, else in-process)")
+    solve.add_argument("--json", action="store_true", help="print the raw JSON response")
+    solve.set_defaults(func=cmd_solve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    _setup_logging(settings.log_level)
+    return int(args.func(args, settings))

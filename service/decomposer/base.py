@@ -1,0 +1,58 @@
+"""The decomposer role: its Protocol and registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+import httpx
+
+from service.completion import Completion
+from service.settings import Settings
+
+
+class Decomposer(Protocol):
+    """Writes subquestions from a completion prompt."""
+
+    model_name: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def state(self) -> str:
+        """'loading', 'ready' or 'failed: <reason>' for /readyz."""
+        ...
+
+    async def start(self) -> None:
+        """Load or connect; may take minutes (model preparation, engine start)."""
+
+    async def complete(
+        self, prompt: str, *, max_tokens: int, stop: Sequence[str], request_id: str
+    ) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+DecomposerFactory = Callable[[Settings, httpx.AsyncClient], Decomposer]
+_REGISTRY: dict[str, DecomposerFactory] = {}
+F = TypeVar("F", bound=DecomposerFactory)
+
+
+def register(name: str) -> Callable[[F], F]:
+    def deco(factory: F) -> F:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def build_decomposer(settings: Settings, http: httpx.AsyncClient) -> Decomposer:
+    try:
+        factory = _REGISTRY[settings.decomposer.backend]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(
+            f"unknown decomposer backend {settings.decomposer.backend!r}; known: {known}"
+        ) from None
+    return factory(settings, http)

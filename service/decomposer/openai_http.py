@@ -1,0 +1,75 @@
+"""``openai`` decomposer: a running OpenAI-compatible server (e.g. ``vllm serve``).
+
+For deployments that run the decomposer as a sidecar. It uses the plain
+``/completions`` endpoint because decomposer prompts are few-shot
+completions, not chats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+
+from service.completion import Completion
+from service.decomposer.base import register
+from service.errors import UpstreamError
+from service.http_calls import post_json, usage_of
+from service.settings import Settings
+
+
+@register("openai")
+class OpenAIDecomposer:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        d = settings.decomposer
+        if not d.base_url:
+            raise ValueError("DIVCONQ_DECOMPOSER__BASE_URL is required for the 'openai' backend")
+        self._settings = d
+        self._http = http
+        self._url = d.base_url.rstrip("/") + "/completions"
+        self.model_name = settings.decomposer_model_name
+        self._timeout = httpx.Timeout(d.timeout_s, connect=min(5.0, d.timeout_s))
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def state(self) -> str:
+        return "ready"
+
+    async def start(self) -> None:
+        return None
+
+    async def complete(
+        self, prompt: str, *, max_tokens: int, stop: Sequence[str], request_id: str
+    ) -> Completion:
+        headers = {"X-Request-ID": request_id}
+        if self._settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
+        payload = {
+            "model": self.model_name,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": self._settings.temperature,
+            "stop": list(stop) or None,
+        }
+        body = await post_json(
+            self._http,
+            self._url,
+            payload,
+            headers=headers,
+            timeout=self._timeout,
+            stage="decompose",
+            role="decomposer",
+        )
+        try:
+            choice = body["choices"][0]
+            text = str(choice["text"])
+        except (KeyError, IndexError, TypeError):
+            raise UpstreamError("decomposer returned no choices", stage="decompose") from None
+        prompt_tokens, completion_tokens = usage_of(body)
+        return Completion(text, prompt_tokens, completion_tokens, str(choice.get("finish_reason")))
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,54 @@
+"""The service's one exception hierarchy.
+
+Every error a client can see is a ``ServiceError`` subclass carrying its HTTP
+status and a stable ``type``; ``service.api.errors`` maps them to JSON in one
+place. Messages must never contain secrets or tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.stage = stage
+        self.headers = headers or {}
+
+
+class InvalidRequest(ServiceError):
+    status_code = 422
+    error_type = "invalid_request"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class NotReady(ServiceError):
+    """The decomposer is still loading (or failed to load)."""
+
+    status_code = 503
+    error_type = "not_ready"
+
+
+class UpstreamError(ServiceError):
+    """A model backend was unreachable, failed, or answered nonsense."""
+
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class UpstreamTimeout(ServiceError):
+    status_code = 504
+    error_type = "upstream_timeout"

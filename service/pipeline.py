@@ -1,0 +1,232 @@
+"""The four modes: how decomposer and solver calls are sequenced and accounted.
+
+- ``static`` (Divide-or-Conquer): one decomposer call writes up to N
+  subquestions (or none); the solver answers each in order with the earlier
+  Q/A as context, then answers the problem.
+- ``hinted`` (Divide-or-Conquer, single call): one solver call with the
+  subquestions as hints.
+- ``socratic`` (Shridhar et al.): decomposer and solver alternate, one
+  subquestion at a time, until the decomposer says DONE or the cap.
+- ``direct``: the solver alone, step-by-step prompting; no decomposer call.
+
+Every figure in the response is measured here, around the backend calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from service import prompts
+from service.completion import Completion
+from service.decomposer import Decomposer
+from service.parsing import extract_answer, parse_next_subquestion, parse_subquestions
+from service.schemas import (
+    DecomposeResponse,
+    DecomposeUsage,
+    SolveResponse,
+    SolveUsage,
+    StageUsage,
+    SubquestionResult,
+    TokenUsage,
+)
+from service.settings import Mode, Settings
+from service.solver import Solver
+
+T = TypeVar("T")
+
+
+async def _timed(call: Awaitable[T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    result = await call
+    return result, time.perf_counter() - started
+
+
+def _charge(stage: StageUsage, completion: Completion, seconds: float) -> None:
+    stage.calls += 1
+    stage.prompt_tokens += completion.prompt_tokens
+    stage.completion_tokens += completion.completion_tokens
+    stage.latency_ms += seconds * 1000.0
+
+
+@dataclass
+class _Run:
+    """One request's state: its ids, inputs and running accounts."""
+
+    request_id: str
+    question: str
+    context: str | None
+    cap: int
+    decomposer: StageUsage
+    solver: StageUsage
+    started: float = field(default_factory=time.perf_counter)
+    decomposer_calls: int = 0
+
+    def next_decomposer_id(self) -> str:
+        # vLLM needs unique ids per generation; socratic makes several.
+        self.decomposer_calls += 1
+        return f"{self.request_id}-d{self.decomposer_calls}"
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, decomposer: Decomposer, solver: Solver) -> None:
+        self._settings = settings
+        self._decomposer = decomposer
+        self._solver = solver
+
+    def _run(self, request_id: str, question: str, context: str | None, cap: int | None) -> _Run:
+        return _Run(
+            request_id=request_id,
+            question=question,
+            context=context,
+            cap=cap or self._settings.max_subquestions,
+            decomposer=StageUsage(model=self._decomposer.model_name),
+            solver=StageUsage(model=self._solver.model_name),
+        )
+
+    # --- stages -----------------------------------------------------------------
+
+    async def _decompose_static(self, run: _Run) -> list[str]:
+        completion, seconds = await _timed(
+            self._decomposer.complete(
+                prompts.static_decomposition(run.question, run.context),
+                max_tokens=self._settings.decomposer.max_tokens,
+                stop=prompts.static_stop(run.cap),
+                request_id=run.next_decomposer_id(),
+            )
+        )
+        _charge(run.decomposer, completion, seconds)
+        return parse_subquestions(completion.text, run.cap)
+
+    async def _solve(
+        self, run: _Run, messages: prompts.Messages, stage: str
+    ) -> tuple[Completion, float]:
+        completion, seconds = await _timed(
+            self._solver.chat(messages, request_id=run.request_id, stage=stage)
+        )
+        _charge(run.solver, completion, seconds)
+        return completion, seconds
+
+    async def _answer(
+        self, run: _Run, sub: str, history: list[tuple[str, str]]
+    ) -> SubquestionResult:
+        messages = prompts.subquestion(run.question, sub, history, run.context)
+        completion, seconds = await self._solve(run, messages, "solve")
+        answer = completion.text.strip()
+        history.append((sub, answer))
+        return SubquestionResult(
+            question=sub,
+            answer=answer,
+            latency_ms=seconds * 1000.0,
+            usage=TokenUsage(
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+            ),
+        )
+
+    # --- modes ------------------------------------------------------------------
+
+    async def _static(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+        history: list[tuple[str, str]] = []
+        results = [
+            await self._answer(run, sub, history) for sub in await self._decompose_static(run)
+        ]
+        return results, prompts.final(run.question, history, run.context)
+
+    async def _hinted(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+        subs = await self._decompose_static(run)
+        # Hints are not answered one by one; they are listed with empty answers.
+        results = [
+            SubquestionResult(
+                question=s,
+                answer="",
+                latency_ms=0.0,
+                usage=TokenUsage(prompt_tokens=0, completion_tokens=0),
+            )
+            for s in subs
+        ]
+        return results, prompts.hinted(run.question, subs, run.context)
+
+    async def _socratic(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+        history: list[tuple[str, str]] = []
+        results: list[SubquestionResult] = []
+        for _ in range(run.cap):
+            completion, seconds = await _timed(
+                self._decomposer.complete(
+                    prompts.socratic_next(run.question, history, run.context),
+                    max_tokens=self._settings.decomposer.socratic_max_tokens,
+                    stop=prompts.SOCRATIC_STOP,
+                    request_id=run.next_decomposer_id(),
+                )
+            )
+            _charge(run.decomposer, completion, seconds)
+            sub = parse_next_subquestion(completion.text, [q for q, _ in history])
+            if sub is None:
+                break
+            results.append(await self._answer(run, sub, history))
+        return results, prompts.final(run.question, history, run.context)
+
+    async def _direct(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+        return [], prompts.direct(run.question, run.context)
+
+    # --- entry points -------------------------------------------------------------
+
+    async def solve(
+        self,
+        *,
+        request_id: str,
+        question: str,
+        mode: Mode,
+        context: str | None = None,
+        max_subquestions: int | None = None,
+    ) -> SolveResponse:
+        run = self._run(request_id, question, context, max_subquestions)
+        plan = {
+            "static": self._static,
+            "hinted": self._hinted,
+            "socratic": self._socratic,
+            "direct": self._direct,
+        }[mode]
+        subquestions, final_messages = await plan(run)
+        final, _ = await self._solve(run, final_messages, "final")
+        answer_text = final.text.strip()
+        return SolveResponse(
+            id=request_id,
+            mode=mode,
+            answer=extract_answer(answer_text, question),
+            answer_text=answer_text,
+            subquestions=subquestions,
+            usage=SolveUsage(
+                decomposer=run.decomposer,
+                solver=run.solver,
+                total=TokenUsage(
+                    prompt_tokens=run.decomposer.prompt_tokens + run.solver.prompt_tokens,
+                    completion_tokens=run.decomposer.completion_tokens
+                    + run.solver.completion_tokens,
+                ),
+            ),
+            latency_ms=run.elapsed_ms,
+        )
+
+    async def decompose(
+        self,
+        *,
+        request_id: str,
+        question: str,
+        context: str | None = None,
+        max_subquestions: int | None = None,
+    ) -> DecomposeResponse:
+        run = self._run(request_id, question, context, max_subquestions)
+        subs = await self._decompose_static(run)
+        return DecomposeResponse(
+            id=request_id,
+            subquestions=subs,
+            usage=DecomposeUsage(decomposer=run.decomposer),
+            latency_ms=run.elapsed_ms,
+        )

@@ -1,0 +1,179 @@
+"""Every prompt the service sends, in one place.
+
+Decomposer prompts are plain completions: the embedded decomposer is a small
+*base* model, which follows a few-shot pattern far better than instructions.
+Solver prompts are chat messages for an instruction-tuned model.
+
+The few-shot problems are GSM8K test problems 970, 978 and 985 of
+``data/gsm8k/socratic_1000.jsonl`` (MIT licence, see data/gsm8k/LICENSE),
+with their gold Socratic subquestions; the evaluation harness skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FEWSHOT_SOURCE_INDICES = (970, 978, 985)
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    steps: tuple[tuple[str, str], ...]  # (subquestion, worked answer)
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example(
+        "Zeke's baseball team has 7 more players than Carlton's. If Carlton's team has 13 "
+        "players, how many players are there in both teams combined?",
+        (
+            ("How many players are in Zeke's team?", "Zeke's team has 13 + 7 = 20 players."),
+            (
+                "How many players are in both teams combined?",
+                "In total the two teams have 20 + 13 = 33 players.",
+            ),
+        ),
+    ),
+    Example(
+        "The red car is 40% cheaper than the blue car. The price of the blue car is $100. "
+        "How much do both cars cost?",
+        (
+            (
+                "How much is the red car cheaper than the blue car?",
+                "The red car is 40/100 * 100 = $40 cheaper.",
+            ),
+            ("How much does the red car cost?", "The red car costs 100 - 40 = $60."),
+            ("How much do both cars cost?", "Both cars cost 100 + 60 = $160."),
+        ),
+    ),
+    Example(
+        "Edgar eats 18 pretzels a day. If his brother eats 1/2 as many, how many does his "
+        "brother eat in a week?",
+        (
+            ("How many pretzels does his brother eat a day?", "His brother eats 18 / 2 = 9."),
+            (
+                "How many pretzels does his brother eat in a week?",
+                "His brother eats 9 * 7 = 63 in a week.",
+            ),
+        ),
+    ),
+)
+
+# Divide-or-Conquer's "no decomposition" option: a one-step question gets none.
+NO_DECOMPOSITION_EXAMPLE = "A pen costs $3. How much do 4 pens cost?"
+NONE_MARKER = "none"
+DONE_MARKER = "DONE"
+
+
+def _problem(question: str, context: str | None) -> str:
+    return f"{context.strip()}\n{question.strip()}" if context else question.strip()
+
+
+# --- decomposer (completion prompts) --------------------------------------------
+
+_STATIC_HEADER = (
+    "Break each problem into the few subquestions needed to solve it, in order. "
+    f"Write '{NONE_MARKER}' if it needs no subquestions.\n\n"
+)
+
+
+def static_decomposition(question: str, context: str | None = None) -> str:
+    """One call, all subquestions as a numbered list (Divide-or-Conquer static)."""
+    # The no-decomposition example goes first: last in line, a small model
+    # copies it far too often.
+    parts = [
+        _STATIC_HEADER,
+        f"Problem: {NO_DECOMPOSITION_EXAMPLE}\nSubquestions:\n{NONE_MARKER}\n\n",
+    ]
+    for ex in EXAMPLES:
+        items = "\n".join(f"{i}. {q}" for i, (q, _) in enumerate(ex.steps, 1))
+        parts.append(f"Problem: {ex.question}\nSubquestions:\n{items}\n\n")
+    parts.append(f"Problem: {_problem(question, context)}\nSubquestions:\n")
+    return "".join(parts)
+
+
+def static_stop(max_subquestions: int) -> list[str]:
+    # Stopping when item N+1 starts saves the tokens the cap would discard.
+    return ["\n\n", "\nProblem:", f"\n{max_subquestions + 1}."]
+
+
+def socratic_next(
+    question: str, history: Sequence[tuple[str, str]], context: str | None = None
+) -> str:
+    """Prompt for the next subquestion given the Q/A so far (Shridhar et al.)."""
+    parts = [
+        "Solve each problem by asking one subquestion at a time. "
+        f"After the last one, write {DONE_MARKER}.\n\n"
+    ]
+    for ex in EXAMPLES:
+        lines = [f"Problem: {ex.question}"]
+        for i, (q, a) in enumerate(ex.steps, 1):
+            lines += [f"Subquestion {i}: {q}", f"Answer {i}: {a}"]
+        lines.append(f"Subquestion {len(ex.steps) + 1}: {DONE_MARKER}")
+        parts.append("\n".join(lines) + "\n\n")
+    lines = [f"Problem: {_problem(question, context)}"]
+    for i, (q, a) in enumerate(history, 1):
+        lines += [f"Subquestion {i}: {q}", f"Answer {i}: {_one_line(a)}"]
+    lines.append(f"Subquestion {len(history) + 1}:")
+    parts.append("\n".join(lines))
+    return "".join(parts)
+
+
+SOCRATIC_STOP = ["\n"]
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# --- solver (chat messages) ------------------------------------------------------
+
+Messages = list[dict[str, str]]
+
+SOLVER_SYSTEM = "You are a careful problem solver. Be concise and show the arithmetic you use."
+FINAL_INSTRUCTION = "End with a line of the form 'The answer is X.'"
+
+
+def _qa_block(history: Sequence[tuple[str, str]]) -> str:
+    return "\n".join(f"Q{i}: {q}\nA{i}: {_one_line(a)}" for i, (q, a) in enumerate(history, 1))
+
+
+def subquestion(
+    question: str, sub: str, history: Sequence[tuple[str, str]], context: str | None = None
+) -> Messages:
+    body = f"Problem: {_problem(question, context)}\n\n"
+    if history:
+        body += f"Answered so far:\n{_qa_block(history)}\n\n"
+    body += f"Answer only this subquestion, in one or two sentences: {sub}"
+    return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": body}]
+
+
+def final(
+    question: str, history: Sequence[tuple[str, str]], context: str | None = None
+) -> Messages:
+    body = f"Problem: {_problem(question, context)}\n\n"
+    if history:
+        body += f"Subquestions and their answers:\n{_qa_block(history)}\n\n"
+        body += "Using these, answer the problem. "
+    else:
+        body += "Answer the problem step by step. "
+    body += FINAL_INSTRUCTION
+    return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": body}]
+
+
+def hinted(question: str, subquestions: Sequence[str], context: str | None = None) -> Messages:
+    body = f"Problem: {_problem(question, context)}\n\n"
+    if subquestions:
+        hints = "\n".join(f"{i}. {q}" for i, q in enumerate(subquestions, 1))
+        body += f"Hints: these subquestions lead to the answer:\n{hints}\n\n"
+    body += f"Answer the problem step by step. {FINAL_INSTRUCTION}"
+    return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": body}]
+
+
+def direct(question: str, context: str | None = None) -> Messages:
+    body = (
+        f"Problem: {_problem(question, context)}\n\nLet's think step by step. {FINAL_INSTRUCTION}"
+    )
+    return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": body}]

@@ -1,0 +1,88 @@
+"""Request and response bodies of the HTTP API (the public contract)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.settings import Mode
+
+
+class _Strict(BaseModel):
+    # Unknown fields are a client bug (a typo like "modes"); say so.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecomposeRequest(_Strict):
+    question: str = Field(..., description="The problem to decompose.")
+    max_subquestions: int | None = Field(
+        None, ge=1, description="Cap on subquestions; default and upper bound from config."
+    )
+    context: str | None = Field(None, description="Optional passage the question is about.")
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question must not be empty")
+        return v
+
+
+class SolveRequest(DecomposeRequest):
+    mode: Mode | None = Field(None, description="Default from config (DIVCONQ_DEFAULT_MODE).")
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class StageUsage(BaseModel):
+    model: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+
+
+class SolveUsage(BaseModel):
+    decomposer: StageUsage
+    solver: StageUsage
+    total: TokenUsage
+
+
+class SubquestionResult(BaseModel):
+    question: str
+    answer: str
+    latency_ms: float
+    usage: TokenUsage
+
+
+class SolveResponse(BaseModel):
+    id: str
+    mode: Mode
+    answer: str = Field(..., description="Extracted final answer (a number for math problems).")
+    answer_text: str = Field(..., description="The solver's full final answer.")
+    subquestions: list[SubquestionResult]
+    usage: SolveUsage
+    latency_ms: float
+
+
+class DecomposeUsage(BaseModel):
+    decomposer: StageUsage
+
+
+class DecomposeResponse(BaseModel):
+    id: str
+    subquestions: list[str]
+    usage: DecomposeUsage
+    latency_ms: float
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    stage: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

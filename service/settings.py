@@ -1,0 +1,148 @@
+"""Typed configuration, read from ``DIVCONQ_*`` environment variables.
+
+Nested groups use ``__``: ``DIVCONQ_SOLVER__BASE_URL``, ``DIVCONQ_DECOMPOSER__MODEL``.
+Settings are built by the app factory (never at import time) so tests and the
+CLI can pass their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["static", "hinted", "socratic", "direct"]
+MODES: tuple[Mode, ...] = ("static", "hinted", "socratic", "direct")
+
+EMBEDDED_MODEL_NAME = "gemma-3-270m"
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".cache" / "divconq"
+
+
+class DecomposerSettings(BaseModel):
+    """The small model that writes subquestions."""
+
+    backend: str = Field(
+        "vllm", description="Registry name: 'vllm' (in-process) or 'openai' (HTTP)."
+    )
+    model: str | None = Field(
+        None, description="Hugging Face id or local path; unset = the embedded Gemma 3 270M."
+    )
+    served_model_name: str | None = Field(
+        None, description="Name reported in usage (and sent to an 'openai' backend)."
+    )
+    adapter_path: str | None = Field(None, description="Optional LoRA adapter directory.")
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = 16
+    base_url: str | None = Field(None, description="'openai' backend: server URL ending in /v1.")
+    api_key: SecretStr | None = None
+    max_tokens: int = Field(160, ge=1, description="Cap on one static decomposition.")
+    socratic_max_tokens: int = Field(48, ge=1, description="Cap on one socratic subquestion.")
+    temperature: float = Field(0.0, ge=0.0)
+    timeout_s: float = Field(120.0, gt=0)
+    # vLLM engine knobs; the defaults suit a CPU box with a few GiB to spare.
+    max_model_len: int = 2048
+    kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+
+
+class SolverSettings(BaseModel):
+    """The large model that answers subquestions, reached over HTTP."""
+
+    backend: str = Field("openai", description="Registry name of the solver backend.")
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible URL ending in /v1; unset = this service's own /v1 "
+        "(the embedded model), so the default needs no network and no key.",
+    )
+    model: str | None = Field(None, description="Model name sent to the solver; unset = embedded.")
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0)
+    max_tokens: int | None = Field(
+        None, ge=1, description="Unset = 256 for a remote solver, 96 for the embedded one."
+    )
+    temperature: float = Field(0.0, ge=0.0)
+    stop: list[str] = Field(default_factory=list)
+    max_connections: int = Field(100, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DIVCONQ_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    log_level: str = "info"
+
+    default_mode: Mode = "static"
+    max_subquestions: int = Field(4, ge=1, description="Default cap per request.")
+    max_subquestions_limit: int = Field(8, ge=1, description="Largest cap a request may ask for.")
+    max_question_chars: int = Field(4000, ge=1)
+    max_context_chars: int = Field(16000, ge=0)
+    max_body_bytes: int = Field(65536, ge=1024)
+    serve_openai_api: bool = Field(
+        True, description="Expose the embedded model at /v1/chat/completions."
+    )
+
+    decomposer: DecomposerSettings = Field(default_factory=DecomposerSettings)
+    solver: SolverSettings = Field(default_factory=SolverSettings)
+
+    @model_validator(mode="after")
+    def _check_solver_target(self) -> Settings:
+        if self.solver.base_url is None:
+            # The default solver is this process's own /v1, which only exists
+            # when the embedded engine runs here.
+            if self.decomposer.backend != "vllm" or not self.serve_openai_api:
+                raise ValueError(
+                    "DIVCONQ_SOLVER__BASE_URL is required unless the in-process 'vllm' "
+                    "decomposer serves the embedded solver at /v1"
+                )
+        elif not self.solver.model:
+            raise ValueError(
+                "DIVCONQ_SOLVER__MODEL is required when DIVCONQ_SOLVER__BASE_URL is set"
+            )
+        if self.max_subquestions > self.max_subquestions_limit:
+            raise ValueError("max_subquestions must not exceed max_subquestions_limit")
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def embedded_model_dir(self) -> Path:
+        return self.models_dir / EMBEDDED_MODEL_NAME
+
+    @property
+    def decomposer_model_name(self) -> str:
+        d = self.decomposer
+        if d.served_model_name:
+            return d.served_model_name
+        return d.model or EMBEDDED_MODEL_NAME
+
+    @property
+    def solver_base_url(self) -> str:
+        if self.solver.base_url:
+            return self.solver.base_url.rstrip("/")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def solver_max_tokens(self) -> int:
+        if self.solver.max_tokens is not None:
+            return self.solver.max_tokens
+        # The embedded 270M model on CPU writes ~20 tokens/s: keep the default snappy.
+        return 256 if self.solver.base_url else 96
+
+    @property
+    def solver_model_name(self) -> str:
+        return self.solver.model or self.decomposer_model_name

@@ -1,0 +1,137 @@
+"""Session fixtures: the embedded model, a real ``vllm serve`` solver, and the
+service itself as a subprocess with the real in-process vLLM decomposer.
+
+These are expensive (tens of seconds each on CPU), so they are started once
+per test session, in parallel, and shared.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.model_prep import prepare_embedded_model
+from service.settings import Settings
+from tests.support import Proc, free_port, start_process, wait_until
+
+SOLVER_NAME = "solver-gemma"
+# Short answers keep the CPU test suite fast; the contract does not care.
+SOLVER_MAX_TOKENS = 24
+STARTUP_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return prepare_embedded_model(Settings().embedded_model_dir)
+
+
+@pytest.fixture(scope="session")
+def logs_dir() -> Path:
+    path = Path(os.environ.get("DIVCONQ_TEST_LOGS", tempfile.mkdtemp(prefix="divconq-test-")))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class Stack:
+    solver: Proc
+    service: Proc
+    early_readyz: httpx.Response
+    early_solve: httpx.Response
+
+
+def _chat_template_file() -> str:
+    return str(resources.files("service").joinpath("templates/chat_template.jinja"))
+
+
+@pytest.fixture(scope="session")
+def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
+    """`vllm serve` as the solver and `python -m service serve`, started together."""
+    solver_port, service_port = free_port(), free_port()
+    solver = start_process(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir),
+            "--served-model-name",
+            SOLVER_NAME,
+            "--chat-template",
+            _chat_template_file(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(solver_port),
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+        ],
+        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        log=logs_dir / "solver.log",
+        url=f"http://127.0.0.1:{solver_port}/v1",
+    )
+    service = start_process(
+        [sys.executable, "-m", "service", "serve", "--port", str(service_port)],
+        env={
+            "DIVCONQ_SOLVER__BASE_URL": solver.url,
+            "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
+            "DIVCONQ_SOLVER__MAX_TOKENS": str(SOLVER_MAX_TOKENS),
+            "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
+        },
+        log=logs_dir / "service.log",
+        url=f"http://127.0.0.1:{service_port}",
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"{service.url}/healthz").status_code == 200,
+            timeout_s=120,
+            what="service /healthz",
+            proc=service.proc,
+            log=service.log,
+        )
+        # Captured while the engine is still loading: /solve must say 503.
+        early_readyz = httpx.get(f"{service.url}/readyz")
+        early_solve = httpx.post(f"{service.url}/solve", json={"question": "What is 2 + 3?"})
+        wait_until(
+            lambda: httpx.get(f"{solver.url}/models").status_code == 200,
+            timeout_s=STARTUP_TIMEOUT_S,
+            what="vllm serve",
+            proc=solver.proc,
+            log=solver.log,
+        )
+        wait_until(
+            lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
+            timeout_s=STARTUP_TIMEOUT_S,
+            what="service /readyz",
+            proc=service.proc,
+            log=service.log,
+        )
+        yield Stack(solver, service, early_readyz, early_solve)
+    finally:
+        service.stop()
+        solver.stop()
+
+
+@pytest.fixture(scope="session")
+def service_url(stack: Stack) -> str:
+    return stack.service.url
+
+
+@pytest.fixture(scope="session")
+def solver_url(stack: Stack) -> str:
+    return stack.solver.url
+
+
+@pytest.fixture(scope="session")
+def client(service_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service_url, timeout=300) as c:
+        yield c

@@ -1,0 +1,215 @@
+"""Every mode end to end over HTTP: the real in-process vLLM decomposer and a
+real `vllm serve` solver. Checks the response contract a client relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service import prompts
+from tests.conftest import SOLVER_NAME, Stack
+
+QUESTION = (
+    "Zoe has 12 stickers. She buys 3 packs of 5 stickers and gives 7 stickers to her "
+    "brother. How many stickers does Zoe have now?"
+)
+
+
+def _check_stage(stage: dict[str, Any], *, called: bool) -> None:
+    assert set(stage) == {"model", "calls", "prompt_tokens", "completion_tokens", "latency_ms"}
+    if called:
+        assert stage["calls"] >= 1
+        assert stage["prompt_tokens"] > 0
+        assert stage["completion_tokens"] > 0
+        assert stage["latency_ms"] > 0
+    else:
+        assert stage == {**stage, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        assert stage["latency_ms"] == 0
+
+
+def _check_contract(body: dict[str, Any], mode: str) -> None:
+    assert set(body) == {
+        "id",
+        "mode",
+        "answer",
+        "answer_text",
+        "subquestions",
+        "usage",
+        "latency_ms",
+    }
+    assert body["mode"] == mode
+    assert isinstance(body["answer"], str)
+    assert isinstance(body["answer_text"], str)
+    usage = body["usage"]
+    dec, sol = usage["decomposer"], usage["solver"]
+    _check_stage(dec, called=mode != "direct")
+    _check_stage(sol, called=True)
+    assert sol["model"] == SOLVER_NAME
+    assert dec["model"] == "gemma-3-270m"
+    # Totals are exactly the sums of the stages.
+    assert usage["total"] == {
+        "prompt_tokens": dec["prompt_tokens"] + sol["prompt_tokens"],
+        "completion_tokens": dec["completion_tokens"] + sol["completion_tokens"],
+    }
+    # Calls are sequential here, so the request took at least both stages.
+    assert body["latency_ms"] >= dec["latency_ms"] + sol["latency_ms"]
+    for sub in body["subquestions"]:
+        assert set(sub) == {"question", "answer", "latency_ms", "usage"}
+        assert sub["question"].strip()
+
+
+def _solve(client: httpx.Client, mode: str, **extra: Any) -> dict[str, Any]:
+    resp = client.post("/solve", json={"question": QUESTION, "mode": mode, **extra})
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    assert body["id"] == resp.headers["x-request-id"]
+    _check_contract(body, mode)
+    return body
+
+
+def test_static(client: httpx.Client) -> None:
+    body = _solve(client, "static")
+    subs = body["subquestions"]
+    usage = body["usage"]
+    assert usage["decomposer"]["calls"] == 1
+    # One solver call per subquestion, then the final answer.
+    assert usage["solver"]["calls"] == len(subs) + 1
+    for sub in subs:
+        assert sub["usage"]["completion_tokens"] > 0
+        assert sub["latency_ms"] > 0
+    assert sum(s["usage"]["prompt_tokens"] for s in subs) < usage["solver"]["prompt_tokens"]
+    assert sum(s["latency_ms"] for s in subs) <= usage["solver"]["latency_ms"]
+
+
+def test_static_cap(client: httpx.Client) -> None:
+    body = _solve(client, "static", max_subquestions=1)
+    assert len(body["subquestions"]) <= 1
+
+
+def test_hinted_calls_solver_once(client: httpx.Client) -> None:
+    body = _solve(client, "hinted")
+    assert body["usage"]["decomposer"]["calls"] == 1
+    assert body["usage"]["solver"]["calls"] == 1
+
+
+def test_socratic_alternates(client: httpx.Client) -> None:
+    body = _solve(client, "socratic", max_subquestions=3)
+    n = len(body["subquestions"])
+    assert n <= 3
+    # One decomposer call per subquestion, plus the one that said DONE (unless capped).
+    assert body["usage"]["decomposer"]["calls"] in (n, n + 1)
+    assert body["usage"]["solver"]["calls"] == n + 1
+    if n < 3:
+        assert body["usage"]["decomposer"]["calls"] == n + 1
+
+
+def test_direct_never_calls_decomposer(client: httpx.Client) -> None:
+    body = _solve(client, "direct")
+    assert body["subquestions"] == []
+    assert body["usage"]["solver"]["calls"] == 1
+
+
+def test_default_mode_and_request_id(client: httpx.Client) -> None:
+    resp = client.post("/solve", json={"question": QUESTION}, headers={"X-Request-ID": "req-42"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-request-id"] == "req-42"
+    assert resp.json()["id"] == "req-42"
+    assert resp.json()["mode"] == "static"
+
+
+def test_solver_tokens_are_the_solvers_own(client: httpx.Client, solver_url: str) -> None:
+    """`direct` makes exactly one solver call; its counts equal the server's usage."""
+    body = _solve(client, "direct")
+    upstream = httpx.post(
+        f"{solver_url}/chat/completions",
+        json={
+            "model": SOLVER_NAME,
+            "messages": prompts.direct(QUESTION),
+            "max_tokens": 24,
+            "temperature": 0.0,
+        },
+        timeout=120,
+    ).json()
+    assert body["usage"]["solver"]["prompt_tokens"] == upstream["usage"]["prompt_tokens"]
+    assert body["usage"]["solver"]["completion_tokens"] == upstream["usage"]["completion_tokens"]
+    assert body["answer_text"] == upstream["choices"][0]["message"]["content"].strip()
+
+
+def test_decomposer_tokens_come_from_engine(client: httpx.Client, model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    resp = client.post("/decompose", json={"question": QUESTION, "max_subquestions": 3})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"id", "subquestions", "usage", "latency_ms"}
+    assert len(body["subquestions"]) <= 3
+    assert len({s.lower() for s in body["subquestions"]}) == len(body["subquestions"])
+    dec = body["usage"]["decomposer"]
+    _check_stage(dec, called=True)
+    assert dec["calls"] == 1
+    assert body["latency_ms"] >= dec["latency_ms"]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    expected = len(tokenizer(prompts.static_decomposition(QUESTION))["input_ids"])
+    assert dec["prompt_tokens"] == expected
+
+
+def test_context_is_used(client: httpx.Client) -> None:
+    resp = client.post(
+        "/solve",
+        json={
+            "question": "How many pets does Ana have?",
+            "context": "Ana has 2 cats and 3 dogs.",
+            "mode": "direct",
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    # The context reaches the solver: the prompt is longer than without it.
+    without = client.post(
+        "/solve", json={"question": "How many pets does Ana have?", "mode": "direct"}
+    ).json()
+    assert (
+        resp.json()["usage"]["solver"]["prompt_tokens"]
+        > without["usage"]["solver"]["prompt_tokens"]
+    )
+
+
+def test_not_ready_while_loading(stack: Stack) -> None:
+    assert stack.early_readyz.status_code == 503
+    assert stack.early_readyz.json()["status"] == "not_ready"
+    assert stack.early_solve.status_code == 503
+    assert stack.early_solve.json()["error"]["type"] == "not_ready"
+    assert stack.early_solve.headers["retry-after"]
+
+
+def test_health_ready_docs(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["decomposer"]["state"] == "ready"
+    assert ready.json()["solver"]["model"] == SOLVER_NAME
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/solve", "/decompose", "/healthz", "/readyz"} <= set(spec["paths"])
+
+
+def test_embedded_openai_api(client: httpx.Client) -> None:
+    """The service's own /v1 (the default solver) answers in OpenAI's shape."""
+    assert client.get("/v1/models").json()["data"][0]["id"] == "gemma-3-270m"
+    resp = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["object"] == "chat.completion"
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+    assert 0 < body["usage"]["completion_tokens"] <= 8
+    assert body["usage"]["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("mode", ["static", "hinted", "socratic", "direct"])
+def test_every_mode_with_context(client: httpx.Client, mode: str) -> None:
+    _solve(client, mode, context="Stickers come in packs of 5.", max_subquestions=2)

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -181,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # vLLM logs to stdout by default; stdout is for command output (solve --json).
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if args.command == "solve":
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     settings = Settings()
     _setup_logging(settings.log_level)
     return int(args.func(args, settings))

@@ -46,6 +46,11 @@ class EmbeddedEngine:
     def ready(self) -> bool:
         return self._engine is not None
 
+    @property
+    def unfinished_requests(self) -> int:
+        """Generations the engine is running or queueing now."""
+        return 0 if self._engine is None else int(self._engine.get_num_unfinished_requests())
+
     async def start(self) -> None:
         s = self._settings
         # Read by vLLM's CPU worker when the engine starts; harmless on GPU.
@@ -114,6 +119,7 @@ class EmbeddedEngine:
             # guarantee ours rather than an implementation detail.
             with contextlib.suppress(Exception):
                 await self._engine.abort(request_id)
+            log.info("generation aborted", extra={"request_id": request_id})
             raise
         if final is None or not final.outputs:
             raise RuntimeError("engine returned no output")

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIVCONQ_",
         env_nested_delimiter="__",
+        # Compose files pass unset variables as "": treat them as unset.
+        env_ignore_empty=True,
         extra="ignore",
     )
 

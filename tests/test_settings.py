@@ -44,3 +44,11 @@ def test_bad_mode_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIVCONQ_DEFAULT_MODE", "telepathy")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_empty_env_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIVCONQ_SOLVER__BASE_URL", "")
+    monkeypatch.setenv("DIVCONQ_SOLVER__API_KEY", "")
+    s = Settings()
+    assert s.solver.base_url is None
+    assert s.solver.api_key is None

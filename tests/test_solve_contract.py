@@ -3,6 +3,8 @@ real `vllm serve` solver. Checks the response contract a client relies on."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +215,36 @@ def test_embedded_openai_api(client: httpx.Client) -> None:
 @pytest.mark.parametrize("mode", ["static", "hinted", "socratic", "direct"])
 def test_every_mode_with_context(client: httpx.Client, mode: str) -> None:
     _solve(client, mode, context="Stickers come in packs of 5.", max_subquestions=2)
+
+
+def test_disconnect_aborts_generation(client: httpx.Client, service_url: str) -> None:
+    """A client that gives up takes its generation with it."""
+
+    def engine_requests() -> int:
+        return int(client.get("/readyz").json()["decomposer"]["engine_requests"])
+
+    assert engine_requests() == 0
+    long_story = {
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 1500,  # over a minute of CPU decoding if it ran to the end
+    }
+    outcome: list[BaseException] = []
+
+    def impatient_client() -> None:
+        try:
+            httpx.post(f"{service_url}/v1/chat/completions", json=long_story, timeout=3.0)
+        except httpx.ReadTimeout as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=impatient_client)
+    thread.start()
+    seen_running = False
+    while thread.is_alive():
+        seen_running = seen_running or engine_requests() == 1
+        time.sleep(0.2)
+    assert outcome, "the client should have timed out"
+    assert seen_running, "the generation never showed as running"
+    deadline = time.monotonic() + 10
+    while engine_requests() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert engine_requests() == 0

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from service.api.disconnect import cancel_on_disconnect
 from service.engine import EmbeddedEngine
 from service.errors import NotReady
 from service.state import get_services
@@ -59,14 +60,17 @@ async def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any
     stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.solver_max_tokens
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    gen = await engine.generate(
-        prompt,
-        request_id=completion_id,
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        stop=stop,
-        # The decomposer's adapter is not for answering.
-        use_adapter=False,
+    gen = await cancel_on_disconnect(
+        request,
+        engine.generate(
+            prompt,
+            request_id=completion_id,
+            max_tokens=max_tokens,
+            temperature=body.temperature,
+            stop=stop,
+            # The decomposer's adapter is not for answering.
+            use_adapter=False,
+        ),
     )
     return {
         "id": completion_id,

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.api.disconnect import cancel_on_disconnect
 from service.errors import InvalidRequest
 from service.schemas import (
     DecomposeRequest,
@@ -60,12 +61,15 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
     _check_limits(body, services.settings)
     mode = body.mode or services.settings.default_mode
     services.require_ready(mode)
-    return await services.pipeline.solve(
-        request_id=_request_id(request),
-        question=body.question,
-        mode=mode,
-        context=body.context,
-        max_subquestions=body.max_subquestions,
+    return await cancel_on_disconnect(
+        request,
+        services.pipeline.solve(
+            request_id=_request_id(request),
+            question=body.question,
+            mode=mode,
+            context=body.context,
+            max_subquestions=body.max_subquestions,
+        ),
     )
 
 
@@ -75,11 +79,14 @@ async def decompose(body: DecomposeRequest, request: Request) -> DecomposeRespon
     services = get_services(request)
     _check_limits(body, services.settings)
     services.require_ready("static")
-    return await services.pipeline.decompose(
-        request_id=_request_id(request),
-        question=body.question,
-        context=body.context,
-        max_subquestions=body.max_subquestions,
+    return await cancel_on_disconnect(
+        request,
+        services.pipeline.decompose(
+            request_id=_request_id(request),
+            question=body.question,
+            context=body.context,
+            max_subquestions=body.max_subquestions,
+        ),
     )
 
 
@@ -95,12 +102,14 @@ async def readyz(request: Request) -> JSONResponse:
     services = get_services(request)
     s = services.settings
     ready = services.decomposer.ready
+    engine = services.engine
     body = {
         "status": "ready" if ready else "not_ready",
         "decomposer": {
             "backend": s.decomposer.backend,
             "model": services.decomposer.model_name,
             "state": services.decomposer.state,
+            "engine_requests": engine.unfinished_requests if engine else None,
         },
         "solver": {
             "backend": s.solver.backend,

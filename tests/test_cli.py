@@ -1,0 +1,56 @@
+"""The command line as a user runs it: prepare-model and solve."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import free_port
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_prepare_model_is_cached(model_dir: Path) -> None:
+    out = _cli("prepare-model", env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)})
+    assert out.strip() == str(model_dir)
+    assert (model_dir / "model.safetensors").stat().st_size > 400_000_000
+
+
+def test_solve_against_running_service(service_url: str) -> None:
+    out = _cli("solve", "Tom has 3 apples and buys 5 more. How many now?", "--url", service_url)
+    assert out.startswith("answer: ")
+    assert "decomposer" in out and "solver" in out and "total" in out
+
+
+def test_solve_in_process_on_embedded_default(model_dir: Path) -> None:
+    """No service running, no solver configured: the embedded model does both roles."""
+    env = {
+        "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
+        "DIVCONQ_PORT": str(free_port()),  # nothing listens there
+        "DIVCONQ_SOLVER__MAX_TOKENS": "16",
+    }
+    for var in list(os.environ):
+        if var.startswith("DIVCONQ_SOLVER__"):
+            env[var] = ""
+    out = _cli(
+        "solve", "A pen costs $3. How much do 4 pens cost?", "--mode", "static", "--json", env=env
+    )
+    body = json.loads(out)
+    assert body["mode"] == "static"
+    assert body["usage"]["solver"]["model"] == "gemma-3-270m"
+    assert body["usage"]["solver"]["calls"] == len(body["subquestions"]) + 1
+    assert body["usage"]["decomposer"]["calls"] == 1
+    assert body["usage"]["solver"]["completion_tokens"] > 0

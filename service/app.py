@@ -19,8 +19,13 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import openai_compat, routes
 from service.api.errors import install_error_handlers
-from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from service.api.middleware import (
+    BodyLimitMiddleware,
+    ObservabilityMiddleware,
+    RequestIdMiddleware,
+)
 from service.decomposer import build_decomposer
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.solver import build_solver
@@ -48,6 +53,8 @@ def _log_load_failure(task: asyncio.Task[None]) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # One registry per app: tests run several apps in one process.
+    metrics = Metrics(max_in_flight=settings.max_in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             http=http,
             decomposer=decomposer,
             solver=solver,
-            pipeline=Pipeline(settings, decomposer, solver),
+            pipeline=Pipeline(settings, decomposer, solver, metrics),
+            metrics=metrics,
         )
         loader = asyncio.create_task(decomposer.start(), name="decomposer-start")
         loader.add_done_callback(_log_load_failure)
@@ -82,7 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     if settings.serve_openai_api and settings.decomposer.backend == "vllm":
         app.include_router(openai_compat.router)
-    # Added last = outermost: the id exists before anything else runs.
+    # Added last = outermost: the id exists before anything else runs, and
+    # 413s from the body limit are counted and logged.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight
+    )
     app.add_middleware(RequestIdMiddleware)
     return app

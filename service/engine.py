@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from service.settings import DecomposerSettings
 
@@ -80,7 +80,7 @@ class EmbeddedEngine:
             dtype=s.dtype,
             gpu_memory_utilization=s.gpu_memory_utilization,
             enable_lora=s.adapter_path is not None,
-            max_lora_rank=s.max_lora_rank,
+            max_lora_rank=cast(Any, s.max_lora_rank),  # validated in settings
         )
         return AsyncLLM.from_engine_args(args)
 

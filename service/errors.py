@@ -18,11 +18,14 @@ class ServiceError(Exception):
         *,
         stage: str | None = None,
         headers: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.stage = stage
         self.headers = headers or {}
+        # Finer than the type, for metrics: timeout, connect_error, http_error, ...
+        self.kind = kind or self.error_type
 
 
 class InvalidRequest(ServiceError):

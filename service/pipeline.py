@@ -22,6 +22,8 @@ from typing import TypeVar
 from service import prompts
 from service.completion import Completion
 from service.decomposer import Decomposer
+from service.errors import ServiceError
+from service.metrics import Metrics
 from service.parsing import extract_answer, parse_next_subquestion, parse_subquestions
 from service.schemas import (
     DecomposeResponse,
@@ -31,6 +33,7 @@ from service.schemas import (
     StageUsage,
     SubquestionResult,
     TokenUsage,
+    TotalUsage,
 )
 from service.settings import Mode, Settings
 from service.solver import Solver
@@ -42,13 +45,6 @@ async def _timed(call: Awaitable[T]) -> tuple[T, float]:
     started = time.perf_counter()
     result = await call
     return result, time.perf_counter() - started
-
-
-def _charge(stage: StageUsage, completion: Completion, seconds: float) -> None:
-    stage.calls += 1
-    stage.prompt_tokens += completion.prompt_tokens
-    stage.completion_tokens += completion.completion_tokens
-    stage.latency_ms += seconds * 1000.0
 
 
 @dataclass
@@ -75,10 +71,13 @@ class _Run:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, decomposer: Decomposer, solver: Solver) -> None:
+    def __init__(
+        self, settings: Settings, decomposer: Decomposer, solver: Solver, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self._decomposer = decomposer
         self._solver = solver
+        self._metrics = metrics
 
     def _run(self, request_id: str, question: str, context: str | None, cap: int | None) -> _Run:
         return _Run(
@@ -89,6 +88,20 @@ class Pipeline:
             decomposer=StageUsage(model=self._decomposer.model_name),
             solver=StageUsage(model=self._solver.model_name),
         )
+
+    def _charge(
+        self, usage: StageUsage, stage: str, completion: Completion, seconds: float
+    ) -> None:
+        """Account one model call in the response and in the metrics alike."""
+        cost = self._settings.price(usage.model).cost_usd(
+            completion.prompt_tokens, completion.completion_tokens
+        )
+        usage.calls += 1
+        usage.prompt_tokens += completion.prompt_tokens
+        usage.completion_tokens += completion.completion_tokens
+        usage.latency_ms += seconds * 1000.0
+        usage.cost_usd += cost
+        self._metrics.model_call(stage, usage.model, completion, seconds, cost)
 
     # --- stages -----------------------------------------------------------------
 
@@ -101,16 +114,21 @@ class Pipeline:
                 request_id=run.next_decomposer_id(),
             )
         )
-        _charge(run.decomposer, completion, seconds)
+        self._charge(run.decomposer, "decompose", completion, seconds)
         return parse_subquestions(completion.text, run.cap)
 
     async def _solve(
         self, run: _Run, messages: prompts.Messages, stage: str
     ) -> tuple[Completion, float]:
-        completion, seconds = await _timed(
-            self._solver.chat(messages, request_id=run.request_id, stage=stage)
-        )
-        _charge(run.solver, completion, seconds)
+        try:
+            completion, seconds = await _timed(
+                self._solver.chat(messages, request_id=run.request_id, stage=stage)
+            )
+        except ServiceError as exc:
+            self._metrics.solver_calls.labels(exc.kind).inc()
+            raise
+        self._metrics.solver_calls.labels("ok").inc()
+        self._charge(run.solver, stage, completion, seconds)
         return completion, seconds
 
     async def _answer(
@@ -165,7 +183,7 @@ class Pipeline:
                     request_id=run.next_decomposer_id(),
                 )
             )
-            _charge(run.decomposer, completion, seconds)
+            self._charge(run.decomposer, "decompose", completion, seconds)
             sub = parse_next_subquestion(completion.text, [q for q, _ in history])
             if sub is None:
                 break
@@ -196,6 +214,7 @@ class Pipeline:
         subquestions, final_messages = await plan(run)
         final, _ = await self._solve(run, final_messages, "final")
         answer_text = final.text.strip()
+        self._metrics.subquestions.labels(mode).observe(len(subquestions))
         return SolveResponse(
             id=request_id,
             mode=mode,
@@ -205,10 +224,11 @@ class Pipeline:
             usage=SolveUsage(
                 decomposer=run.decomposer,
                 solver=run.solver,
-                total=TokenUsage(
+                total=TotalUsage(
                     prompt_tokens=run.decomposer.prompt_tokens + run.solver.prompt_tokens,
                     completion_tokens=run.decomposer.completion_tokens
                     + run.solver.completion_tokens,
+                    cost_usd=run.decomposer.cost_usd + run.solver.cost_usd,
                 ),
             ),
             latency_ms=run.elapsed_ms,

@@ -42,12 +42,17 @@ class StageUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
+    cost_usd: float = Field(0.0, description="From DIVCONQ_PRICES; 0 where unset.")
+
+
+class TotalUsage(TokenUsage):
+    cost_usd: float = 0.0
 
 
 class SolveUsage(BaseModel):
     decomposer: StageUsage
     solver: StageUsage
-    total: TokenUsage
+    total: TotalUsage
 
 
 class SubquestionResult(BaseModel):

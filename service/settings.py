@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Mode = Literal["static", "hinted", "socratic", "direct"]
@@ -36,7 +36,8 @@ class DecomposerSettings(BaseModel):
         None, description="Name reported in usage (and sent to an 'openai' backend)."
     )
     adapter_path: str | None = Field(None, description="Optional LoRA adapter directory.")
-    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = 16
+    # An int, not a Literal: Literal[int] fields reject the strings env vars give.
+    max_lora_rank: int = Field(16, description="One of 8, 16, 32, 64, 128, 256.")
     base_url: str | None = Field(None, description="'openai' backend: server URL ending in /v1.")
     api_key: SecretStr | None = None
     max_tokens: int = Field(160, ge=1, description="Cap on one static decomposition.")
@@ -49,6 +50,13 @@ class DecomposerSettings(BaseModel):
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = True
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _vllm_lora_rank(cls, v: int) -> int:
+        if v not in (8, 16, 32, 64, 128, 256):
+            raise ValueError("max_lora_rank must be one of 8, 16, 32, 64, 128, 256")
+        return v
 
 
 class SolverSettings(BaseModel):
@@ -72,6 +80,18 @@ class SolverSettings(BaseModel):
     max_connections: int = Field(100, ge=1)
 
 
+class ModelPrice(BaseModel):
+    """USD per million tokens; used for cost accounting only."""
+
+    input_per_mtok: float = Field(0.0, ge=0.0)
+    output_per_mtok: float = Field(0.0, ge=0.0)
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIVCONQ_",
@@ -92,8 +112,17 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(4000, ge=1)
     max_context_chars: int = Field(16000, ge=0)
     max_body_bytes: int = Field(65536, ge=1024)
+    max_in_flight: int = Field(
+        64, ge=1, description="Bound on concurrent /solve and /decompose requests."
+    )
     serve_openai_api: bool = Field(
         True, description="Expose the embedded model at /v1/chat/completions."
+    )
+
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Per-model prices, JSON: "
+        '{"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}; unset = 0.',
     )
 
     decomposer: DecomposerSettings = Field(default_factory=DecomposerSettings)
@@ -116,6 +145,9 @@ class Settings(BaseSettings):
         if self.max_subquestions > self.max_subquestions_limit:
             raise ValueError("max_subquestions must not exceed max_subquestions_limit")
         return self
+
+    def price(self, model: str) -> ModelPrice:
+        return self.prices.get(model) or ModelPrice()
 
     @property
     def models_dir(self) -> Path:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from service.decomposer import Decomposer
 from service.engine import EmbeddedEngine
 from service.errors import NotReady
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Mode, Settings
 from service.solver import Solver
@@ -23,6 +24,7 @@ class Services:
     decomposer: Decomposer
     solver: Solver
     pipeline: Pipeline
+    metrics: Metrics
 
     @property
     def engine(self) -> EmbeddedEngine | None:

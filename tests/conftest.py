@@ -7,6 +7,7 @@ per test session, in parallel, and shared.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -26,6 +27,8 @@ SOLVER_NAME = "solver-gemma"
 # Short answers keep the CPU test suite fast; the contract does not care.
 SOLVER_MAX_TOKENS = 24
 STARTUP_TIMEOUT_S = 600
+# Sent to the solver (vllm serve ignores it); must never show in logs or responses.
+SOLVER_API_KEY = "sk-test-9c1f0e7d"
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +88,11 @@ def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
             "DIVCONQ_SOLVER__BASE_URL": solver.url,
             "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
             "DIVCONQ_SOLVER__MAX_TOKENS": str(SOLVER_MAX_TOKENS),
+            "DIVCONQ_SOLVER__API_KEY": SOLVER_API_KEY,
             "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
+            "DIVCONQ_PRICES": json.dumps(
+                {SOLVER_NAME: {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+            ),
         },
         log=logs_dir / "service.log",
         url=f"http://127.0.0.1:{service_port}",

@@ -94,9 +94,12 @@ def live_app(settings: Settings) -> Iterator[str]:
 class FaultServer:
     """A scripted OpenAI-shaped server for faults a real one won't produce on demand."""
 
+    PROMPT_TOKENS = 11
+
     def __init__(self, behaviour: str, stall_s: float = 5.0) -> None:
         self.behaviour = behaviour
         self.hits = 0
+        self.headers: list[dict[str, str]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,9 +108,29 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 outer.hits += 1
+                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                 length = int(self.headers.get("content-length", 0))
                 self.rfile.read(length)
-                if outer.behaviour == "stall":
+                if outer.behaviour == "slow":
+                    time.sleep(stall_s)
+                if outer.behaviour in ("ok", "slow"):
+                    body = json.dumps(
+                        {
+                            "choices": [
+                                {
+                                    "message": {"content": "The answer is 7."},
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                            "usage": {"prompt_tokens": outer.PROMPT_TOKENS, "completion_tokens": 5},
+                        }
+                    ).encode()
+                    status = 200
+                elif outer.behaviour == "echo401":
+                    # Like servers that quote the key they rejected.
+                    auth = self.headers.get("authorization", "")
+                    body, status = json.dumps({"error": f"invalid key {auth}"}).encode(), 401
+                elif outer.behaviour == "stall":
                     time.sleep(stall_s)
                     body, status = b'{"choices": []}', 200
                 elif outer.behaviour == "500":

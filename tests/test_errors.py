@@ -8,6 +8,7 @@ whose solver is a refused port, a stalling server or one answering 500.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -182,3 +183,34 @@ def test_decomposer_failed_to_load_is_503(tmp_path: Any) -> None:
         assert httpx.get(f"{url}/healthz").status_code == 200
     err = _assert_error(resp, 503, "not_ready")
     assert "does not exist" in err["message"]
+
+
+def test_overload_is_429_at_once(solver_url: str) -> None:
+    """Past the in-flight bound requests are refused at once, never queued."""
+    settings = _fault_settings("http://unused/v1", solver_url)
+    settings = settings.model_copy(update={"max_in_flight": 2})
+    results: list[tuple[int, float, str | None]] = []
+
+    def one(url: str) -> None:
+        started = time.monotonic()
+        resp = _solve(url, "direct")
+        results.append(
+            (resp.status_code, time.monotonic() - started, resp.headers.get("retry-after"))
+        )
+
+    with FaultServer("slow", stall_s=3) as slow:
+        settings.solver.base_url = slow.url
+        with live_app(settings) as url:
+            threads = [threading.Thread(target=one, args=(url,)) for _ in range(5)]
+            for t in threads:
+                t.start()
+                time.sleep(0.05)
+            for t in threads:
+                t.join()
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200, 200, 429, 429, 429]
+    for status, seconds, retry_after in results:
+        if status == 429:
+            assert seconds < 1.0
+            assert retry_after == "1"
+    assert slow.hits == 2

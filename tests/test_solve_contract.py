@@ -21,7 +21,14 @@ QUESTION = (
 
 
 def _check_stage(stage: dict[str, Any], *, called: bool) -> None:
-    assert set(stage) == {"model", "calls", "prompt_tokens", "completion_tokens", "latency_ms"}
+    assert set(stage) == {
+        "model",
+        "calls",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "cost_usd",
+    }
     if called:
         assert stage["calls"] >= 1
         assert stage["prompt_tokens"] > 0
@@ -55,7 +62,13 @@ def _check_contract(body: dict[str, Any], mode: str) -> None:
     assert usage["total"] == {
         "prompt_tokens": dec["prompt_tokens"] + sol["prompt_tokens"],
         "completion_tokens": dec["completion_tokens"] + sol["completion_tokens"],
+        "cost_usd": pytest.approx(dec["cost_usd"] + sol["cost_usd"]),
     }
+    # Prices configured for the test solver (conftest): input $1, output $2 per 1M tokens.
+    assert sol["cost_usd"] == pytest.approx(
+        (sol["prompt_tokens"] * 1.0 + sol["completion_tokens"] * 2.0) / 1e6
+    )
+    assert dec["cost_usd"] == 0.0
     # Calls are sequential here, so the request took at least both stages.
     assert body["latency_ms"] >= dec["latency_ms"] + sol["latency_ms"]
     for sub in body["subquestions"]:

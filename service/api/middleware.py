@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request ids and the request body size limit.
+"""Pure-ASGI middleware: request ids, metrics and access logs, the body limit.
 
 Pure ASGI (not BaseHTTPMiddleware) keeps per-request overhead low and lets
 the body limit answer 413 before the app parses anything.
@@ -7,9 +7,18 @@ the body limit answer 413 before the app parses anything.
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import request_id_var
+from service.metrics import Metrics
+
+access_log = logging.getLogger("divconq.access")
+# The endpoints that get metrics and access lines (the label values).
+_ENDPOINTS = {"/solve": "solve", "/decompose": "decompose"}
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_ID_LEN = 128
@@ -47,7 +56,11 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:
@@ -58,25 +71,9 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "type": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await send_json_error(
+            send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
         )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -112,3 +109,85 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def send_json_error(
+    send: Send, status: int, error_type: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"error": {"type": error_type, "message": message}}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ObservabilityMiddleware:
+    """Per-request metrics, one JSON access log line, and the in-flight bound.
+
+    Handlers put bounded facts in ``scope["state"]``: ``mode`` (the metric
+    label) and ``log_fields`` (stage timings for the log line). Past
+    ``max_in_flight`` concurrent requests the answer is 429 at once: a bounded
+    service, never an unbounded queue.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self._active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = _ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets if the app dies before answering
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        if self._active >= self.max_in_flight:
+            status = 429
+            app: ASGIApp = self._overloaded
+        else:
+            app = self.app
+            self._active += 1
+            self.metrics.in_flight.inc()
+        try:
+            await app(scope, receive, send_status)
+        finally:
+            if app is self.app:
+                self._active -= 1
+                self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            state = scope.get("state", {})
+            mode = str(state.get("mode", "none"))
+            self.metrics.requests.labels(endpoint, mode, str(status)).inc()
+            self.metrics.request_duration.labels(endpoint, mode).observe(seconds)
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "mode": mode,
+                    "latency_ms": round(seconds * 1000.0, 2),
+                    **state.get("log_fields", {}),
+                },
+            )
+
+    async def _overloaded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json_error(
+            send,
+            429,
+            "overloaded",
+            f"{self.max_in_flight} requests already in flight; retry shortly",
+            headers={"Retry-After": "1"},
+        )

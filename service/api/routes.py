@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service.api.disconnect import cancel_on_disconnect
 from service.errors import InvalidRequest
+from service.metrics import CONTENT_TYPE
 from service.schemas import (
     DecomposeRequest,
     DecomposeResponse,
@@ -60,8 +61,9 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
     services = get_services(request)
     _check_limits(body, services.settings)
     mode = body.mode or services.settings.default_mode
+    request.state.mode = mode
     services.require_ready(mode)
-    return await cancel_on_disconnect(
+    result = await cancel_on_disconnect(
         request,
         services.pipeline.solve(
             request_id=_request_id(request),
@@ -71,6 +73,17 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
             max_subquestions=body.max_subquestions,
         ),
     )
+    usage = result.usage
+    request.state.log_fields = {
+        "subquestions": len(result.subquestions),
+        "decomposer_ms": round(usage.decomposer.latency_ms, 2),
+        "decomposer_calls": usage.decomposer.calls,
+        "solver_ms": round(usage.solver.latency_ms, 2),
+        "solver_calls": usage.solver.calls,
+        "prompt_tokens": usage.total.prompt_tokens,
+        "completion_tokens": usage.total.completion_tokens,
+    }
+    return result
 
 
 @router.post("/decompose", response_model=DecomposeResponse, responses=_ERRORS)
@@ -88,6 +101,12 @@ async def decompose(body: DecomposeRequest, request: Request) -> DecomposeRespon
             max_subquestions=body.max_subquestions,
         ),
     )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: the service's families and the engine's ``vllm:`` ones."""
+    return Response(get_services(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 @router.get("/healthz")

@@ -67,7 +67,9 @@ class OpenAIDecomposer:
             choice = body["choices"][0]
             text = str(choice["text"])
         except (KeyError, IndexError, TypeError):
-            raise UpstreamError("decomposer returned no choices", stage="decompose") from None
+            raise UpstreamError(
+                "decomposer returned no choices", stage="decompose", kind="invalid_response"
+            ) from None
         prompt_tokens, completion_tokens = usage_of(body)
         return Completion(text, prompt_tokens, completion_tokens, str(choice.get("finish_reason")))
 

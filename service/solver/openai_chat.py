@@ -59,7 +59,9 @@ class OpenAIChatSolver:
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise UpstreamError(
-                f"solver returned no message during '{stage}'", stage=stage
+                f"solver returned no message during '{stage}'",
+                stage=stage,
+                kind="invalid_response",
             ) from None
         prompt_tokens, completion_tokens = usage_of(body)
         return Completion(

@@ -1,0 +1,127 @@
+"""Every Prometheus metric the service exports, on an explicit registry.
+
+Conventions: one prefix (``divconq_``), base units (``_seconds``, ``_usd``),
+``_total`` counters, explicit buckets reaching minutes, and bounded labels
+only (mode, stage, status, outcome, configured model names; never question
+text, request ids or keys).
+
+Our names must not contain "vllm": vLLM unregisters every collector whose
+name does when its engine starts. vLLM's own ``vllm:`` families live in
+prometheus_client's global registry; ``/metrics`` serves both.
+
+OpenTelemetry GenAI mapping (see docs/observability.md):
+``gen_ai.client.operation.duration`` -> ``divconq_stage_duration_seconds``;
+``gen_ai.client.token.usage`` with ``gen_ai.token.type`` input/output ->
+``divconq_tokens_total{type}``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from service.completion import Completion
+
+PREFIX = "divconq"
+# 10 ms .. 10 min: a CPU decomposer call takes seconds, a socratic request on
+# a slow hosted solver can take minutes.
+DURATION_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0
+)  # fmt: skip
+SUBQUESTION_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 12, 16)
+
+STAGES = ("decompose", "solve", "final")
+SOLVER_OUTCOMES = ("ok", "retried", "timeout", "connect_error", "http_error", "invalid_response")
+
+
+class Metrics:
+    """The service's metrics, registered on ``registry`` (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, max_in_flight: int = 0) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Requests to /solve and /decompose by endpoint, mode and HTTP status.",
+            ["endpoint", "mode", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Wall time of /solve and /decompose requests.",
+            ["endpoint", "mode"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_requests_in_flight",
+            "Requests to /solve and /decompose being processed now.",
+            registry=r,
+        )
+        self.in_flight_limit = Gauge(
+            f"{PREFIX}_requests_in_flight_limit",
+            "Configured bound on requests in flight (DIVCONQ_MAX_IN_FLIGHT), for saturation.",
+            registry=r,
+        )
+        self.stage_duration = Histogram(
+            f"{PREFIX}_stage_duration_seconds",
+            "Wall time of one model call by stage (decompose, solve, final) and model "
+            "(OTel gen_ai.client.operation.duration).",
+            ["stage", "model"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            f"{PREFIX}_tokens",
+            "Tokens by stage, type (input, output) and model (OTel gen_ai.client.token.usage).",
+            ["stage", "type", "model"],
+            registry=r,
+        )
+        self.cost = Counter(
+            f"{PREFIX}_cost_usd",
+            "Estimated cost in USD by stage and model, from DIVCONQ_PRICES.",
+            ["stage", "model"],
+            registry=r,
+        )
+        self.solver_calls = Counter(
+            f"{PREFIX}_solver_calls",
+            "Solver calls by outcome (ok, retried, timeout, connect_error, http_error, "
+            "invalid_response).",
+            ["outcome"],
+            registry=r,
+        )
+        self.subquestions = Histogram(
+            f"{PREFIX}_subquestions_per_request",
+            "Subquestions used per /solve request, by mode.",
+            ["mode"],
+            buckets=SUBQUESTION_BUCKETS,
+            registry=r,
+        )
+        # Pre-create the bounded label sets, so rate() and dashboards see zeros
+        # rather than absent series before the first event.
+        for outcome in SOLVER_OUTCOMES:
+            self.solver_calls.labels(outcome)
+        self.in_flight_limit.set(max_in_flight)
+
+    def model_call(
+        self, stage: str, model: str, completion: Completion, seconds: float, cost_usd: float
+    ) -> None:
+        self.stage_duration.labels(stage, model).observe(seconds)
+        self.tokens.labels(stage, "input", model).inc(completion.prompt_tokens)
+        self.tokens.labels(stage, "output", model).inc(completion.completion_tokens)
+        # inc(0) too: the series exists (at 0) even where no price is configured.
+        self.cost.labels(stage, model).inc(cost_usd)
+
+    def exposition(self) -> bytes:
+        """Our families, then vLLM's (and the process collectors) from the global registry."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -3,7 +3,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve prepare-model test lint unit
+.PHONY: install serve prepare-model test lint unit deploy-check
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/test_parsing.py tests/test_settings.py
+
+# Dockerfile lint, `docker compose config`, Kubernetes schema validation.
+deploy-check: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/test_deploy.py
 
 test: lint
 	$(VENV)/bin/python -m pytest

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import socket
 import sys
@@ -21,15 +20,13 @@ from typing import Any
 
 import httpx
 
+from service.logs import configure_logging
 from service.settings import MODES, Settings
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _secrets(settings: Settings) -> list[str]:
+    keys = (settings.solver.api_key, settings.decomposer.api_key)
+    return [k.get_secret_value() for k in keys if k is not None]
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,6 +45,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # Our JSON handler on the root logger (configure_logging) formats uvicorn too.
+        log_config=None,
         timeout_graceful_shutdown=30,
     )
     return 0
@@ -157,6 +156,107 @@ def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a dataset through /solve in several modes; table, summary.json, plot.png."""
+    import asyncio
+    import logging
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from service.evaluation import datasets, report, runner, scoring
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or not modes:
+        raise SystemExit(f"--modes: unknown {unknown}; choose from {','.join(MODES)}")
+    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+        raise SystemExit("--concurrency and --limit must be at least 1")
+    try:
+        dataset = datasets.load(Path(args.dataset), args.format)
+    except datasets.DatasetError as exc:
+        raise SystemExit(str(exc)) from None
+    problems = datasets.select(dataset.problems, args.limit, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.jsonl"
+    print(
+        f"{len(problems)} problems x {len(modes)} modes from {dataset.path} ({dataset.format}); "
+        f"results in {results_path}",
+        file=sys.stderr,
+    )
+    started = time.monotonic()
+    total = len(problems) * len(modes)
+    if runner.pending_requests(problems, modes, results_path):
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0)) as client,
+                contextlib.ExitStack() as stack,
+            ):
+                if args.url:
+                    url = args.url.rstrip("/")
+                    try:
+                        client.get(f"{url}/healthz")
+                    except httpx.TransportError:
+                        raise SystemExit(f"no service at {url}") from None
+                else:
+                    print("starting the service in this process...", file=sys.stderr)
+                    # One access line per request would bury the progress bar, and
+                    # results.jsonl holds the same figures.
+                    logging.getLogger("divconq.access").setLevel(logging.WARNING)
+                    url = stack.enter_context(_in_process_server(settings))
+                _wait_ready(client, url, timeout_s=900)
+                stats = asyncio.run(
+                    runner.run(
+                        problems,
+                        modes,
+                        url=url,
+                        results_path=results_path,
+                        concurrency=args.concurrency,
+                        max_subquestions=args.max_subquestions,
+                        timeout_s=args.timeout,
+                    )
+                )
+        except KeyboardInterrupt:
+            print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+            return 130
+    else:
+        # Everything is in results.jsonl: only the reports are rebuilt, no service needed.
+        stats = runner.RunStats(total=total, skipped=total, requested=0, errors=0)
+    wall_s = time.monotonic() - started
+    # Only this selection: the file may also hold results of a larger earlier run.
+    keys = {(p.id, m) for p in problems for m in modes}
+    records = [
+        r
+        for r in runner.read_results(results_path)
+        if (str(r["problem_id"]), str(r["mode"])) in keys
+    ]
+    summaries = scoring.summarize(records, modes, settings.prices)
+    meta = {
+        "dataset": str(dataset.path),
+        "format": dataset.format,
+        "fewshot_skipped": dataset.skipped,
+        "problems": len(problems),
+        "limit": args.limit,
+        "seed": args.seed,
+        "modes": modes,
+        "url": args.url or "in-process",
+        "max_subquestions": args.max_subquestions,
+        "concurrency": args.concurrency,
+        "prices": {name: price.model_dump() for name, price in settings.prices.items()},
+        "run": {**asdict(stats), "wall_s": round(wall_s, 1)},
+        "results": str(results_path),
+    }
+    report.write_summary(out / "summary.json", summaries, meta)
+    report.plot(out / "plot.png", summaries, title=f"{dataset.path.name}, {len(problems)} problems")
+    print(report.markdown_table(summaries), end="")
+    print(
+        f"{stats.requested} requested, {stats.skipped} resumed, {stats.errors} errors, "
+        f"{wall_s:.0f} s; wrote {out / 'summary.json'} and {out / 'plot.png'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="divconq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--url", help="a running service (default: localhost, else in-process)")
     solve.add_argument("--json", action="store_true", help="print the raw JSON response")
     solve.set_defaults(func=cmd_solve)
+
+    from service.evaluation.datasets import DEFAULT_DATASET, FORMATS
+
+    ev = sub.add_parser(
+        "eval",
+        help="score a dataset per mode: accuracy, decomposition quality, tokens, cost, latency",
+        description="Run a dataset through /solve in several modes. Prints a markdown table; "
+        "writes results.jsonl (resumable: re-run the same command to continue), "
+        "summary.json and plot.png under --out.",
+    )
+    ev.add_argument("--dataset", default=str(DEFAULT_DATASET), help="default: %(default)s")
+    ev.add_argument("--format", choices=("auto", *FORMATS), default="auto")
+    ev.add_argument("--limit", type=int, help="at most this many problems")
+    ev.add_argument("--seed", type=int, help="sample problems at random (default: file order)")
+    ev.add_argument("--modes", default=",".join(MODES), help="comma-separated (%(default)s)")
+    ev.add_argument("--url", help="a running service (default: start one in this process)")
+    ev.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    ev.add_argument("--out", default=".data/eval", help="output directory (%(default)s)")
+    ev.add_argument("--max-subquestions", type=int)
+    ev.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -184,8 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # vLLM logs to stdout by default; stdout is for command output (solve --json).
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    if args.command == "solve":
+    if args.command in ("solve", "eval"):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if args.command == "serve":
+        # vLLM's frontend loggers then propagate to our JSON handler.
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     settings = Settings()
-    _setup_logging(settings.log_level)
+    configure_logging(settings.log_level, _secrets(settings))
     return int(args.func(args, settings))

@@ -1,0 +1,201 @@
+"""Evaluation datasets: loaders for four formats, auto-detection, selection.
+
+Formats (``--format``):
+
+- ``gsm8k``: JSONL, ``{"question", "answer"}`` with the answer ending in ``#### N``.
+- ``socratic``: GSM8K Socratic JSONL: the same, but each worked step is a
+  ``subquestion ** step`` line; the subquestions are the gold decomposition.
+- ``svamp``: SVAMP-style JSON (a list; JSONL also accepted) of
+  ``{"Body", "Question", "Answer"}``; the body goes to the service as ``context``.
+- ``jsonl``: generic JSONL ``{"question", "answer"}``, optionally with ``id``,
+  ``context`` and ``subquestions`` (a list of gold subquestions).
+
+Only the file named is read: the default is the subset shipped in the
+repository (``data/gsm8k/socratic_1000.jsonl``, MIT), never anything outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from service.prompts import FEWSHOT_SOURCE_INDICES
+
+Format = Literal["gsm8k", "socratic", "svamp", "jsonl"]
+FORMATS: tuple[Format, ...] = ("gsm8k", "socratic", "svamp", "jsonl")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATASET = REPO_ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
+
+_FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+_STEP_SEPARATOR = " ** "
+
+
+class DatasetError(ValueError):
+    """The file is missing, malformed, or not in the format asked for."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One evaluation item. ``id`` is stable across runs: it keys resumable results."""
+
+    id: str
+    question: str
+    answer: str
+    context: str | None = None
+    # None: the dataset has no gold decomposition (not the same as an empty one).
+    gold_subquestions: tuple[str, ...] | None = None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"dataset not found: {path}") from None
+    stripped = text.lstrip()
+    records: list[Any]
+    try:
+        if stripped.startswith("["):
+            records = json.loads(stripped)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not JSON or JSONL: {exc}") from None
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise DatasetError(f"{path}: record {i} is not an object")
+    return records
+
+
+def _gsm8k_final(answer: str) -> str:
+    match = _FINAL.search(answer)
+    if match is None:
+        raise DatasetError("GSM8K answer has no '#### N' line")
+    return match.group(1).replace(",", "").strip()
+
+
+def _socratic_steps(answer: str) -> tuple[str, ...]:
+    body = answer.split("####", 1)[0]
+    return tuple(
+        line.split(_STEP_SEPARATOR, 1)[0].strip()
+        for line in body.splitlines()
+        if _STEP_SEPARATOR in line
+    )
+
+
+def _is_socratic(answer: str) -> bool:
+    return any(_STEP_SEPARATOR in line for line in answer.split("####", 1)[0].splitlines())
+
+
+def detect_format(records: Sequence[dict[str, Any]]) -> Format:
+    """The format of already-read records, judged on the first few."""
+    if not records:
+        raise DatasetError("dataset is empty")
+    head = records[:20]
+    if all({"Body", "Question", "Answer"} <= set(r) for r in head):
+        return "svamp"
+    if not all({"question", "answer"} <= set(r) for r in head):
+        raise DatasetError(
+            "unknown format: expected question/answer (GSM8K, generic) "
+            "or Body/Question/Answer (SVAMP) fields"
+        )
+    answers = [r["answer"] for r in head]
+    if all(isinstance(a, str) and "####" in a for a in answers):
+        # One stray line without steps must not demote a Socratic file.
+        return "socratic" if any(_is_socratic(a) for a in answers) else "gsm8k"
+    return "jsonl"
+
+
+def _record_id(rec: dict[str, Any], index: int) -> str:
+    for key in ("id", "ID", "Id"):
+        if key in rec and rec[key] is not None:
+            return str(rec[key])
+    # The line number: stable as long as the file is.
+    return str(index)
+
+
+def _answer_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _to_problem(rec: dict[str, Any], index: int, fmt: Format) -> Problem:
+    pid = _record_id(rec, index)
+    if fmt == "svamp":
+        body = str(rec["Body"]).strip()
+        return Problem(
+            id=pid,
+            question=str(rec["Question"]).strip(),
+            answer=_answer_text(rec["Answer"]),
+            context=body or None,
+        )
+    question = str(rec["question"]).strip()
+    if fmt in ("gsm8k", "socratic"):
+        raw = str(rec["answer"])
+        return Problem(
+            id=pid,
+            question=question,
+            answer=_gsm8k_final(raw),
+            gold_subquestions=_socratic_steps(raw) if fmt == "socratic" else None,
+        )
+    subs = rec.get("subquestions")
+    context = rec.get("context")
+    return Problem(
+        id=pid,
+        question=question,
+        answer=_answer_text(rec["answer"]),
+        context=str(context) if context else None,
+        gold_subquestions=tuple(str(s) for s in subs) if isinstance(subs, list) else None,
+    )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: Path
+    format: Format
+    problems: tuple[Problem, ...]
+    skipped: int  # few-shot lines left out
+
+
+def load(path: Path, fmt: Format | Literal["auto"] = "auto") -> Dataset:
+    """Every problem in ``path``, in file order, and the format it was read as.
+
+    The shipped default skips its few-shot lines (``FEWSHOT_SOURCE_INDICES``):
+    the prompts contain them with their answers, so scoring them would flatter
+    every decomposing mode.
+    """
+    records = read_records(path)
+    chosen: Format = detect_format(records) if fmt == "auto" else fmt
+    skip = set(FEWSHOT_SOURCE_INDICES) if path.resolve() == DEFAULT_DATASET else set()
+    problems = []
+    for i, rec in enumerate(records):
+        if i in skip:
+            continue
+        try:
+            problems.append(_to_problem(rec, i, chosen))
+        except (KeyError, DatasetError) as exc:
+            raise DatasetError(f"{path}: record {i} is not {chosen}: {exc}") from None
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        # Results are keyed by id: duplicates would silently share one result.
+        raise DatasetError(f"{path}: problem ids are not unique")
+    skipped = sum(1 for i in skip if i < len(records))
+    return Dataset(path=path, format=chosen, problems=tuple(problems), skipped=skipped)
+
+
+def select(problems: Sequence[Problem], limit: int | None, seed: int | None) -> list[Problem]:
+    """The first ``limit`` problems, or a seeded random sample of ``limit``.
+
+    With a seed the sample is reproducible, so an interrupted run with the same
+    options resumes on the same problems.
+    """
+    chosen = list(problems)
+    if seed is not None:
+        random.Random(seed).shuffle(chosen)
+    return chosen if limit is None else chosen[:limit]

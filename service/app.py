@@ -28,7 +28,7 @@ from service.decomposer import build_decomposer
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
-from service.solver import build_solver
+from service.solver import build_solvers
 from service.state import Services
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         http = _http_client(settings)
         decomposer = build_decomposer(settings, http)
-        solver = build_solver(settings, http)
+        solvers = build_solvers(settings, http, metrics)
         app.state.services = Services(
             settings=settings,
             http=http,
             decomposer=decomposer,
-            solver=solver,
-            pipeline=Pipeline(settings, decomposer, solver, metrics),
+            solvers=solvers,
+            pipeline=Pipeline(settings, decomposer, solvers, metrics),
             metrics=metrics,
         )
         loader = asyncio.create_task(decomposer.start(), name="decomposer-start")

@@ -11,3 +11,6 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"
+    # Which solver profile and model answered (a fallback may have).
+    profile: str = ""
+    model: str = ""

@@ -19,6 +19,8 @@ class ServiceError(Exception):
         stage: str | None = None,
         headers: dict[str, str] | None = None,
         kind: str | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -26,6 +28,15 @@ class ServiceError(Exception):
         self.headers = headers or {}
         # Finer than the type, for metrics: timeout, connect_error, http_error, ...
         self.kind = kind or self.error_type
+        # For the solver's retry loop: may the same call succeed if repeated,
+        # and after how long does the server ask us to wait?
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
 
 
 class InvalidRequest(ServiceError):

@@ -9,21 +9,55 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from service.deadline import remaining
 from service.errors import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
 _SECRET_HEADERS = {"authorization", "api-key", "x-api-key"}
+# Besides 5xx: timeouts, conflicts and rate limits may pass on their own.
+RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 def _where(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _bounded(timeout: httpx.Timeout) -> httpx.Timeout:
+    """Never wait on one call past the request's deadline."""
+    left = remaining()
+    if left is None:
+        return timeout
+    return httpx.Timeout(
+        connect=min(timeout.connect or left, left),
+        read=min(timeout.read or left, left),
+        write=min(timeout.write or left, left),
+        pool=min(timeout.pool or left, left),
+    )
 
 
 async def post_json(
@@ -39,21 +73,23 @@ async def post_json(
     where = _where(url)
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
     try:
-        resp = await client.post(url, json=payload, headers=headers, timeout=timeout)
+        resp = await client.post(url, json=payload, headers=headers, timeout=_bounded(timeout))
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(
             f"{role} at {where} timed out during '{stage}' ({type(exc).__name__})",
             stage=stage,
             kind="timeout",
+            retryable=True,
         ) from None
     except httpx.TransportError as exc:
+        # Refused, reset, or closed mid-response: the next attempt may work.
         raise UpstreamError(
             f"{role} at {where} unreachable during '{stage}' ({type(exc).__name__})",
             stage=stage,
             kind="connect_error",
+            retryable=True,
         ) from None
     if resp.status_code >= 400:
-        # A short, key-free excerpt helps ops tell a bad model name from an outage.
         # Some servers echo the key they rejected: never pass it on.
         excerpt = " ".join(resp.text.split())[:200]
         for secret in secrets:
@@ -62,6 +98,8 @@ async def post_json(
             f"{role} at {where} returned HTTP {resp.status_code} during '{stage}': {excerpt}",
             stage=stage,
             kind="http_error",
+            retryable=resp.status_code in RETRYABLE_STATUS or resp.status_code >= 500,
+            retry_after_s=_retry_after(resp.headers.get("retry-after")),
         )
     try:
         body = resp.json()

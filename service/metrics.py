@@ -109,6 +109,8 @@ class Metrics:
         for outcome in SOLVER_OUTCOMES:
             self.solver_calls.labels(outcome)
         self.in_flight_limit.set(max_in_flight)
+        # The same count as the gauge, readable without private attributes.
+        self.active = 0
 
     def model_call(
         self, stage: str, model: str, completion: Completion, seconds: float, cost_usd: float

@@ -14,6 +14,7 @@ Every figure in the response is measured here, around the backend calls.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import TypeVar
 from service import prompts
 from service.completion import Completion
 from service.decomposer import Decomposer
-from service.errors import ServiceError
+from service.dependencies import waves
 from service.metrics import Metrics
 from service.parsing import extract_answer, parse_next_subquestion, parse_subquestions
 from service.schemas import (
@@ -36,7 +37,7 @@ from service.schemas import (
     TotalUsage,
 )
 from service.settings import Mode, Settings
-from service.solver import Solver
+from service.solver import SolverChain
 
 T = TypeVar("T")
 
@@ -57,6 +58,7 @@ class _Run:
     cap: int
     decomposer: StageUsage
     solver: StageUsage
+    solver_chain: SolverChain
     started: float = field(default_factory=time.perf_counter)
     decomposer_calls: int = 0
 
@@ -72,36 +74,60 @@ class _Run:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, decomposer: Decomposer, solver: Solver, metrics: Metrics
+        self,
+        settings: Settings,
+        decomposer: Decomposer,
+        solvers: dict[str, SolverChain],
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._decomposer = decomposer
-        self._solver = solver
+        self._solvers = solvers
         self._metrics = metrics
 
-    def _run(self, request_id: str, question: str, context: str | None, cap: int | None) -> _Run:
+    def _run(
+        self,
+        request_id: str,
+        question: str,
+        context: str | None,
+        cap: int | None,
+        solver: str | None = None,
+    ) -> _Run:
+        chain = self._solvers[solver or self._settings.default_solver]
         return _Run(
             request_id=request_id,
             question=question,
             context=context,
             cap=cap or self._settings.max_subquestions,
             decomposer=StageUsage(model=self._decomposer.model_name),
-            solver=StageUsage(model=self._solver.model_name),
+            solver=StageUsage(model=chain.model_name),
+            solver_chain=chain,
         )
 
     def _charge(
-        self, usage: StageUsage, stage: str, completion: Completion, seconds: float
+        self,
+        usage: StageUsage,
+        stage: str,
+        completion: Completion,
+        seconds: float,
+        *,
+        count_latency: bool = True,
     ) -> None:
         """Account one model call in the response and in the metrics alike."""
-        cost = self._settings.price(usage.model).cost_usd(
+        # A fallback may have answered: price and label by the model that did.
+        model = completion.model or usage.model
+        cost = self._settings.price(model).cost_usd(
             completion.prompt_tokens, completion.completion_tokens
         )
         usage.calls += 1
         usage.prompt_tokens += completion.prompt_tokens
         usage.completion_tokens += completion.completion_tokens
-        usage.latency_ms += seconds * 1000.0
+        if count_latency:
+            usage.latency_ms += seconds * 1000.0
         usage.cost_usd += cost
-        self._metrics.model_call(stage, usage.model, completion, seconds, cost)
+        if completion.profile and completion.profile not in usage.answered_by:
+            usage.answered_by.append(completion.profile)
+        self._metrics.model_call(stage, model, completion, seconds, cost)
 
     # --- stages -----------------------------------------------------------------
 
@@ -118,26 +144,25 @@ class Pipeline:
         return parse_subquestions(completion.text, run.cap)
 
     async def _solve(
-        self, run: _Run, messages: prompts.Messages, stage: str
+        self, run: _Run, messages: prompts.Messages, stage: str, *, count_latency: bool = True
     ) -> tuple[Completion, float]:
-        try:
-            completion, seconds = await _timed(
-                self._solver.chat(messages, request_id=run.request_id, stage=stage)
-            )
-        except ServiceError as exc:
-            self._metrics.solver_calls.labels(exc.kind).inc()
-            raise
-        self._metrics.solver_calls.labels("ok").inc()
-        self._charge(run.solver, stage, completion, seconds)
+        completion, seconds = await _timed(
+            run.solver_chain.chat(messages, request_id=run.request_id, stage=stage)
+        )
+        self._charge(run.solver, stage, completion, seconds, count_latency=count_latency)
         return completion, seconds
 
     async def _answer(
-        self, run: _Run, sub: str, history: list[tuple[str, str]]
+        self,
+        run: _Run,
+        sub: str,
+        history: list[tuple[str, str]],
+        *,
+        count_latency: bool = True,
     ) -> SubquestionResult:
         messages = prompts.subquestion(run.question, sub, history, run.context)
-        completion, seconds = await self._solve(run, messages, "solve")
+        completion, seconds = await self._solve(run, messages, "solve", count_latency=count_latency)
         answer = completion.text.strip()
-        history.append((sub, answer))
         return SubquestionResult(
             question=sub,
             answer=answer,
@@ -151,10 +176,26 @@ class Pipeline:
     # --- modes ------------------------------------------------------------------
 
     async def _static(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+        subs = await self._decompose_static(run)
         history: list[tuple[str, str]] = []
-        results = [
-            await self._answer(run, sub, history) for sub in await self._decompose_static(run)
-        ]
+        results: list[SubquestionResult] = []
+        groups = (
+            waves(subs) if self._settings.parallel_subquestions else [[i] for i in range(len(subs))]
+        )
+        for group in groups:
+            if len(group) == 1:
+                result = await self._answer(run, subs[group[0]], history)
+                batch = [result]
+            else:
+                # Independent subquestions (service/dependencies.py) at once; the
+                # stage latency is the wave's wall time, not the sum of its calls.
+                started = time.perf_counter()
+                batch = await asyncio.gather(
+                    *(self._answer(run, subs[i], history, count_latency=False) for i in group)
+                )
+                run.solver.latency_ms += (time.perf_counter() - started) * 1000.0
+            results += batch
+            history += [(r.question, r.answer) for r in batch]
         return results, prompts.final(run.question, history, run.context)
 
     async def _hinted(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
@@ -187,7 +228,9 @@ class Pipeline:
             sub = parse_next_subquestion(completion.text, [q for q, _ in history])
             if sub is None:
                 break
-            results.append(await self._answer(run, sub, history))
+            result = await self._answer(run, sub, history)
+            results.append(result)
+            history.append((sub, result.answer))
         return results, prompts.final(run.question, history, run.context)
 
     async def _direct(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
@@ -203,8 +246,9 @@ class Pipeline:
         mode: Mode,
         context: str | None = None,
         max_subquestions: int | None = None,
+        solver: str | None = None,
     ) -> SolveResponse:
-        run = self._run(request_id, question, context, max_subquestions)
+        run = self._run(request_id, question, context, max_subquestions, solver)
         plan = {
             "static": self._static,
             "hinted": self._hinted,

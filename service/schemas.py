@@ -18,6 +18,12 @@ class DecomposeRequest(_Strict):
         None, ge=1, description="Cap on subquestions; default and upper bound from config."
     )
     context: str | None = Field(None, description="Optional passage the question is about.")
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Deadline for this request; default DIVCONQ_REQUEST_TIMEOUT_S, at most "
+        "DIVCONQ_MAX_REQUEST_TIMEOUT_S.",
+    )
 
     @field_validator("question")
     @classmethod
@@ -29,6 +35,9 @@ class DecomposeRequest(_Strict):
 
 class SolveRequest(DecomposeRequest):
     mode: Mode | None = Field(None, description="Default from config (DIVCONQ_DEFAULT_MODE).")
+    solver: str | None = Field(
+        None, description="Solver profile name; default from config (DIVCONQ_DEFAULT_SOLVER)."
+    )
 
 
 class TokenUsage(BaseModel):
@@ -43,6 +52,11 @@ class StageUsage(BaseModel):
     completion_tokens: int = 0
     latency_ms: float = 0.0
     cost_usd: float = Field(0.0, description="From DIVCONQ_PRICES; 0 where unset.")
+    answered_by: list[str] = Field(
+        default_factory=list,
+        description="Solver profiles that answered, in order of first use (a fallback shows "
+        "here); empty for the decomposer.",
+    )
 
 
 class TotalUsage(TokenUsage):

@@ -60,16 +60,24 @@ class DecomposerSettings(BaseModel):
 
 
 class SolverSettings(BaseModel):
-    """The large model that answers subquestions, reached over HTTP."""
+    """One solver profile: the large model that answers subquestions, over HTTP."""
 
-    backend: str = Field("openai", description="Registry name of the solver backend.")
+    backend: str = Field(
+        "openai",
+        description="Registry name: openai (any OpenAI-compatible), azure_openai, anthropic.",
+    )
     base_url: str | None = Field(
         None,
-        description="OpenAI-compatible URL ending in /v1; unset = this service's own /v1 "
-        "(the embedded model), so the default needs no network and no key.",
+        description="API base URL (OpenAI-compatible ones end in /v1); unset = this service's "
+        "own /v1 (the embedded model), so the default needs no network and no key.",
     )
-    model: str | None = Field(None, description="Model name sent to the solver; unset = embedded.")
+    model: str | None = Field(None, description="Model (Azure: deployment) name; unset = embedded.")
     api_key: SecretStr | None = None
+    api_version: str = Field(
+        "2024-10-21",
+        description="azure_openai: api-version; anthropic: anthropic-version "
+        "is fixed by the backend.",
+    )
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
     max_tokens: int | None = Field(
@@ -78,6 +86,15 @@ class SolverSettings(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     stop: list[str] = Field(default_factory=list)
     max_connections: int = Field(100, ge=1)
+    max_concurrency: int = Field(32, ge=1, description="Calls in flight to this solver.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries on connect errors, timeouts, 408, 409, 429, 5xx."
+    )
+    backoff_base_s: float = Field(0.25, ge=0, description="First retry delay (doubles).")
+    backoff_max_s: float = Field(8.0, ge=0, description="Cap on one retry delay.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Profiles tried in order when this one fails."
+    )
 
 
 class ModelPrice(BaseModel):
@@ -125,26 +142,75 @@ class Settings(BaseSettings):
         '{"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}; unset = 0.',
     )
 
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="Deadline for one /solve or /decompose request."
+    )
+    max_request_timeout_s: float = Field(
+        900.0, gt=0, description="Largest deadline a request may ask for (timeout_s)."
+    )
+    parallel_subquestions: bool = Field(
+        True, description="static mode: solve subquestions that need no earlier answer at once."
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description='Bearer keys for /solve and /decompose (JSON list: ["k1","k2"]); '
+        "empty = no auth.",
+    )
+
     decomposer: DecomposerSettings = Field(default_factory=DecomposerSettings)
-    solver: SolverSettings = Field(default_factory=SolverSettings)
+    solver: SolverSettings = Field(
+        default_factory=SolverSettings, description="The profile named 'default'."
+    )
+    solvers: dict[str, SolverSettings] = Field(
+        default_factory=dict,
+        description="More named solver profiles: DIVCONQ_SOLVERS__<NAME>__BASE_URL, ...",
+    )
+    default_solver: str = Field("default", description="Profile used when a request names none.")
 
     @model_validator(mode="after")
     def _check_solver_target(self) -> Settings:
-        if self.solver.base_url is None:
-            # The default solver is this process's own /v1, which only exists
-            # when the embedded engine runs here.
-            if self.decomposer.backend != "vllm" or not self.serve_openai_api:
-                raise ValueError(
-                    "DIVCONQ_SOLVER__BASE_URL is required unless the in-process 'vllm' "
-                    "decomposer serves the embedded solver at /v1"
-                )
-        elif not self.solver.model:
+        profiles = self.solver_profiles
+        for name, profile in profiles.items():
+            env = "DIVCONQ_SOLVER" if name == "default" else f"DIVCONQ_SOLVERS__{name.upper()}"
+            if profile.base_url is None:
+                # The embedded solver is this process's own /v1, which only
+                # exists when the embedded engine runs here.
+                if self.decomposer.backend != "vllm" or not self.serve_openai_api:
+                    raise ValueError(
+                        f"{env}__BASE_URL is required unless the in-process 'vllm' "
+                        "decomposer serves the embedded solver at /v1"
+                    )
+            elif not profile.model:
+                raise ValueError(f"{env}__MODEL is required when {env}__BASE_URL is set")
+            for fallback in profile.fallbacks:
+                if fallback not in profiles or fallback == name:
+                    raise ValueError(f"{env}__FALLBACKS names unknown profile {fallback!r}")
+        if self.default_solver not in profiles:
             raise ValueError(
-                "DIVCONQ_SOLVER__MODEL is required when DIVCONQ_SOLVER__BASE_URL is set"
+                f"DIVCONQ_DEFAULT_SOLVER names unknown profile {self.default_solver!r}"
             )
         if self.max_subquestions > self.max_subquestions_limit:
             raise ValueError("max_subquestions must not exceed max_subquestions_limit")
         return self
+
+    @property
+    def solver_profiles(self) -> dict[str, SolverSettings]:
+        """Every solver profile by name; DIVCONQ_SOLVER__* is 'default'."""
+        return {"default": self.solver, **self.solvers}
+
+    def solver_url(self, profile: SolverSettings) -> str:
+        if profile.base_url:
+            return profile.base_url.rstrip("/")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def solver_model(self, profile: SolverSettings) -> str:
+        return profile.model or self.decomposer_model_name
+
+    def solver_tokens(self, profile: SolverSettings) -> int:
+        if profile.max_tokens is not None:
+            return profile.max_tokens
+        # The embedded 270M model on CPU writes ~20 tokens/s: keep the default snappy.
+        return 256 if profile.base_url else 96
 
     def price(self, model: str) -> ModelPrice:
         return self.prices.get(model) or ModelPrice()
@@ -166,17 +232,12 @@ class Settings(BaseSettings):
 
     @property
     def solver_base_url(self) -> str:
-        if self.solver.base_url:
-            return self.solver.base_url.rstrip("/")
-        return f"http://127.0.0.1:{self.port}/v1"
+        return self.solver_url(self.solver)
 
     @property
     def solver_max_tokens(self) -> int:
-        if self.solver.max_tokens is not None:
-            return self.solver.max_tokens
-        # The embedded 270M model on CPU writes ~20 tokens/s: keep the default snappy.
-        return 256 if self.solver.base_url else 96
+        return self.solver_tokens(self.solver)
 
     @property
     def solver_model_name(self) -> str:
-        return self.solver.model or self.decomposer_model_name
+        return self.solver_model(self.solver)

@@ -14,7 +14,7 @@ from service.errors import NotReady
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Mode, Settings
-from service.solver import Solver
+from service.solver import SolverChain
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Services:
     settings: Settings
     http: httpx.AsyncClient
     decomposer: Decomposer
-    solver: Solver
+    solvers: dict[str, SolverChain]
     pipeline: Pipeline
     metrics: Metrics
 
@@ -32,13 +32,13 @@ class Services:
         engine = getattr(self.decomposer, "engine", None)
         return engine if isinstance(engine, EmbeddedEngine) else None
 
-    @property
-    def solver_is_embedded(self) -> bool:
-        return self.settings.solver.base_url is None
+    def solver_is_embedded(self, profile: str | None = None) -> bool:
+        name = profile or self.settings.default_solver
+        return self.settings.solver_profiles[name].base_url is None
 
-    def require_ready(self, mode: Mode | None) -> None:
+    def require_ready(self, mode: Mode | None, profile: str | None = None) -> None:
         """503 unless everything this mode touches is loaded."""
-        needs_decomposer = mode != "direct" or self.solver_is_embedded
+        needs_decomposer = mode != "direct" or self.solver_is_embedded(profile)
         if needs_decomposer and not self.decomposer.ready:
             raise NotReady(
                 f"decomposer not ready ({self.decomposer.state})", headers={"Retry-After": "10"}

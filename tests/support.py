@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -92,61 +93,116 @@ def live_app(settings: Settings) -> Iterator[str]:
 
 
 class FaultServer:
-    """A scripted OpenAI-shaped server for faults a real one won't produce on demand."""
+    """A scripted model server for what a real one won't do on demand.
+
+    ``script`` is the behaviour of each successive request (the last one
+    repeats): ok, slow, stall, 400, 429, 500, 503, reset, badjson, nousage,
+    echo401, anthropic, or "plan:<text>" (an OpenAI /completions answer with
+    that text, for a scripted decomposer). It records every request's headers
+    and JSON body, and the most requests it had in flight at once.
+    """
 
     PROMPT_TOKENS = 11
 
-    def __init__(self, behaviour: str, stall_s: float = 5.0) -> None:
-        self.behaviour = behaviour
+    def __init__(self, *script: str, stall_s: float = 5.0, retry_after: str = "0") -> None:
+        self.script = list(script) or ["ok"]
+        self.retry_after = retry_after
         self.hits = 0
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[dict[str, object]] = []
+        self.paths: list[str] = []
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:
-                outer.hits += 1
-                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
-                length = int(self.headers.get("content-length", 0))
-                self.rfile.read(length)
-                if outer.behaviour == "slow":
-                    time.sleep(stall_s)
-                if outer.behaviour in ("ok", "slow"):
-                    body = json.dumps(
-                        {
-                            "choices": [
-                                {
-                                    "message": {"content": "The answer is 7."},
-                                    "finish_reason": "stop",
-                                }
-                            ],
-                            "usage": {"prompt_tokens": outer.PROMPT_TOKENS, "completion_tokens": 5},
-                        }
-                    ).encode()
-                    status = 200
-                elif outer.behaviour == "echo401":
-                    # Like servers that quote the key they rejected.
-                    auth = self.headers.get("authorization", "")
-                    body, status = json.dumps({"error": f"invalid key {auth}"}).encode(), 401
-                elif outer.behaviour == "stall":
-                    time.sleep(stall_s)
-                    body, status = b'{"choices": []}', 200
-                elif outer.behaviour == "500":
-                    body, status = json.dumps({"error": "boom"}).encode(), 500
-                elif outer.behaviour == "badjson":
-                    body, status = b"{not json", 200
-                else:
-                    raise AssertionError(outer.behaviour)
+            def _send(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(body)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up first: that is the point of a stall
+
+            def do_POST(self) -> None:
+                with outer._lock:
+                    behaviour = outer.script[min(outer.hits, len(outer.script) - 1)]
+                    outer.hits += 1
+                    outer.active += 1
+                    outer.max_active = max(outer.max_active, outer.active)
+                    outer.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    outer.paths.append(self.path)
+                try:
+                    raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                    outer.bodies.append(json.loads(raw or b"{}"))
+                    self._behave(behaviour)
+                finally:
+                    with outer._lock:
+                        outer.active -= 1
+
+            def _behave(self, behaviour: str) -> None:
+                ok = {
+                    "choices": [
+                        {"message": {"content": "The answer is 7."}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": outer.PROMPT_TOKENS, "completion_tokens": 5},
+                }
+                if behaviour == "slow":
+                    time.sleep(stall_s)
+                if behaviour in ("ok", "slow"):
+                    self._send(200, json.dumps(ok).encode())
+                elif behaviour == "nousage":
+                    del ok["usage"]
+                    self._send(200, json.dumps(ok).encode())
+                elif behaviour.startswith("plan:"):
+                    text = behaviour.removeprefix("plan:")
+                    body = {
+                        "choices": [{"text": text, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 50, "completion_tokens": 20},
+                    }
+                    self._send(200, json.dumps(body).encode())
+                elif behaviour == "anthropic":
+                    body = {
+                        "type": "message",
+                        "content": [{"type": "text", "text": "The answer is 9."}],
+                        "stop_reason": "end_turn",
+                        "usage": {"input_tokens": 21, "output_tokens": 6},
+                    }
+                    self._send(200, json.dumps(body).encode())
+                elif behaviour == "stall":
+                    time.sleep(stall_s)
+                    self._send(200, b'{"choices": []}')
+                elif behaviour in ("400", "500", "503"):
+                    self._send(int(behaviour), json.dumps({"error": behaviour}).encode())
+                elif behaviour == "429":
+                    self._send(429, b'{"error": "slow down"}', {"Retry-After": outer.retry_after})
+                elif behaviour == "reset":
+                    # Close the socket without an answer (RST): a dropped connection.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                elif behaviour == "badjson":
+                    self._send(200, b"{not json")
+                elif behaviour == "echo401":
+                    # Like servers that quote the key they rejected.
+                    auth = self.headers.get("authorization", "")
+                    self._send(401, json.dumps({"error": f"invalid key {auth}"}).encode())
+                else:
+                    raise AssertionError(behaviour)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

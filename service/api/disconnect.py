@@ -1,4 +1,4 @@
-"""Cancel a request's work when its client goes away.
+"""Run a request's work under its deadline, and cancel it if the client leaves.
 
 Starlette does not cancel a handler when the client disconnects, so a
 generation nobody waits for would run to its token cap. Here the work runs
@@ -14,6 +14,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+
+from service.deadline import deadline_scope
+from service.errors import UpstreamTimeout
 
 T = TypeVar("T")
 
@@ -36,3 +39,19 @@ async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+async def run_request(request: Request, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """``work`` within the request's deadline (504 past it), cancelled on disconnect.
+
+    The deadline is also published (``service.deadline``) so that retries and
+    HTTP timeouts below never plan past it.
+    """
+    with deadline_scope(timeout_s):
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await cancel_on_disconnect(request, work)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"request deadline of {timeout_s:g} s exceeded", kind="deadline"
+            ) from None

@@ -137,7 +137,6 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_in_flight = max_in_flight
-        self._active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = _ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -153,18 +152,18 @@ class ObservabilityMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        if self._active >= self.max_in_flight:
+        if self.metrics.active >= self.max_in_flight:
             status = 429
             app: ASGIApp = self._overloaded
         else:
             app = self.app
-            self._active += 1
+            self.metrics.active += 1
             self.metrics.in_flight.inc()
         try:
             await app(scope, receive, send_status)
         finally:
             if app is self.app:
-                self._active -= 1
+                self.metrics.active -= 1
                 self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
             state = scope.get("state", {})

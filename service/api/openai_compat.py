@@ -11,15 +11,17 @@ import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from service.api.auth import require_api_key
 from service.api.disconnect import cancel_on_disconnect
 from service.engine import EmbeddedEngine
 from service.errors import NotReady
 from service.state import get_services
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+# Behind the API keys too when they are set: it serves the model to anyone.
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
 
 class ChatMessage(BaseModel):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.api.disconnect import cancel_on_disconnect
+from service.api.auth import require_api_key
+from service.api.disconnect import run_request
 from service.errors import InvalidRequest
 from service.metrics import CONTENT_TYPE
 from service.schemas import (
@@ -21,11 +22,14 @@ from service.settings import Settings
 from service.state import get_services
 
 router = APIRouter()
+_AUTH = [Depends(require_api_key)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        401: "Missing or invalid API key (when DIVCONQ_API_KEYS is set)",
         413: "Request body over DIVCONQ_MAX_BODY_BYTES",
+        429: "Too many requests in flight (Retry-After)",
         422: "Invalid request (empty or too long question, unknown mode, bad cap)",
         502: "A model backend was unreachable or failed (the error names the stage)",
         503: "Decomposer not loaded yet (Retry-After)",
@@ -49,21 +53,34 @@ def _check_limits(body: DecomposeRequest, settings: Settings) -> None:
         raise InvalidRequest(
             f"max_subquestions must be between 1 and {settings.max_subquestions_limit}"
         )
+    if body.timeout_s is not None and body.timeout_s > settings.max_request_timeout_s:
+        raise InvalidRequest(
+            f"timeout_s must be at most {settings.max_request_timeout_s:g} seconds"
+        )
+
+
+def _timeout(body: DecomposeRequest, settings: Settings) -> float:
+    return body.timeout_s or settings.request_timeout_s
 
 
 def _request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 
-@router.post("/solve", response_model=SolveResponse, responses=_ERRORS)
+@router.post("/solve", response_model=SolveResponse, responses=_ERRORS, dependencies=_AUTH)
 async def solve(body: SolveRequest, request: Request) -> SolveResponse:
     """Decompose the question and solve it in the chosen mode."""
     services = get_services(request)
-    _check_limits(body, services.settings)
-    mode = body.mode or services.settings.default_mode
+    settings = services.settings
+    _check_limits(body, settings)
+    if body.solver is not None and body.solver not in services.solvers:
+        raise InvalidRequest(
+            f"unknown solver {body.solver!r}; configured: {', '.join(sorted(services.solvers))}"
+        )
+    mode = body.mode or settings.default_mode
     request.state.mode = mode
-    services.require_ready(mode)
-    result = await cancel_on_disconnect(
+    services.require_ready(mode, body.solver)
+    result = await run_request(
         request,
         services.pipeline.solve(
             request_id=_request_id(request),
@@ -71,7 +88,9 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
             mode=mode,
             context=body.context,
             max_subquestions=body.max_subquestions,
+            solver=body.solver,
         ),
+        _timeout(body, settings),
     )
     usage = result.usage
     request.state.log_fields = {
@@ -82,17 +101,18 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
         "solver_calls": usage.solver.calls,
         "prompt_tokens": usage.total.prompt_tokens,
         "completion_tokens": usage.total.completion_tokens,
+        "answered_by": usage.solver.answered_by,
     }
     return result
 
 
-@router.post("/decompose", response_model=DecomposeResponse, responses=_ERRORS)
+@router.post("/decompose", response_model=DecomposeResponse, responses=_ERRORS, dependencies=_AUTH)
 async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
     """Only the decomposer's plan: the subquestions, no solving."""
     services = get_services(request)
     _check_limits(body, services.settings)
     services.require_ready("static")
-    return await cancel_on_disconnect(
+    return await run_request(
         request,
         services.pipeline.decompose(
             request_id=_request_id(request),
@@ -100,6 +120,7 @@ async def decompose(body: DecomposeRequest, request: Request) -> DecomposeRespon
             context=body.context,
             max_subquestions=body.max_subquestions,
         ),
+        _timeout(body, services.settings),
     )
 
 
@@ -117,11 +138,16 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the decomposer is loaded and a solver is configured."""
+    """Readiness: the decomposer is loaded and a solver is configured.
+
+    Saturation (requests in flight at the limit) is reported but keeps 200:
+    the 429s already shed load, and flapping readiness would only move it.
+    """
     services = get_services(request)
     s = services.settings
     ready = services.decomposer.ready
     engine = services.engine
+    in_flight = services.metrics.active
     body = {
         "status": "ready" if ready else "not_ready",
         "decomposer": {
@@ -130,10 +156,18 @@ async def readyz(request: Request) -> JSONResponse:
             "state": services.decomposer.state,
             "engine_requests": engine.unfinished_requests if engine else None,
         },
-        "solver": {
-            "backend": s.solver.backend,
-            "model": services.solver.model_name,
-            "base_url": s.solver_base_url,
+        "solvers": {
+            name: {
+                "backend": p.backend,
+                "model": s.solver_model(p),
+                "base_url": s.solver_url(p) if p.backend != "anthropic" else p.base_url,
+                "fallbacks": p.fallbacks,
+                "default": name == s.default_solver,
+            }
+            for name, p in s.solver_profiles.items()
         },
+        "in_flight": in_flight,
+        "max_in_flight": s.max_in_flight,
+        "saturated": in_flight >= s.max_in_flight,
     }
     return JSONResponse(body, status_code=200 if ready else 503)

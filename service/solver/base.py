@@ -1,4 +1,4 @@
-"""The solver role: its Protocol and registry."""
+"""The solver role: its Protocol, registry, and the per-profile factory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol, TypeVar
 import httpx
 
 from service.completion import Completion
-from service.settings import Settings
+from service.settings import Settings, SolverSettings
 
 
 class Solver(Protocol):
@@ -21,7 +21,8 @@ class Solver(Protocol):
     ) -> Completion: ...
 
 
-SolverFactory = Callable[[Settings, httpx.AsyncClient], Solver]
+# (profile name, profile, all settings, the shared HTTP client) -> backend
+SolverFactory = Callable[[str, SolverSettings, Settings, httpx.AsyncClient], Solver]
 _REGISTRY: dict[str, SolverFactory] = {}
 F = TypeVar("F", bound=SolverFactory)
 
@@ -34,12 +35,24 @@ def register(name: str) -> Callable[[F], F]:
     return deco
 
 
-def build_solver(settings: Settings, http: httpx.AsyncClient) -> Solver:
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_backend(
+    name: str, profile: SolverSettings, settings: Settings, http: httpx.AsyncClient
+) -> Solver:
     try:
-        factory = _REGISTRY[settings.solver.backend]
+        factory = _REGISTRY[profile.backend]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
         raise ValueError(
-            f"unknown solver backend {settings.solver.backend!r}; known: {known}"
+            f"solver profile {name!r}: unknown backend {profile.backend!r}; "
+            f"known: {', '.join(registered())}"
         ) from None
-    return factory(settings, http)
+    return factory(name, profile, settings, http)
+
+
+def split_system(messages: Sequence[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
+    """(system prompt, the other messages): APIs like Anthropic's take them apart."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    return system, [m for m in messages if m["role"] != "system"]

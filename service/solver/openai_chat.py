@@ -14,41 +14,58 @@ import httpx
 from service.completion import Completion
 from service.errors import UpstreamError
 from service.http_calls import post_json, usage_of
-from service.settings import Settings
+from service.settings import Settings, SolverSettings
 from service.solver.base import register
 
 
 @register("openai")
 class OpenAIChatSolver:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
-        s = settings.solver
-        self._settings = s
+    def __init__(
+        self, name: str, profile: SolverSettings, settings: Settings, http: httpx.AsyncClient
+    ) -> None:
+        self._profile = profile
         self._http = http
-        self._url = settings.solver_base_url + "/chat/completions"
-        self.model_name = settings.solver_model_name
-        self._max_tokens = settings.solver_max_tokens
+        self.model_name = settings.solver_model(profile)
+        self._max_tokens = settings.solver_tokens(profile)
+        self._url = self.endpoint(settings.solver_url(profile))
+        api_key = profile.api_key
+        if api_key is None and profile.base_url is None and settings.api_keys:
+            # The embedded solver is our own /v1, which then wants a key too.
+            api_key = settings.api_keys[0]
+        self._key = api_key.get_secret_value() if api_key is not None else None
         self._timeout = httpx.Timeout(
-            s.read_timeout_s, connect=s.connect_timeout_s, pool=s.connect_timeout_s
+            profile.read_timeout_s,
+            connect=profile.connect_timeout_s,
+            pool=profile.connect_timeout_s,
         )
+
+    def endpoint(self, base_url: str) -> str:
+        return base_url + "/chat/completions"
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def payload(self, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": list(messages),
+            "max_tokens": self._max_tokens,
+            "temperature": self._profile.temperature,
+        }
+        if self._profile.stop:
+            payload["stop"] = self._profile.stop
+        return payload
 
     async def chat(
         self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
     ) -> Completion:
         headers = {"X-Request-ID": request_id}
-        if self._settings.api_key is not None:
-            headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
-        payload: dict[str, Any] = {
-            "model": self.model_name,
-            "messages": list(messages),
-            "max_tokens": self._max_tokens,
-            "temperature": self._settings.temperature,
-        }
-        if self._settings.stop:
-            payload["stop"] = self._settings.stop
+        if self._key is not None:
+            headers.update(self.auth_headers(self._key))
         body = await post_json(
             self._http,
             self._url,
-            payload,
+            self.payload(messages),
             headers=headers,
             timeout=self._timeout,
             stage=stage,

@@ -1,0 +1,87 @@
+"""``anthropic`` solver: the Anthropic Messages API (``POST /v1/messages``).
+
+``base_url`` defaults to ``https://api.anthropic.com/v1``. The system prompt
+is a top-level field, ``max_tokens`` is required, the key goes in
+``x-api-key``, and usage is ``input_tokens`` / ``output_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from service.completion import Completion
+from service.errors import UpstreamError
+from service.http_calls import post_json
+from service.settings import Settings, SolverSettings
+from service.solver.base import register, split_system
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
+
+
+@register("anthropic")
+class AnthropicSolver:
+    def __init__(
+        self, name: str, profile: SolverSettings, settings: Settings, http: httpx.AsyncClient
+    ) -> None:
+        self._profile = profile
+        self._http = http
+        self.model_name = settings.solver_model(profile)
+        self._max_tokens = settings.solver_tokens(profile)
+        self._url = (profile.base_url or DEFAULT_BASE_URL).rstrip("/") + "/messages"
+        self._key = profile.api_key.get_secret_value() if profile.api_key else None
+        self._timeout = httpx.Timeout(
+            profile.read_timeout_s,
+            connect=profile.connect_timeout_s,
+            pool=profile.connect_timeout_s,
+        )
+
+    async def chat(
+        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
+    ) -> Completion:
+        system, turns = split_system(messages)
+        payload: dict[str, Any] = {
+            "model": self.model_name,
+            "max_tokens": self._max_tokens,
+            "messages": turns,
+            "temperature": self._profile.temperature,
+        }
+        if system:
+            payload["system"] = system
+        if self._profile.stop:
+            payload["stop_sequences"] = self._profile.stop
+        headers = {"X-Request-ID": request_id, "anthropic-version": ANTHROPIC_VERSION}
+        if self._key is not None:
+            headers["x-api-key"] = self._key
+        body = await post_json(
+            self._http,
+            self._url,
+            payload,
+            headers=headers,
+            timeout=self._timeout,
+            stage=stage,
+            role="solver",
+        )
+        content = body.get("content")
+        if not isinstance(content, list):
+            raise UpstreamError(
+                f"solver returned no content during '{stage}'",
+                stage=stage,
+                kind="invalid_response",
+            )
+        text = "".join(
+            str(block.get("text", ""))
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        raw_usage = body.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        return Completion(
+            text,
+            int(usage.get("input_tokens") or 0),
+            int(usage.get("output_tokens") or 0),
+            str(body.get("stop_reason") or "stop"),
+        )

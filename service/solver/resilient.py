@@ -1,0 +1,119 @@
+"""Retries, per-solver concurrency and fallbacks around the solver backends.
+
+- ``ResilientSolver`` wraps one profile's backend: at most ``max_concurrency``
+  calls in flight, and retries of retryable failures (connect errors,
+  timeouts, 408, 409, 429, 5xx) with capped exponential backoff and full
+  jitter. A server's ``Retry-After`` is honoured when it fits in the request's
+  remaining deadline; when it does not, we fail now rather than sleep into a
+  504.
+- ``SolverChain`` tries a profile, then its fallbacks in order, and marks the
+  completion with the profile that answered.
+
+Every attempt is counted in ``divconq_solver_calls_total{outcome}``: ``ok``,
+``retried`` (failed, tried again), or the final failure's kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Sequence
+
+from service.completion import Completion
+from service.deadline import remaining
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.settings import SolverSettings
+from service.solver.base import Solver
+
+log = logging.getLogger(__name__)
+
+
+class ResilientSolver:
+    def __init__(
+        self, name: str, backend: Solver, profile: SolverSettings, metrics: Metrics
+    ) -> None:
+        self.name = name
+        self.model_name = backend.model_name
+        self._backend = backend
+        self._profile = profile
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(profile.max_concurrency)
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self._profile.backoff_max_s, self._profile.backoff_base_s * 2**attempt)
+        # Full jitter: retries from many requests spread out instead of stampeding.
+        return random.uniform(0.0, cap)
+
+    async def chat(
+        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
+    ) -> Completion:
+        attempt = 0
+        while True:
+            try:
+                async with self._slots:
+                    completion = await self._backend.chat(
+                        messages, request_id=request_id, stage=stage
+                    )
+            except ServiceError as exc:
+                delay = self._retry_delay(exc, attempt)
+                if delay is None:
+                    self._metrics.solver_calls.labels(exc.kind).inc()
+                    raise
+                self._metrics.solver_calls.labels("retried").inc()
+                log.info(
+                    "solver call failed; retrying",
+                    extra={
+                        "profile": self.name,
+                        "stage": stage,
+                        "error_kind": exc.kind,
+                        "attempt": attempt + 1,
+                        "delay_s": round(delay, 3),
+                    },
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            self._metrics.solver_calls.labels("ok").inc()
+            return dataclasses.replace(completion, profile=self.name, model=self.model_name)
+
+    def _retry_delay(self, exc: ServiceError, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None to give up now."""
+        if not exc.retryable or attempt >= self._profile.max_retries:
+            return None
+        delay = self._backoff(attempt)
+        if exc.retry_after_s is not None:
+            delay = exc.retry_after_s
+        left = remaining()
+        if left is not None and delay >= left:
+            return None
+        return delay
+
+
+class SolverChain:
+    """A profile and its fallbacks, tried in order."""
+
+    def __init__(self, members: Sequence[ResilientSolver]) -> None:
+        self._members = list(members)
+        self.name = members[0].name
+        self.model_name = members[0].model_name
+
+    async def chat(
+        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
+    ) -> Completion:
+        failure: ServiceError | None = None
+        for member in self._members:
+            try:
+                return await member.chat(messages, request_id=request_id, stage=stage)
+            except ServiceError as exc:
+                failure = exc
+                if remaining() == 0.0:
+                    break
+                log.warning(
+                    "solver profile failed",
+                    extra={"profile": member.name, "stage": stage, "error_kind": exc.kind},
+                )
+        assert failure is not None
+        raise failure

@@ -75,3 +75,18 @@ def test_prompts_carry_question_and_context() -> None:
     msgs = prompts.final("Q?", [("a?", "1"), ("b?", "2")])
     assert "Q1: a?\nA1: 1\nQ2: b?\nA2: 2" in msgs[-1]["content"]
     assert [m["role"] for m in prompts.direct("Q?")] == ["system", "user"]
+
+
+def test_dependency_waves() -> None:
+    from service.dependencies import waves
+
+    independent = ["How many apples does Tom have?", "How many pears does Ann buy?"]
+    assert waves(independent) == [[0, 1]]
+    # "in total" refers back; "red car" is asked about again.
+    assert waves([*independent, "How many fruits do they have in total?"]) == [[0, 1], [2]]
+    assert waves(["How much cheaper is the red car?", "How much does the red car cost?"]) == [
+        [0],
+        [1],
+    ]
+    assert waves([]) == []
+    assert waves(["One question?"]) == [[0]]

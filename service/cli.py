@@ -214,6 +214,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
                         concurrency=args.concurrency,
                         max_subquestions=args.max_subquestions,
                         timeout_s=args.timeout,
+                        extra={
+                            k: v
+                            for k, v in (
+                                ("decomposer_adapter", args.decomposer_adapter),
+                                ("solver", args.solver),
+                            )
+                            if v
+                        },
                     )
                 )
         except KeyboardInterrupt:
@@ -258,8 +266,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from service.distill.cli import add_parser as add_distill
+
     parser = argparse.ArgumentParser(prog="divconq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    add_distill(sub)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", help="bind address (DIVCONQ_HOST)")
@@ -297,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=".data/eval", help="output directory (%(default)s)")
     ev.add_argument("--max-subquestions", type=int)
     ev.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
+    ev.add_argument("--decomposer-adapter", help="adapter for every request ('none' = base model)")
+    ev.add_argument("--solver", help="solver profile for every request")
     ev.set_defaults(func=cmd_eval)
     return parser
 

@@ -34,12 +34,19 @@ class Generation:
 class EmbeddedEngine:
     """Thin async wrapper over vLLM's ``AsyncLLM`` with token accounting."""
 
-    def __init__(self, settings: DecomposerSettings, model_path: str, served_name: str) -> None:
+    def __init__(
+        self,
+        settings: DecomposerSettings,
+        model_path: str,
+        served_name: str,
+        adapters: dict[str, str] | None = None,
+    ) -> None:
         self._settings = settings
+        self._adapters = adapters or {}
         self._model_path = model_path
         self.served_name = served_name
         self._engine: AsyncLLM | None = None
-        self._lora: Any = None
+        self._loras: dict[str, Any] = {}
         self._tokenizer: Any = None
 
     @property
@@ -59,10 +66,13 @@ class EmbeddedEngine:
         # process loads weights) both block; keep the event loop and
         # /healthz responsive meanwhile.
         engine = await asyncio.to_thread(self._build)
-        if s.adapter_path:
+        if self._adapters:
             from vllm.lora.request import LoRARequest
 
-            self._lora = LoRARequest("decomposer-adapter", 1, s.adapter_path)
+            self._loras = {
+                name: LoRARequest(name, i, path)
+                for i, (name, path) in enumerate(sorted(self._adapters.items()), 1)
+            }
         self._tokenizer = engine.tokenizer
         self._engine = engine
         log.info("vLLM engine ready", extra={"model": self._model_path})
@@ -79,7 +89,8 @@ class EmbeddedEngine:
             enforce_eager=s.enforce_eager,
             dtype=s.dtype,
             gpu_memory_utilization=s.gpu_memory_utilization,
-            enable_lora=s.adapter_path is not None,
+            enable_lora=bool(self._adapters),
+            max_loras=max(1, len(self._adapters)),
             max_lora_rank=cast(Any, s.max_lora_rank),  # validated in settings
         )
         return AsyncLLM.from_engine_args(args)
@@ -92,7 +103,7 @@ class EmbeddedEngine:
         max_tokens: int,
         temperature: float,
         stop: Sequence[str] = (),
-        use_adapter: bool = True,
+        adapter: str | None = None,
     ) -> Generation:
         if self._engine is None:
             raise RuntimeError("engine not started")
@@ -111,7 +122,7 @@ class EmbeddedEngine:
                 prompt,
                 params,
                 request_id,
-                lora_request=self._lora if use_adapter else None,
+                lora_request=self._loras[adapter] if adapter else None,
             ):
                 final = out
         except asyncio.CancelledError:

@@ -36,7 +36,7 @@ from service.schemas import (
     TokenUsage,
     TotalUsage,
 )
-from service.settings import Mode, Settings
+from service.settings import NO_ADAPTER, Mode, Settings
 from service.solver import SolverChain
 
 T = TypeVar("T")
@@ -59,6 +59,7 @@ class _Run:
     decomposer: StageUsage
     solver: StageUsage
     solver_chain: SolverChain
+    adapter: str | None = None
     started: float = field(default_factory=time.perf_counter)
     decomposer_calls: int = 0
 
@@ -92,16 +93,22 @@ class Pipeline:
         context: str | None,
         cap: int | None,
         solver: str | None = None,
+        adapter: str | None = None,
     ) -> _Run:
         chain = self._solvers[solver or self._settings.default_solver]
+        if adapter is None:
+            adapter = self._settings.default_adapter
+        elif adapter == NO_ADAPTER:
+            adapter = None
         return _Run(
             request_id=request_id,
             question=question,
             context=context,
             cap=cap or self._settings.max_subquestions,
-            decomposer=StageUsage(model=self._decomposer.model_name),
+            decomposer=StageUsage(model=self._decomposer.model_name, adapter=adapter),
             solver=StageUsage(model=chain.model_name),
             solver_chain=chain,
+            adapter=adapter,
         )
 
     def _charge(
@@ -132,12 +139,20 @@ class Pipeline:
     # --- stages -----------------------------------------------------------------
 
     async def _decompose_static(self, run: _Run) -> list[str]:
+        # A distilled adapter learned the format: it gets the short zero-shot
+        # prompt; the base model needs the few-shot one.
+        prompt = (
+            prompts.distilled_decomposition(run.question, run.context)
+            if run.adapter
+            else prompts.static_decomposition(run.question, run.context)
+        )
         completion, seconds = await _timed(
             self._decomposer.complete(
-                prompts.static_decomposition(run.question, run.context),
+                prompt,
                 max_tokens=self._settings.decomposer.max_tokens,
                 stop=prompts.static_stop(run.cap),
                 request_id=run.next_decomposer_id(),
+                adapter=run.adapter,
             )
         )
         self._charge(run.decomposer, "decompose", completion, seconds)
@@ -247,8 +262,9 @@ class Pipeline:
         context: str | None = None,
         max_subquestions: int | None = None,
         solver: str | None = None,
+        adapter: str | None = None,
     ) -> SolveResponse:
-        run = self._run(request_id, question, context, max_subquestions, solver)
+        run = self._run(request_id, question, context, max_subquestions, solver, adapter)
         plan = {
             "static": self._static,
             "hinted": self._hinted,
@@ -285,8 +301,9 @@ class Pipeline:
         question: str,
         context: str | None = None,
         max_subquestions: int | None = None,
+        adapter: str | None = None,
     ) -> DecomposeResponse:
-        run = self._run(request_id, question, context, max_subquestions)
+        run = self._run(request_id, question, context, max_subquestions, adapter=adapter)
         subs = await self._decompose_static(run)
         return DecomposeResponse(
             id=request_id,

@@ -93,6 +93,22 @@ def static_decomposition(question: str, context: str | None = None) -> str:
     return "".join(parts)
 
 
+def distilled_decomposition(question: str, context: str | None = None) -> str:
+    """The short zero-shot prompt a distilled decomposer (LoRA adapter) is trained on.
+
+    No few-shot examples: the adapter has learned the format, which is what
+    makes the distilled decomposer cheap (a tenth of the prompt tokens).
+    """
+    return f"Problem: {_problem(question, context)}\nSubquestions:\n"
+
+
+def distilled_target(subquestions: Sequence[str]) -> str:
+    """What the distilled decomposer is trained to write (then end of sequence)."""
+    if not subquestions:
+        return f"{NONE_MARKER}\n"
+    return "".join(f"{i}. {q}\n" for i, q in enumerate(subquestions, 1))
+
+
 def static_stop(max_subquestions: int) -> list[str]:
     # Stopping when item N+1 starts saves the tokens the cap would discard.
     return ["\n\n", "\nProblem:", f"\n{max_subquestions + 1}."]

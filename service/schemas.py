@@ -14,6 +14,11 @@ class _Strict(BaseModel):
 
 class DecomposeRequest(_Strict):
     question: str = Field(..., description="The problem to decompose.")
+    decomposer_adapter: str | None = Field(
+        None,
+        description="LoRA adapter for the decomposer ('none' = the base model); default "
+        "DIVCONQ_DECOMPOSER__ADAPTER.",
+    )
     max_subquestions: int | None = Field(
         None, ge=1, description="Cap on subquestions; default and upper bound from config."
     )
@@ -52,6 +57,9 @@ class StageUsage(BaseModel):
     completion_tokens: int = 0
     latency_ms: float = 0.0
     cost_usd: float = Field(0.0, description="From DIVCONQ_PRICES; 0 where unset.")
+    adapter: str | None = Field(
+        None, description="Decomposer only: the LoRA adapter that served it (None = base)."
+    )
     answered_by: list[str] = Field(
         default_factory=list,
         description="Solver profiles that answered, in order of first use (a fallback shows "

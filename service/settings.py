@@ -17,6 +17,16 @@ Mode = Literal["static", "hinted", "socratic", "direct"]
 MODES: tuple[Mode, ...] = ("static", "hinted", "socratic", "direct")
 
 EMBEDDED_MODEL_NAME = "gemma-3-270m"
+# The distilled decomposer shipped in service/adapters/, trained for the embedded model.
+SHIPPED_ADAPTER = "gsm8k-socratic"
+NO_ADAPTER = "none"
+
+
+def shipped_adapters() -> dict[str, str]:
+    root = Path(__file__).resolve().parent / "adapters"
+    if not root.is_dir():
+        return {}
+    return {p.name: str(p) for p in sorted(root.iterdir()) if (p / "adapter_config.json").is_file()}
 
 
 def _default_data_dir() -> Path:
@@ -35,7 +45,15 @@ class DecomposerSettings(BaseModel):
     served_model_name: str | None = Field(
         None, description="Name reported in usage (and sent to an 'openai' backend)."
     )
-    adapter_path: str | None = Field(None, description="Optional LoRA adapter directory.")
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named LoRA adapters (distilled decomposers): name -> directory, JSON.",
+    )
+    adapter: str = Field(
+        SHIPPED_ADAPTER,
+        description="Adapter used when a request names none; 'none' = the base model. The "
+        "shipped adapter applies only to the embedded model.",
+    )
     # An int, not a Literal: Literal[int] fields reject the strings env vars give.
     max_lora_rank: int = Field(16, description="One of 8, 16, 32, 64, 128, 256.")
     base_url: str | None = Field(None, description="'openai' backend: server URL ending in /v1.")
@@ -185,6 +203,9 @@ class Settings(BaseSettings):
             for fallback in profile.fallbacks:
                 if fallback not in profiles or fallback == name:
                     raise ValueError(f"{env}__FALLBACKS names unknown profile {fallback!r}")
+        adapter = self.default_adapter
+        if adapter is not None and adapter not in self.decomposer_adapters:
+            raise ValueError(f"DIVCONQ_DECOMPOSER__ADAPTER names unknown adapter {adapter!r}")
         if self.default_solver not in profiles:
             raise ValueError(
                 f"DIVCONQ_DEFAULT_SOLVER names unknown profile {self.default_solver!r}"
@@ -192,6 +213,26 @@ class Settings(BaseSettings):
         if self.max_subquestions > self.max_subquestions_limit:
             raise ValueError("max_subquestions must not exceed max_subquestions_limit")
         return self
+
+    @property
+    def decomposer_adapters(self) -> dict[str, str]:
+        """Adapters the decomposer can serve, by name."""
+        d = self.decomposer
+        # Shipped adapters were trained on the embedded model only.
+        shipped = shipped_adapters() if d.model is None and d.backend == "vllm" else {}
+        return {**shipped, **d.adapters}
+
+    @property
+    def default_adapter(self) -> str | None:
+        """The adapter used when a request names none (None = base model)."""
+        name = self.decomposer.adapter
+        if name == NO_ADAPTER:
+            return None
+        if name in self.decomposer_adapters:
+            return name
+        # The shipped default does not apply to another model or a sidecar
+        # (there, adapters are the names in DIVCONQ_DECOMPOSER__ADAPTERS).
+        return None if name == SHIPPED_ADAPTER else name
 
     @property
     def solver_profiles(self) -> dict[str, SolverSettings]:
@@ -205,6 +246,12 @@ class Settings(BaseSettings):
 
     def solver_model(self, profile: SolverSettings) -> str:
         return profile.model or self.decomposer_model_name
+
+    def solver_stop(self, profile: SolverSettings) -> list[str]:
+        if profile.stop or profile.base_url:
+            return profile.stop
+        # The embedded base model rambles on after its first paragraph.
+        return ["\n\n"]
 
     def solver_tokens(self, profile: SolverSettings) -> int:
         if profile.max_tokens is not None:

@@ -161,7 +161,10 @@ def test_solver_tokens_are_the_solvers_own(client: httpx.Client, solver_url: str
 def test_decomposer_tokens_come_from_engine(client: httpx.Client, model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    resp = client.post("/decompose", json={"question": QUESTION, "max_subquestions": 3})
+    resp = client.post(
+        "/decompose",
+        json={"question": QUESTION, "max_subquestions": 3, "decomposer_adapter": "none"},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert set(body) == {"id", "subquestions", "usage", "latency_ms"}

@@ -70,8 +70,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any
             max_tokens=max_tokens,
             temperature=body.temperature,
             stop=stop,
-            # The decomposer's adapter is not for answering.
-            use_adapter=False,
+            # The embedded solver is the base model: adapters are for decomposing.
+            adapter=None,
         ),
     )
     return {

@@ -18,7 +18,7 @@ from service.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from service.settings import Settings
+from service.settings import NO_ADAPTER, Settings
 from service.state import get_services
 
 router = APIRouter()
@@ -53,6 +53,14 @@ def _check_limits(body: DecomposeRequest, settings: Settings) -> None:
         raise InvalidRequest(
             f"max_subquestions must be between 1 and {settings.max_subquestions_limit}"
         )
+    adapter = body.decomposer_adapter
+    if (
+        adapter is not None
+        and adapter != NO_ADAPTER
+        and adapter not in settings.decomposer_adapters
+    ):
+        known = ", ".join([NO_ADAPTER, *sorted(settings.decomposer_adapters)])
+        raise InvalidRequest(f"unknown decomposer_adapter {adapter!r}; available: {known}")
     if body.timeout_s is not None and body.timeout_s > settings.max_request_timeout_s:
         raise InvalidRequest(
             f"timeout_s must be at most {settings.max_request_timeout_s:g} seconds"
@@ -89,6 +97,7 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
             context=body.context,
             max_subquestions=body.max_subquestions,
             solver=body.solver,
+            adapter=body.decomposer_adapter,
         ),
         _timeout(body, settings),
     )
@@ -119,6 +128,7 @@ async def decompose(body: DecomposeRequest, request: Request) -> DecomposeRespon
             question=body.question,
             context=body.context,
             max_subquestions=body.max_subquestions,
+            adapter=body.decomposer_adapter,
         ),
         _timeout(body, services.settings),
     )
@@ -155,6 +165,8 @@ async def readyz(request: Request) -> JSONResponse:
             "model": services.decomposer.model_name,
             "state": services.decomposer.state,
             "engine_requests": engine.unfinished_requests if engine else None,
+            "adapters": sorted(s.decomposer_adapters),
+            "default_adapter": s.default_adapter,
         },
         "solvers": {
             name: {

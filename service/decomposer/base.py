@@ -28,8 +28,16 @@ class Decomposer(Protocol):
         """Load or connect; may take minutes (model preparation, engine start)."""
 
     async def complete(
-        self, prompt: str, *, max_tokens: int, stop: Sequence[str], request_id: str
-    ) -> Completion: ...
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        request_id: str,
+        adapter: str | None = None,
+    ) -> Completion:
+        """One completion; ``adapter`` names a LoRA adapter (None = base model)."""
+        ...
 
     async def aclose(self) -> None: ...
 

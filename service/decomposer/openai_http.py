@@ -42,13 +42,20 @@ class OpenAIDecomposer:
         return None
 
     async def complete(
-        self, prompt: str, *, max_tokens: int, stop: Sequence[str], request_id: str
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        request_id: str,
+        adapter: str | None = None,
     ) -> Completion:
         headers = {"X-Request-ID": request_id}
         if self._settings.api_key is not None:
             headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
         payload = {
-            "model": self.model_name,
+            # vLLM serves LoRA modules under their own names (--lora-modules).
+            "model": adapter or self.model_name,
             "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": self._settings.temperature,

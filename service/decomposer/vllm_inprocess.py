@@ -54,7 +54,12 @@ class VllmDecomposer:
                 )
                 path = str(model_dir)
             self._state = "loading: starting the vLLM engine"
-            engine = EmbeddedEngine(self._settings.decomposer, path, self.model_name)
+            engine = EmbeddedEngine(
+                self._settings.decomposer,
+                path,
+                self.model_name,
+                adapters=self._settings.decomposer_adapters,
+            )
             await engine.start()
             self.engine = engine
             self._state = "ready"
@@ -67,7 +72,13 @@ class VllmDecomposer:
             raise
 
     async def complete(
-        self, prompt: str, *, max_tokens: int, stop: Sequence[str], request_id: str
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        request_id: str,
+        adapter: str | None = None,
     ) -> Completion:
         engine = self.engine
         if engine is None or not engine.ready:
@@ -78,6 +89,7 @@ class VllmDecomposer:
             max_tokens=max_tokens,
             temperature=self._settings.decomposer.temperature,
             stop=stop,
+            adapter=adapter,
         )
         return Completion(gen.text, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason)
 

@@ -143,8 +143,9 @@ async def _solve_one(
     problem: Problem,
     mode: str,
     max_subquestions: int | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    payload: dict[str, Any] = {"question": problem.question, "mode": mode}
+    payload: dict[str, Any] = {"question": problem.question, "mode": mode, **(extra or {})}
     if problem.context:
         payload["context"] = problem.context
     if max_subquestions:
@@ -176,8 +177,12 @@ async def run(
     max_subquestions: int | None = None,
     timeout_s: float = 900.0,
     progress: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> RunStats:
-    """Request every (problem, mode) not yet in ``results_path``; append each result."""
+    """Request every (problem, mode) not yet in ``results_path``; append each result.
+
+    ``extra``: more /solve fields for every request (solver, decomposer_adapter).
+    """
     from tqdm import tqdm
 
     url = url.rstrip("/")
@@ -207,7 +212,7 @@ async def run(
 
         async def one(problem: Problem, mode: str) -> None:
             async with semaphore:
-                record = await _solve_one(client, url, problem, mode, max_subquestions)
+                record = await _solve_one(client, url, problem, mode, max_subquestions, extra)
             # One write per line, from the event loop's single thread: lines never interleave.
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()

@@ -27,6 +27,7 @@ class OpenAIChatSolver:
         self._http = http
         self.model_name = settings.solver_model(profile)
         self._max_tokens = settings.solver_tokens(profile)
+        self._stop = settings.solver_stop(profile)
         self._url = self.endpoint(settings.solver_url(profile))
         api_key = profile.api_key
         if api_key is None and profile.base_url is None and settings.api_keys:
@@ -52,8 +53,8 @@ class OpenAIChatSolver:
             "max_tokens": self._max_tokens,
             "temperature": self._profile.temperature,
         }
-        if self._profile.stop:
-            payload["stop"] = self._profile.stop
+        if self._stop:
+            payload["stop"] = self._stop
         return payload
 
     async def chat(

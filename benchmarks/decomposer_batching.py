@@ -1,0 +1,197 @@
+"""Decomposer batching: the in-process vLLM engine against transformers ``generate``.
+
+Same model (the embedded Gemma 3 270M checkpoint, bfloat16), same prompts
+(``service.prompts.static_decomposition`` on GSM8K questions), greedy, the
+same fixed number of new tokens (vLLM ``ignore_eos=True``; transformers
+``min_new_tokens = max_new_tokens``), at each concurrency level N:
+
+- vLLM: ``service.engine.EmbeddedEngine`` as the service runs it, N
+  generations at once (``asyncio.gather``), batched by the engine;
+- transformers: ``AutoModelForCausalLM.generate`` serving one request at a
+  time: N requests arrive together and wait in a queue, so a request's
+  latency includes its wait.
+
+Reports generated tokens per second (N x new tokens / wall time) and p50/p99
+request latency per backend and level, and the speed-up at the largest level.
+The two backends run one after the other, never together.
+
+    .venv/bin/python benchmarks/decomposer_batching.py
+    .venv/bin/python benchmarks/decomposer_batching.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from _bench import RESULTS, ROOT, machine, pct, table, write_json
+
+DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
+
+
+def prompts(n: int, offset: int = 20) -> list[str]:
+    from service.prompts import static_decomposition
+
+    lines = DATA.read_text().splitlines()[offset : offset + n]
+    return [static_decomposition(json.loads(line)["question"]) for line in lines]
+
+
+def row(backend: str, n: int, new_tokens: int, latencies: list[float], wall: float):
+    return {
+        "backend": backend,
+        "concurrency": n,
+        "new_tokens": new_tokens,
+        "tokens_per_s": round(n * new_tokens / wall, 1),
+        "latency_p50_s": round(pct(latencies, 50), 2),
+        "latency_p99_s": round(pct(latencies, 99), 2),
+        "wall_s": round(wall, 2),
+    }
+
+
+async def run_vllm(model_dir: Path, levels: list[int], max_tokens: int) -> list[dict[str, Any]]:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    from service.engine import EmbeddedEngine
+    from service.settings import DecomposerSettings
+
+    engine = EmbeddedEngine(DecomposerSettings(), str(model_dir), "gemma-3-270m")
+    t0 = time.perf_counter()
+    await engine.start()
+    print(f"  vllm engine started in {time.perf_counter() - t0:.1f} s", flush=True)
+    # EmbeddedEngine.generate has no ignore_eos knob; the engine it wraps does.
+    llm = engine._engine
+    assert llm is not None
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=0.0,
+        ignore_eos=True,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+    seq = 0
+
+    async def one(prompt: str, started: float) -> tuple[float, int]:
+        nonlocal seq
+        seq += 1
+        final = None
+        async for out in llm.generate(prompt, params, f"bench-{seq}"):
+            final = out
+        assert final is not None
+        return time.perf_counter() - started, len(final.outputs[0].token_ids)
+
+    rows = []
+    try:
+        await one(prompts(1)[0], time.perf_counter())  # warm-up
+        for n in levels:
+            batch = prompts(n)
+            started = time.perf_counter()
+            done = await asyncio.gather(*(one(p, started) for p in batch))
+            wall = time.perf_counter() - started
+            assert all(t == max_tokens for _, t in done), done
+            rows.append(row("vllm (batched)", n, max_tokens, [s for s, _ in done], wall))
+            print(f"  {rows[-1]}", flush=True)
+    finally:
+        await engine.shutdown()
+    return rows
+
+
+def run_transformers(model_dir: Path, levels: list[int], max_tokens: int) -> list[dict[str, Any]]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    model.eval()
+
+    def generate(prompt: str) -> int:
+        inputs = tok(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            )
+        return int(out.shape[1] - inputs["input_ids"].shape[1])
+
+    generate(prompts(1)[0])  # warm-up
+    rows = []
+    for n in levels:
+        batch = prompts(n)
+        started = time.perf_counter()
+        latencies = []
+        for p in batch:  # one at a time; the rest wait in the queue
+            assert generate(p) == max_tokens
+            latencies.append(time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        rows.append(row("transformers (one at a time)", n, max_tokens, latencies, wall))
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
+    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
+    parser.add_argument("--out", default=str(RESULTS / "decomposer_batching.json"))
+    args = parser.parse_args()
+    if args.smoke:
+        args.concurrency, args.max_tokens = "1,2", 4
+    levels = [int(c) for c in args.concurrency.split(",")]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+    from service.model_prep import prepare_embedded_model
+    from service.settings import Settings
+
+    info = machine()
+    model_dir = prepare_embedded_model(Settings().embedded_model_dir)
+    rows = asyncio.run(run_vllm(model_dir, levels, args.max_tokens))
+    gc.collect()  # finalise vLLM's client now, not at interpreter exit
+    rows += run_transformers(model_dir, levels, args.max_tokens)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    sample = prompts(max(levels))
+    prompt_tokens = round(sum(len(tok(p)["input_ids"]) for p in sample) / len(sample))
+
+    top = max(levels)
+    by = {(r["backend"].split()[0], r["concurrency"]): r for r in rows}
+    speedups = {
+        str(n): round(by["vllm", n]["tokens_per_s"] / by["transformers", n]["tokens_per_s"], 2)
+        for n in levels
+    }
+    report = {
+        "benchmark": "decomposer_batching",
+        "machine": info,
+        "settings": {
+            "model": str(model_dir),
+            "dtype": "bfloat16",
+            "max_tokens": args.max_tokens,
+            "concurrency": levels,
+            "mean_prompt_tokens": prompt_tokens,
+            "greedy": True,
+            "fixed_length": True,
+        },
+        "rows": rows,
+        "speedup_tokens_per_s": speedups,
+        "targets": {"speedup_ge_5x_at_32": speedups[str(top)] >= 5.0 if top == 32 else None},
+    }
+    print()
+    print(table(rows))
+    print(f"\nvLLM / transformers tokens/s by concurrency: {speedups}")
+    write_json(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Orchestration overhead: what the service adds on top of its model calls.
+
+Starts ``benchmarks/stub_model.py`` (an OpenAI-shaped decomposer and solver
+that answer after a fixed delay) and the service (``python -m service
+serve``, ``openai`` decomposer backend on the stub, so no model is needed),
+then runs closed-loop clients at each concurrency level in ``direct`` mode
+(one solver call) and ``static`` mode with a fixed plan of four
+subquestions (one decomposer call, then the solver: three independent
+subquestions in one parallel wave, the fourth, the final answer: five calls).
+
+Per request it takes the stage latencies the response reports
+(``usage.decomposer.latency_ms + usage.solver.latency_ms``) and reports two
+overheads:
+
+- server: the response's own ``latency_ms`` minus the stage sum - pure
+  orchestration inside the pipeline (prompts, parsing, accounting);
+- client: the latency the client measured minus the stage sum - adds HTTP
+  parsing, routing, validation, serialisation and event-loop queueing.
+
+Also: throughput and the service's CPU time per request (psutil). The client
+is a lean keep-alive HTTP/1.1 client; client, stub and service share the
+machine's cores.
+
+    .venv/bin/python benchmarks/overhead.py
+    .venv/bin/python benchmarks/overhead.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+from typing import Any
+
+from _bench import (
+    INDEPENDENT_PLAN,
+    RESULTS,
+    ROOT,
+    Result,
+    closed_loop,
+    machine,
+    pct,
+    running,
+    start_service,
+    start_stub,
+    table,
+    wait_http,
+    write_json,
+)
+
+QUESTIONS = [
+    "Tom has 3 apples, Ann buys 4 pears and Bob picks 5 plums. How many fruits do they have?",
+    "A pen costs $3. How much do 4 pens cost?",
+    "Zoe has 12 stickers. She buys 3 packs of 5 stickers and gives 7 away. How many are left?",
+    "A train travels 60 miles per hour for 3 hours. How far does it go?",
+]
+
+
+def summarise(mode: str, concurrency: int, results: list[Result], wall: float, cpu_s: float):
+    ok = [r for r in results if r.status == 200 and r.body is not None]
+    client_ms, server_ms, stage_ms, over_client, over_server = [], [], [], [], []
+    for r in ok:
+        assert r.body is not None
+        usage = r.body["usage"]
+        stages = usage["decomposer"]["latency_ms"] + usage["solver"]["latency_ms"]
+        c = r.seconds * 1000.0
+        client_ms.append(c)
+        server_ms.append(r.body["latency_ms"])
+        stage_ms.append(stages)
+        over_client.append(c - stages)
+        over_server.append(r.body["latency_ms"] - stages)
+    n = len(ok)
+    return {
+        "mode": mode,
+        "concurrency": concurrency,
+        "requests": len(results),
+        "errors": len(results) - n,
+        "throughput_rps": round(n / wall, 1) if wall else 0.0,
+        "latency_p50_ms": round(pct(client_ms, 50), 2),
+        "stage_sum_p50_ms": round(pct(stage_ms, 50), 2),
+        "overhead_server_p50_ms": round(pct(over_server, 50), 3),
+        "overhead_server_p99_ms": round(pct(over_server, 99), 3),
+        "overhead_client_p50_ms": round(pct(over_client, 50), 2),
+        "overhead_client_p99_ms": round(pct(over_client, 99), 2),
+        "overhead_client_mean_ms": round(statistics.fmean(over_client), 2) if n else 0.0,
+        "cpu_ms_per_request": round(cpu_s * 1000.0 / n, 3) if n else 0.0,
+    }
+
+
+def payloads(mode: str) -> list[dict[str, Any]]:
+    return [{"question": q, "mode": mode, "max_subquestions": 4} for q in QUESTIONS]
+
+
+async def measure(
+    url: str,
+    mode: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    cpu,
+) -> dict[str, Any]:
+    await closed_loop(url, "/solve", payloads(mode), concurrency, duration_s=warmup_s)
+    before = cpu()
+    results, wall = await closed_loop(
+        url, "/solve", payloads(mode), concurrency, duration_s=duration_s
+    )
+    used = cpu() - before
+    return summarise(mode, concurrency, results, wall, used)
+
+
+CONFIGS = {
+    # The service's own defaults for the solver: 32 calls in flight, a pool of 100.
+    "default": {},
+    # No call waits in the service's own limits (that wait would be counted in
+    # the stage latency, not the overhead).
+    "raised": {
+        "DIVCONQ_SOLVER__MAX_CONCURRENCY": "4096",
+        "DIVCONQ_SOLVER__MAX_CONNECTIONS": "4096",
+    },
+}
+LAUNCHERS = {
+    "httpx": ("-m", "service"),
+    "httpx2": (str(ROOT / "benchmarks" / "serve_httpx2.py"),),
+}
+
+
+def run_config(limits: str, client: str, stub_url: str, args: argparse.Namespace) -> list[dict]:
+    env = {
+        "DIVCONQ_MAX_IN_FLIGHT": "8192",
+        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
+        "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub_url}/v1",
+        "DIVCONQ_SOLVER__BASE_URL": f"{stub_url}/v1",
+        "DIVCONQ_SOLVER__MODEL": "stub",
+        **CONFIGS[limits],
+    }
+    service = start_service(env, launcher=LAUNCHERS[client])
+    rows = []
+    with running(service):
+        wait_http(f"{service.url}/readyz", proc=service.proc)
+        for mode in args.modes.split(","):
+            for c in args.levels:
+                row = asyncio.run(
+                    measure(service.url, mode, c, args.duration_s, args.warmup_s, service.cpu_s)
+                )
+                row = {"limits": limits, "http_client": client, **row}
+                rows.append(row)
+                print(
+                    f"  {limits}/{client} {mode:>6} c={c:<4} {row['throughput_rps']:>7} rps  "
+                    f"server p50/p99 {row['overhead_server_p50_ms']}/"
+                    f"{row['overhead_server_p99_ms']} ms  client p50/p99 "
+                    f"{row['overhead_client_p50_ms']}/{row['overhead_client_p99_ms']} ms  "
+                    f"cpu {row['cpu_ms_per_request']} ms/req",
+                    flush=True,
+                )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
+    parser.add_argument("--modes", default="direct,static")
+    parser.add_argument(
+        "--configs",
+        default="default/httpx,raised/httpx,raised/httpx2",
+        help="LIMITS/CLIENT pairs: limits default (solver MAX_CONCURRENCY 32, pool 100) or "
+        "raised (4096); client httpx (as shipped) or httpx2 (benchmarks/serve_httpx2.py)",
+    )
+    parser.add_argument("--delay-s", type=float, default=0.5, help="stub model answer delay")
+    parser.add_argument("--duration-s", type=float, default=10.0, help="per level and mode")
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
+    parser.add_argument("--out", default=str(RESULTS / "overhead.json"))
+    args = parser.parse_args()
+    if args.smoke:
+        args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
+        args.configs = "default/httpx,raised/httpx2"
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    configs = [tuple(c.split("/")) for c in args.configs.split(",")]
+
+    info = machine()
+    stub = start_stub(args.delay_s, INDEPENDENT_PLAN)
+    rows = []
+    with running(stub):
+        for limits, client in configs:
+            rows += run_config(limits, client, stub.url, args)
+
+    def met(key: str, bound: float, limits: str, client: str) -> bool | None:
+        at64 = [
+            r
+            for r in rows
+            if r["concurrency"] == 64 and r["limits"] == limits and r["http_client"] == client
+        ]
+        return all(r[key] <= bound for r in at64) if at64 else None
+
+    targets = {
+        f"{limits}/{client}": {
+            "server_p50_le_1ms": met("overhead_server_p50_ms", 1.0, limits, client),
+            "server_p99_le_5ms": met("overhead_server_p99_ms", 5.0, limits, client),
+            "client_p50_le_1ms": met("overhead_client_p50_ms", 1.0, limits, client),
+            "client_p99_le_5ms": met("overhead_client_p99_ms", 5.0, limits, client),
+        }
+        for limits, client in configs
+    }
+    report = {
+        "benchmark": "overhead",
+        "machine": info,
+        "settings": {
+            "delay_s": args.delay_s,
+            "duration_s": args.duration_s,
+            "warmup_s": args.warmup_s,
+            "modes": args.modes.split(","),
+            "concurrency": args.levels,
+            "configs": ["/".join(c) for c in configs],
+            "static_plan": INDEPENDENT_PLAN.splitlines(),
+        },
+        "rows": rows,
+        "targets_at_64": targets,
+    }
+    columns = [
+        "limits",
+        "http_client",
+        "mode",
+        "concurrency",
+        "requests",
+        "errors",
+        "throughput_rps",
+        "latency_p50_ms",
+        "overhead_server_p50_ms",
+        "overhead_server_p99_ms",
+        "overhead_client_p50_ms",
+        "overhead_client_p99_ms",
+        "cpu_ms_per_request",
+    ]
+    print()
+    print(table(rows, columns))
+    print("\ntargets at 64 concurrent (p50 <= 1 ms, p99 <= 5 ms):")
+    for config, result in targets.items():
+        print(f"  {config}: {result}")
+    write_json(args.out, report)
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""A lean OpenAI-shaped model stub on loopback that answers after a fixed delay.
+
+Used by the overhead, modes and cold-start benchmarks in place of real
+models, so that only the service's own work is measured. ``/v1/completions``
+(the decomposer) answers with ``--plan``; ``/v1/chat/completions`` (the
+solver) with a short answer; both after their delay and with usage.
+``GET /stats`` gives the call counts and the most calls in flight at once.
+
+It is a bare asyncio (uvloop) HTTP/1.1 server with keep-alive, not a web
+framework: on a 2-core box its CPU would otherwise be charged to the
+service under test.
+
+    python benchmarks/stub_model.py --port 8101 --delay-s 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+
+CHAT_USAGE = {"prompt_tokens": 80, "completion_tokens": 8}
+PLAN_USAGE = {"prompt_tokens": 120, "completion_tokens": 24}
+
+
+def _response(status: str, body: dict[str, object]) -> bytes:
+    raw = json.dumps(body).encode()
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+
+
+class Stub:
+    def __init__(self, delay_s: float, decomposer_delay_s: float, plan: str) -> None:
+        self.delay_s = delay_s
+        self.decomposer_delay_s = decomposer_delay_s
+        self.counts = {"completions": 0, "chat": 0}
+        self.active = 0
+        self.max_active = 0
+        self.chat = _response(
+            "200 OK",
+            {
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "The answer is 7."},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": CHAT_USAGE,
+            },
+        )
+        self.plan = _response(
+            "200 OK",
+            {"choices": [{"index": 0, "text": plan, "finish_reason": "stop"}], "usage": PLAN_USAGE},
+        )
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                _, path, _ = lines[0].split(b" ", 2)
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if length:
+                    await reader.readexactly(length)
+                writer.write(await self.answer(path))
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def answer(self, path: bytes) -> bytes:
+        if path.endswith(b"/stats"):
+            return _response("200 OK", {"counts": self.counts, "max_in_flight": self.max_active})
+        chat = path.endswith(b"/chat/completions")
+        if not chat and not path.endswith(b"/completions"):
+            return _response("404 Not Found", {"error": "not found"})
+        self.counts["chat" if chat else "completions"] += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay_s if chat else self.decomposer_delay_s)
+        finally:
+            self.active -= 1
+        return self.chat if chat else self.plan
+
+
+async def serve(port: int, stub: Stub) -> None:
+    server = await asyncio.start_server(stub.handle, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-s", type=float, default=0.2, help="solver answer delay")
+    parser.add_argument("--decomposer-delay-s", type=float, default=None, help="default: --delay-s")
+    parser.add_argument("--plan", default="1. How many apples does Tom have?")
+    args = parser.parse_args()
+    dd = args.delay_s if args.decomposer_delay_s is None else args.decomposer_delay_s
+    stub = Stub(args.delay_s, dd, args.plan)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(args.port, stub))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""``python -m service distill data|train``: the distillation commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+DEFAULT_GOLD = Path(__file__).resolve().parents[2] / "data" / "gsm8k" / "socratic_1000.jsonl"
+
+
+def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
+    from service.distill import data
+
+    if args.teacher:
+        examples = data.dedupe(data.load_questions(Path(args.questions)))
+        examples = examples[: args.limit] if args.limit else examples
+        import httpx
+
+        from service.metrics import Metrics
+        from service.solver import build_solvers
+
+        async def run() -> list[data.Example]:
+            async with httpx.AsyncClient() as http:
+                solvers = build_solvers(settings, http, Metrics())
+                if args.teacher not in solvers:
+                    raise SystemExit(f"unknown solver profile {args.teacher!r}")
+                return await data.teacher_decompositions(
+                    examples,
+                    solvers[args.teacher],
+                    recipe=args.recipe,
+                    max_subquestions=args.max_subquestions,
+                    concurrency=args.concurrency,
+                )
+
+        kept = asyncio.run(run())
+        log.info(f"teacher kept {len(kept)} of {len(examples)} problems ({args.recipe})")
+    else:
+        kept = data.dedupe(data.load_gold(Path(args.gold)))
+        kept = kept[: args.limit] if args.limit else kept
+    train, held = data.split(kept, args.held_out, args.seed)
+    data.write_dataset(Path(args.out), train, held)
+    print(f"{args.out}: {len(train)} train, {len(held)} held out")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from service.distill.train import TrainConfig, train
+
+    base = args.base_model
+    if base is None:
+        from service.model_prep import prepare_embedded_model
+
+        base = str(prepare_embedded_model(settings.embedded_model_dir))
+    cfg = TrainConfig(
+        base_model=base,
+        data_dir=args.data,
+        out_dir=args.out,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        alpha=2 * args.rank,
+        save_every=args.save_every,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        threads=args.threads,
+        merge=args.merge,
+    )
+    print(train(cfg))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from service.distill.evaluate import evaluate, markdown
+
+    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    key = settings.api_keys[0].get_secret_value() if settings.api_keys else None
+    report = evaluate(
+        url,
+        Path(args.data),
+        args.adapters.split(","),
+        limit=args.limit,
+        cap=args.max_subquestions,
+        concurrency=args.concurrency,
+        api_key=key,
+    )
+    print(markdown(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    distill = sub.add_parser("distill", help="make distillation data and train LoRA adapters")
+    steps = distill.add_subparsers(dest="distill_command", required=True)
+
+    mk = steps.add_parser("data", help="build a chat-format decomposition dataset")
+    src = mk.add_mutually_exclusive_group()
+    src.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
+    src.add_argument("--questions", help="JSONL with question/answer, for a teacher")
+    mk.add_argument("--teacher", help="solver profile that writes decompositions")
+    mk.add_argument("--recipe", choices=["sd-t", "sd-r"], default="sd-r")
+    mk.add_argument("--max-subquestions", type=int, default=8)
+    mk.add_argument("--concurrency", type=int, default=8)
+    mk.add_argument("--limit", type=int)
+    mk.add_argument("--held-out", type=int, default=150)
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")
+    mk.set_defaults(func=cmd_data)
+
+    tr = steps.add_parser("train", help="LoRA fine-tune the decomposer")
+    tr.add_argument("--data", required=True, help="directory with train.jsonl (+ held_out.jsonl)")
+    tr.add_argument("--out", required=True, help="adapter directory")
+    tr.add_argument("--base-model", help="HF id or path (default: the embedded Gemma 3 270M)")
+    tr.add_argument("--epochs", type=float, default=2.0)
+    tr.add_argument("--max-steps", type=int)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--lr", type=float, default=3e-4)
+    tr.add_argument("--rank", type=int, default=16)
+    tr.add_argument("--save-every", type=int, default=50)
+    tr.add_argument("--eval-every", type=int, default=50)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("--merge", action="store_true", help="also save a merged full checkpoint")
+    tr.set_defaults(func=cmd_train)
+
+    ev = steps.add_parser("evaluate", help="score adapters' decompositions via POST /decompose")
+    ev.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")
+    ev.add_argument("--adapters", default="none,gsm8k-socratic", help="comma-separated names")
+    ev.add_argument("--url", help="a running service (default: localhost:DIVCONQ_PORT)")
+    ev.add_argument("--limit", type=int)
+    ev.add_argument("--max-subquestions", type=int, default=8)
+    ev.add_argument("--concurrency", type=int, default=8)
+    ev.add_argument("--out", help="write the report as JSON here")
+    ev.set_defaults(func=cmd_evaluate)

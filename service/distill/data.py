@@ -1,0 +1,199 @@
+"""Decomposition datasets for distillation, in chat format.
+
+One JSONL line per problem::
+
+    {"id": "gsm8k-socratic-12", "source": "gold|sd-t|sd-r", "question": "...",
+     "answer": "18", "subquestions": ["...", "..."],
+     "messages": [{"role": "user", "content": <distilled prompt>},
+                  {"role": "assistant", "content": <numbered subquestions>}]}
+
+Sources:
+
+- gold: GSM8K Socratic answers (``subquestion ** step`` lines) import directly;
+- teacher: any configured solver writes decompositions with the service's own
+  decomposer prompt; SD-T keeps every parseable one, SD-R only those whose
+  teacher-solved answer (one hinted call) matches the gold answer.
+
+Problems are deduplicated by normalized question, the few-shot problems of
+``service/prompts.py`` are excluded, and a seeded held-out split is written
+beside the training split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service import prompts
+from service.parsing import extract_answer, parse_subquestions
+
+RECIPES = ("sd-t", "sd-r")
+
+
+@dataclass
+class Example:
+    id: str
+    question: str
+    answer: str
+    subquestions: list[str]
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "question": self.question,
+            "answer": self.answer,
+            "subquestions": self.subquestions,
+            "messages": [
+                {"role": "user", "content": prompts.distilled_decomposition(self.question)},
+                {"role": "assistant", "content": prompts.distilled_target(self.subquestions)},
+            ],
+            **({"meta": self.meta} if self.meta else {}),
+        }
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", "", " ".join(text.lower().split()))
+
+
+def gold_answer(answer_field: str) -> str:
+    return answer_field.rsplit("####", 1)[-1].strip().replace(",", "")
+
+
+def load_gold(path: Path) -> list[Example]:
+    """GSM8K Socratic JSONL -> examples with the gold subquestions."""
+    examples = []
+    with path.open() as fh:
+        for line_no, line in enumerate(fh):
+            if line_no in prompts.FEWSHOT_SOURCE_INDICES or not line.strip():
+                continue
+            row = json.loads(line)
+            steps = [s.split("**", 1)[0].strip() for s in row["answer"].split("\n") if "**" in s]
+            # A few gold decompositions repeat a subquestion; a student taught
+            # that would repeat too.
+            subs = list(dict.fromkeys(steps))
+            examples.append(
+                Example(
+                    id=f"{path.stem}-{line_no}",
+                    question=row["question"].strip(),
+                    answer=gold_answer(row["answer"]),
+                    subquestions=subs,
+                    source="gold",
+                )
+            )
+    return examples
+
+
+def load_questions(path: Path) -> list[Example]:
+    """Any JSONL with ``question`` and ``answer`` (GSM8K style): no subquestions yet."""
+    out = []
+    with path.open() as fh:
+        for line_no, line in enumerate(fh):
+            if line.strip():
+                row = json.loads(line)
+                out.append(
+                    Example(
+                        id=f"{path.stem}-{line_no}",
+                        question=str(row["question"]).strip(),
+                        answer=gold_answer(str(row.get("answer", ""))),
+                        subquestions=[],
+                        source="question",
+                    )
+                )
+    return out
+
+
+def dedupe(examples: Iterable[Example]) -> list[Example]:
+    seen: set[str] = set()
+    few_shot = {_normalize(e.question) for e in prompts.EXAMPLES}
+    out = []
+    for ex in examples:
+        key = _normalize(ex.question)
+        if key in seen or key in few_shot:
+            continue
+        seen.add(key)
+        out.append(ex)
+    return out
+
+
+def split(
+    examples: Sequence[Example], held_out: int, seed: int
+) -> tuple[list[Example], list[Example]]:
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    return order[held_out:], order[:held_out]
+
+
+def write_dataset(out_dir: Path, train: Sequence[Example], held: Sequence[Example]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.jsonl", train), ("held_out.jsonl", held)):
+        with (out_dir / name).open("w") as fh:
+            for ex in rows:
+                fh.write(json.dumps(ex.to_json()) + "\n")
+
+
+def read_dataset(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _numbers_match(a: str, b: str) -> bool:
+    try:
+        return abs(float(a) - float(b)) < 1e-4
+    except ValueError:
+        return _normalize(a) == _normalize(b)
+
+
+async def teacher_decompositions(
+    examples: Sequence[Example],
+    solver: Any,
+    *,
+    recipe: str,
+    max_subquestions: int,
+    concurrency: int = 8,
+) -> list[Example]:
+    """Ask the teacher (a SolverChain) to decompose each problem; SD-R also checks answers."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}")
+    slots = asyncio.Semaphore(concurrency)
+    kept: list[Example] = []
+
+    async def one(ex: Example) -> None:
+        async with slots:
+            prompt = prompts.static_decomposition(ex.question)
+            messages = [
+                {
+                    "role": "system",
+                    "content": "Continue the pattern: write the numbered subquestions for the "
+                    "last problem, then stop.",
+                },
+                {"role": "user", "content": prompt},
+            ]
+            plan = await solver.chat(messages, request_id=f"distill-{ex.id}", stage="decompose")
+            subs = parse_subquestions(plan.text, max_subquestions)
+            if not subs:
+                return
+            meta: dict[str, Any] = {"teacher": solver.model_name}
+            if recipe == "sd-r":
+                final = await solver.chat(
+                    prompts.hinted(ex.question, subs),
+                    request_id=f"distill-{ex.id}-r",
+                    stage="final",
+                )
+                predicted = extract_answer(final.text, ex.question)
+                meta["teacher_answer"] = predicted
+                if not _numbers_match(predicted, ex.answer):
+                    return
+            kept.append(Example(ex.id, ex.question, ex.answer, subs, source=recipe, meta=meta))
+
+    await asyncio.gather(*(one(ex) for ex in examples))
+    kept.sort(key=lambda e: e.id)
+    return kept

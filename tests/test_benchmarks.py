@@ -1,0 +1,122 @@
+"""Smoke tests of the benchmark scripts: each runs on a tiny setting.
+
+Benchmarks are not pass/fail on their figures; these only check that every
+script runs from its one command, prints a table and writes valid JSON with
+the keys the docs rely on. The scripts start their own servers (and, for
+three of them, the real vLLM engine) as subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(
+    name: str, args: list[str], out: Path, timeout_s: float
+) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / name), *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert out.is_file(), proc.stdout
+    report = json.loads(out.read_text())
+    assert isinstance(report, dict)
+    return report, proc.stdout
+
+
+def markdown_table(stdout: str) -> list[str]:
+    lines = [line for line in stdout.splitlines() if line.startswith("| ")]
+    assert len(lines) >= 3, stdout  # header, rule, at least one row
+    return lines
+
+
+@pytest.mark.parametrize(
+    "name", ["overhead.py", "modes.py", "decomposer_batching.py", "cold_start.py"]
+)
+def test_help(name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / name), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert "--smoke" in proc.stdout
+
+
+def test_overhead_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script("overhead.py", ["--smoke"], tmp_path / "overhead.json", 120)
+    markdown_table(stdout)
+    rows = report["rows"]
+    assert {(r["mode"], r["concurrency"]) for r in rows} >= {("direct", 1), ("static", 4)}
+    for row in rows:
+        assert row["errors"] == 0
+        assert row["throughput_rps"] > 0
+        assert row["cpu_ms_per_request"] > 0
+        # The service's own latency never undercuts the stages it reports.
+        assert row["overhead_server_p50_ms"] >= 0
+        assert row["overhead_client_p50_ms"] >= row["overhead_server_p50_ms"]
+    assert set(report["targets_at_64"]) == {"default/httpx", "raised/httpx2"}
+    assert report["machine"]["cores"] >= 1
+
+
+def test_resilience_tiny(tmp_path: Path) -> None:
+    report, stdout = run_script(
+        "resilience.py",
+        ["--requests", "60", "--concurrency", "6", "--warmup", "6"],
+        tmp_path / "resilience.json",
+        120,
+    )
+    assert "throughput_rps" in stdout
+    assert report["requests"] == 60
+    assert report["http_500"] == 0
+
+
+@pytest.mark.slow
+def test_decomposer_batching_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script(
+        "decomposer_batching.py", ["--smoke"], tmp_path / "batching.json", 400
+    )
+    markdown_table(stdout)
+    backends = {r["backend"].split()[0] for r in report["rows"]}
+    assert backends == {"vllm", "transformers"}
+    assert all(r["tokens_per_s"] > 0 for r in report["rows"])
+    assert set(report["speedup_tokens_per_s"]) == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_modes_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script("modes.py", ["--smoke"], tmp_path / "modes.json", 400)
+    assert len(markdown_table(stdout)) >= 6  # two tables
+    by_mode = {r["mode"]: r for r in report["modes"]}
+    assert by_mode["direct"]["solver_calls"] == 1
+    assert by_mode["direct"]["decomposer_calls"] == 0
+    assert by_mode["static"]["decomposer_calls"] == 1
+    stub = {r["mode"]: r for r in report["parallel_vs_sequential"]}
+    # Same calls either way; parallel waves take less wall time.
+    assert stub["static, parallel"]["solver_calls"] == stub["static, sequential"]["solver_calls"]
+    assert report["parallel_speedup"] > 1.0
+
+
+@pytest.mark.slow
+def test_cold_start_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script("cold_start.py", ["--smoke"], tmp_path / "cold_start.json", 400)
+    markdown_table(stdout)
+    embedded, stub = report["rows"]
+    assert 0 < embedded["healthz_s"] <= embedded["readyz_s"]
+    assert embedded["rss_idle_mib"] > stub["rss_idle_mib"] > 0
+    assert embedded["load_errors"] == 0 and embedded["load_requests_ok"] > 0

@@ -1,0 +1,162 @@
+"""Distillation: dataset building, a real (tiny) LoRA training run with resume,
+and serving the result through the vLLM decomposer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service import prompts
+from service.distill import data
+from service.settings import Settings
+from tests.support import Proc, free_port, start_process, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLD = ROOT / "data/gsm8k/socratic_1000.jsonl"
+
+
+def test_gold_import_skips_fewshot_and_repeats() -> None:
+    examples = data.load_gold(GOLD)
+    ids = {e.id for e in examples}
+    for i in prompts.FEWSHOT_SOURCE_INDICES:
+        assert f"socratic_1000-{i}" not in ids
+    assert len(examples) == 1000 - len(prompts.FEWSHOT_SOURCE_INDICES)
+    # Line 988 repeats "How much does she save?" in its gold steps.
+    jessica = next(e for e in examples if e.id == "socratic_1000-988")
+    assert jessica.subquestions.count("How much does she save?") == 1
+    assert jessica.answer == "6"
+    row = examples[0].to_json()
+    assert row["messages"][0]["content"] == prompts.distilled_decomposition(row["question"])
+    assert row["messages"][1]["content"].startswith("1. How many eggs does Janet sell?\n")
+
+
+def test_dedupe_and_split_are_deterministic() -> None:
+    examples = data.load_gold(GOLD)[:50]
+    twice = data.dedupe([*examples, *examples])
+    assert [e.id for e in twice] == [e.id for e in examples]
+    a = data.split(twice, 10, seed=3)
+    b = data.split(twice, 10, seed=3)
+    assert [e.id for e in a[1]] == [e.id for e in b[1]]
+    assert len(a[0]) == 40 and len(a[1]) == 10
+    assert not {e.id for e in a[0]} & {e.id for e in a[1]}
+
+
+def test_distilled_target_format() -> None:
+    assert prompts.distilled_target(["A?", "B?"]) == "1. A?\n2. B?\n"
+    assert prompts.distilled_target([]) == "none\n"
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DIVCONQ_LOG_LEVEL": "info"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """A real LoRA run: 2 steps, then resumed to 3, on a tiny slice."""
+    tmp = tmp_path_factory.mktemp("distill")
+    _cli("distill", "data", "--limit", "12", "--held-out", "4", "--out", str(tmp / "data"))
+    assert len((tmp / "data/train.jsonl").read_text().splitlines()) == 8
+    common = ["--data", str(tmp / "data"), "--out", str(tmp / "adapter"), "--batch-size", "2"]
+    common += ["--save-every", "1", "--eval-every", "1", "--threads", "2"]
+    _cli("distill", "train", *common, "--max-steps", "2")
+    assert (tmp / "adapter/checkpoints/step-1/adapter/adapter_config.json").is_file()
+    resumed = _cli("distill", "train", *common, "--max-steps", "3")
+    assert "resuming from" in resumed.stderr and "step-2" in resumed.stderr
+    history = [
+        json.loads(line) for line in (tmp / "adapter/training.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in history] == [1, 2, 3]  # resumed, not restarted
+    assert all(r["loss"] > 0 and "held_out_loss" in r for r in history)
+    summary = json.loads((tmp / "adapter/train_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["train_examples"] == 8
+    assert (tmp / "adapter/adapter_model.safetensors").stat().st_size > 1_000_000
+    return tmp / "adapter"
+
+
+@pytest.fixture(scope="module")
+def adapter_service(tiny_adapter: Path, logs_dir: Path, solver_url: str) -> Iterator[Proc]:
+    port = free_port()
+    service = start_process(
+        [sys.executable, "-m", "service", "serve", "--port", str(port)],
+        env={
+            "DIVCONQ_DECOMPOSER__ADAPTERS": json.dumps({"tiny": str(tiny_adapter)}),
+            "DIVCONQ_DECOMPOSER__ADAPTER": "tiny",
+            "DIVCONQ_SOLVER__BASE_URL": solver_url,
+            "DIVCONQ_SOLVER__MODEL": "solver-gemma",
+            "DIVCONQ_SOLVER__MAX_TOKENS": "16",
+        },
+        log=logs_dir / "adapter-service.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
+            timeout_s=600,
+            what="adapter service",
+            proc=service.proc,
+            log=service.log,
+        )
+        yield service
+    finally:
+        service.stop()
+
+
+def test_trained_adapter_is_served(adapter_service: Proc, model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    url = adapter_service.url
+    ready = httpx.get(f"{url}/readyz").json()["decomposer"]
+    assert "tiny" in ready["adapters"] and ready["default_adapter"] == "tiny"
+    question = "A pen costs $3 and a book costs $5 more. How much do both cost?"
+    by_default = httpx.post(f"{url}/decompose", json={"question": question}, timeout=300)
+    assert by_default.status_code == 200, by_default.text
+    usage = by_default.json()["usage"]["decomposer"]
+    assert usage["adapter"] == "tiny"
+    # The adapter gets the short distilled prompt, counted by the engine.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    expected = len(tokenizer(prompts.distilled_decomposition(question))["input_ids"])
+    assert usage["prompt_tokens"] == expected
+    base = httpx.post(
+        f"{url}/decompose", json={"question": question, "decomposer_adapter": "none"}, timeout=300
+    )
+    assert base.status_code == 200
+    assert base.json()["usage"]["decomposer"]["adapter"] is None
+    assert base.json()["usage"]["decomposer"]["prompt_tokens"] > 4 * usage["prompt_tokens"]
+    solved = httpx.post(
+        f"{url}/solve",
+        json={"question": question, "mode": "hinted", "decomposer_adapter": "tiny"},
+        timeout=300,
+    )
+    assert solved.status_code == 200, solved.text
+    assert solved.json()["usage"]["decomposer"]["adapter"] == "tiny"
+
+
+def test_unknown_adapter_is_422(adapter_service: Proc) -> None:
+    for path in ("/decompose", "/solve"):
+        resp = httpx.post(
+            f"{adapter_service.url}{path}",
+            json={"question": "What is 2 + 2?", "decomposer_adapter": "nope"},
+        )
+        assert resp.status_code == 422
+        assert "unknown decomposer_adapter 'nope'" in resp.json()["error"]["message"]
+
+
+def test_settings_reject_unknown_default_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIVCONQ_DECOMPOSER__ADAPTER", "missing")
+    with pytest.raises(ValueError, match="unknown adapter 'missing'"):
+        Settings()

@@ -224,7 +224,8 @@ def train(cfg: TrainConfig) -> Path:
                 record["held_out_loss"] = held_loss
                 log.info(f"step {step + 1}/{total} held-out loss {held_loss:.4f}")
         history.append(record)
-        if (step + 1) % cfg.save_every == 0 and step + 1 < total:
+        # The last step too: a later run with more steps continues from here.
+        if (step + 1) % cfg.save_every == 0 or step + 1 == total:
             save_checkpoint(step + 1)
     bar.close()
     elapsed = time.monotonic() - started

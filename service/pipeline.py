@@ -264,6 +264,10 @@ class Pipeline:
         solver: str | None = None,
         adapter: str | None = None,
     ) -> SolveResponse:
+        # Adapters are trained for static decomposition; socratic keeps the
+        # base model's few-shot prompt, and direct has no decomposer call.
+        if mode not in ("static", "hinted"):
+            adapter = NO_ADAPTER
         run = self._run(request_id, question, context, max_subquestions, solver, adapter)
         plan = {
             "static": self._static,

@@ -29,6 +29,7 @@ def _check_stage(stage: dict[str, Any], *, called: bool) -> None:
         "latency_ms",
         "cost_usd",
         "answered_by",
+        "adapter",
     }
     if called:
         assert stage["calls"] >= 1
@@ -60,6 +61,9 @@ def _check_contract(body: dict[str, Any], mode: str) -> None:
     assert sol["model"] == SOLVER_NAME
     assert sol["answered_by"] == ["default"]
     assert dec["answered_by"] == []
+    # The shipped distilled adapter serves static decomposition by default.
+    assert dec["adapter"] == ("gsm8k-socratic" if mode in ("static", "hinted") else None)
+    assert sol["adapter"] is None
     assert dec["model"] == "gemma-3-270m"
     # Totals are exactly the sums of the stages.
     assert usage["total"] == {

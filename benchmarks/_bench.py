@@ -176,13 +176,8 @@ class Server:
                 self.proc.wait()
 
 
-def start_service(
-    env: dict[str, str], log: Path | None = None, launcher: Sequence[str] = ("-m", "service")
-) -> Server:
-    """``python -m service serve`` on a free loopback port with ``DIVCONQ_*`` ``env``.
-
-    ``launcher`` replaces ``-m service`` (e.g. a script that patches something first).
-    """
+def start_service(env: dict[str, str], log: Path | None = None) -> Server:
+    """``python -m service serve`` on a free loopback port with ``DIVCONQ_*`` ``env``."""
     port = free_port()
     full = {**os.environ, "DIVCONQ_PORT": str(port), "DIVCONQ_HOST": "127.0.0.1", **env}
     full.setdefault("DIVCONQ_LOG_LEVEL", "warning")
@@ -190,7 +185,7 @@ def start_service(
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
         proc = subprocess.Popen(
-            [sys.executable, *launcher, "serve"],
+            [sys.executable, "-m", "service", "serve"],
             env=full,
             cwd=ROOT,
             stdout=out,
@@ -237,6 +232,7 @@ class Result:
     status: int
     seconds: float
     body: dict[str, Any] | None
+    started: float = 0.0  # perf_counter() when the request was sent
 
 
 class KeepAliveClient:
@@ -290,11 +286,15 @@ async def closed_loop(
     *,
     duration_s: float | None = None,
     total: int | None = None,
+    stagger_s: float = 0.0,
 ) -> tuple[list[Result], float]:
     """``concurrency`` clients, each sending its next request when the last returns.
 
     Runs for ``duration_s`` seconds, or until ``total`` requests were sent.
-    Returns every result and the wall time.
+    ``stagger_s`` spreads the clients' first requests evenly over that many
+    seconds; without it every client starts at once, and against a server
+    with a fixed answer time they stay in lockstep, arriving as one burst per
+    cycle. Returns every result and the wall time.
     """
     host, port = url.removeprefix("http://").split(":")
     bodies = [json.dumps(p).encode() for p in payloads]
@@ -303,9 +303,10 @@ async def closed_loop(
     started = time.perf_counter()
     stop_at = started + duration_s if duration_s is not None else float("inf")
 
-    async def worker() -> None:
+    async def worker(k: int) -> None:
         nonlocal sent
         client = KeepAliveClient(host, int(port))
+        await asyncio.sleep(stagger_s * k / concurrency)
         try:
             while time.perf_counter() < stop_at and (total is None or sent < total):
                 body = bodies[sent % len(bodies)]
@@ -315,13 +316,13 @@ async def closed_loop(
                     status, raw = await client.post(path, body)
                 except (OSError, asyncio.IncompleteReadError):
                     client.close()
-                    results.append(Result(0, time.perf_counter() - t0, None))
+                    results.append(Result(0, time.perf_counter() - t0, None, t0))
                     continue
                 seconds = time.perf_counter() - t0
                 parsed = json.loads(raw) if raw else None
-                results.append(Result(status, seconds, parsed))
+                results.append(Result(status, seconds, parsed, t0))
         finally:
             client.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return results, time.perf_counter() - started

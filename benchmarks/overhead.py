@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import time
 from typing import Any
 
 from _bench import (
     INDEPENDENT_PLAN,
     RESULTS,
-    ROOT,
     Result,
     closed_loop,
     machine,
@@ -91,21 +91,35 @@ def payloads(mode: str) -> list[dict[str, Any]]:
     return [{"question": q, "mode": mode, "max_subquestions": 4} for q in QUESTIONS]
 
 
+# Model calls in series per request (stub plan): the length of one client cycle.
+SERIAL_STAGES = {"direct": 1, "static": 4}
+
+
 async def measure(
     url: str,
     mode: str,
     concurrency: int,
-    duration_s: float,
-    warmup_s: float,
+    args: argparse.Namespace,
+    arrival: str,
     cpu,
 ) -> dict[str, Any]:
-    await closed_loop(url, "/solve", payloads(mode), concurrency, duration_s=warmup_s)
-    before = cpu()
-    results, wall = await closed_loop(
-        url, "/solve", payloads(mode), concurrency, duration_s=duration_s
+    """One closed loop: warm-up, then ``duration_s`` measured (requests sent after warm-up)."""
+    stagger = args.delay_s * SERIAL_STAGES[mode] if arrival == "staggered" else 0.0
+    loop = asyncio.create_task(
+        closed_loop(
+            url,
+            "/solve",
+            payloads(mode),
+            concurrency,
+            duration_s=args.warmup_s + args.duration_s,
+            stagger_s=stagger,
+        )
     )
-    used = cpu() - before
-    return summarise(mode, concurrency, results, wall, used)
+    await asyncio.sleep(args.warmup_s)
+    begin, before = time.perf_counter(), cpu()
+    results, _ = await loop
+    used, wall = cpu() - before, time.perf_counter() - begin
+    return summarise(mode, concurrency, [r for r in results if r.started >= begin], wall, used)
 
 
 CONFIGS = {
@@ -118,13 +132,10 @@ CONFIGS = {
         "DIVCONQ_SOLVER__MAX_CONNECTIONS": "4096",
     },
 }
-LAUNCHERS = {
-    "httpx": ("-m", "service"),
-    "httpx2": (str(ROOT / "benchmarks" / "serve_httpx2.py"),),
-}
+ARRIVALS = ("burst", "staggered")
 
 
-def run_config(limits: str, client: str, stub_url: str, args: argparse.Namespace) -> list[dict]:
+def run_config(limits: str, stub_url: str, args: argparse.Namespace) -> list[dict]:
     env = {
         "DIVCONQ_MAX_IN_FLIGHT": "8192",
         "DIVCONQ_DECOMPOSER__BACKEND": "openai",
@@ -133,26 +144,29 @@ def run_config(limits: str, client: str, stub_url: str, args: argparse.Namespace
         "DIVCONQ_SOLVER__MODEL": "stub",
         **CONFIGS[limits],
     }
-    service = start_service(env, launcher=LAUNCHERS[client])
+    service = start_service(env)
     rows = []
     with running(service):
         wait_http(f"{service.url}/readyz", proc=service.proc)
-        for mode in args.modes.split(","):
-            for c in args.levels:
-                row = asyncio.run(
-                    measure(service.url, mode, c, args.duration_s, args.warmup_s, service.cpu_s)
-                )
-                row = {"limits": limits, "http_client": client, **row}
-                rows.append(row)
-                print(
-                    f"  {limits}/{client} {mode:>6} c={c:<4} {row['throughput_rps']:>7} rps  "
-                    f"server p50/p99 {row['overhead_server_p50_ms']}/"
-                    f"{row['overhead_server_p99_ms']} ms  client p50/p99 "
-                    f"{row['overhead_client_p50_ms']}/{row['overhead_client_p99_ms']} ms  "
-                    f"cpu {row['cpu_ms_per_request']} ms/req",
-                    flush=True,
-                )
+        for arrival in args.arrivals.split(","):
+            for mode in args.modes.split(","):
+                for c in args.levels:
+                    row = asyncio.run(measure(service.url, mode, c, args, arrival, service.cpu_s))
+                    rows.append({"limits": limits, "arrival": arrival, **row})
+                    _print_row(rows[-1])
     return rows
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print(
+        f"  {row['limits']}/{row['arrival']} {row['mode']:>6} c={row['concurrency']:<4} "
+        f"{row['throughput_rps']:>7} rps  "
+        f"server p50/p99 {row['overhead_server_p50_ms']}/"
+        f"{row['overhead_server_p99_ms']} ms  client p50/p99 "
+        f"{row['overhead_client_p50_ms']}/{row['overhead_client_p99_ms']} ms  "
+        f"cpu {row['cpu_ms_per_request']} ms/req",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -162,10 +176,15 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
     parser.add_argument("--modes", default="direct,static")
     parser.add_argument(
-        "--configs",
-        default="default/httpx,raised/httpx,raised/httpx2",
-        help="LIMITS/CLIENT pairs: limits default (solver MAX_CONCURRENCY 32, pool 100) or "
-        "raised (4096); client httpx (as shipped) or httpx2 (benchmarks/serve_httpx2.py)",
+        "--limits",
+        default="default,raised",
+        help="default (solver MAX_CONCURRENCY 32, pool 100, as shipped) or raised (4096)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        default="staggered,burst",
+        help="staggered: clients' first requests spread over one cycle; burst: all at once "
+        "(lockstep against the fixed-delay stub)",
     )
     parser.add_argument("--delay-s", type=float, default=0.5, help="stub model answer delay")
     parser.add_argument("--duration-s", type=float, default=10.0, help="per level and mode")
@@ -175,33 +194,33 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
-        args.configs = "default/httpx,raised/httpx2"
+        args.limits = "default"
     args.levels = [int(c) for c in args.concurrency.split(",")]
-    configs = [tuple(c.split("/")) for c in args.configs.split(",")]
+    configs = [(lim, arr) for lim in args.limits.split(",") for arr in args.arrivals.split(",")]
 
     info = machine()
     stub = start_stub(args.delay_s, INDEPENDENT_PLAN)
     rows = []
     with running(stub):
-        for limits, client in configs:
-            rows += run_config(limits, client, stub.url, args)
+        for limits in args.limits.split(","):
+            rows += run_config(limits, stub.url, args)
 
-    def met(key: str, bound: float, limits: str, client: str) -> bool | None:
+    def met(key: str, bound: float, limits: str, arrival: str) -> bool | None:
         at64 = [
             r
             for r in rows
-            if r["concurrency"] == 64 and r["limits"] == limits and r["http_client"] == client
+            if r["concurrency"] == 64 and r["limits"] == limits and r["arrival"] == arrival
         ]
         return all(r[key] <= bound for r in at64) if at64 else None
 
     targets = {
-        f"{limits}/{client}": {
-            "server_p50_le_1ms": met("overhead_server_p50_ms", 1.0, limits, client),
-            "server_p99_le_5ms": met("overhead_server_p99_ms", 5.0, limits, client),
-            "client_p50_le_1ms": met("overhead_client_p50_ms", 1.0, limits, client),
-            "client_p99_le_5ms": met("overhead_client_p99_ms", 5.0, limits, client),
+        f"{limits}/{arrival}": {
+            "server_p50_le_1ms": met("overhead_server_p50_ms", 1.0, limits, arrival),
+            "server_p99_le_5ms": met("overhead_server_p99_ms", 5.0, limits, arrival),
+            "client_p50_le_1ms": met("overhead_client_p50_ms", 1.0, limits, arrival),
+            "client_p99_le_5ms": met("overhead_client_p99_ms", 5.0, limits, arrival),
         }
-        for limits, client in configs
+        for limits, arrival in configs
     }
     report = {
         "benchmark": "overhead",
@@ -220,7 +239,7 @@ def main() -> int:
     }
     columns = [
         "limits",
-        "http_client",
+        "arrival",
         "mode",
         "concurrency",
         "requests",

@@ -1,9 +1,13 @@
 """The app factory and the lifespan that owns the engine and the HTTP client.
 
 Nothing happens at import time: ``create_app(settings)`` builds an app, and
-its lifespan creates one pooled ``httpx.AsyncClient`` and the decomposer. The
+its lifespan creates one pooled ``httpx2.AsyncClient`` and the decomposer. The
 decomposer loads in a background task, so the server answers ``/healthz`` at
 once and ``/readyz`` (and ``/solve``) say 503 until the model is ready.
+
+The client is httpx2 (httpx's API, by its author) rather than httpx: with
+hundreds of pooled solver connections, httpcore 1.0 spends most of the
+service's CPU rescanning its pool on every request (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 from fastapi import FastAPI
 
 from service import __version__
@@ -34,13 +38,13 @@ from service.state import Services
 log = logging.getLogger(__name__)
 
 
-def _http_client(settings: Settings) -> httpx.AsyncClient:
+def _http_client(settings: Settings) -> httpx2.AsyncClient:
     s = settings.solver
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
+    return httpx2.AsyncClient(
+        limits=httpx2.Limits(
             max_connections=s.max_connections, max_keepalive_connections=s.max_connections
         ),
-        timeout=httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),
+        timeout=httpx2.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),
     )
 
 

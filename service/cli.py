@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from service.logs import configure_logging
 from service.settings import MODES, Settings
@@ -89,7 +89,7 @@ def _in_process_server(settings: Settings) -> Iterator[str]:
         thread.join(timeout=60)
 
 
-def _wait_ready(client: httpx.Client, url: str, timeout_s: float) -> None:
+def _wait_ready(client: httpx2.Client, url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -100,7 +100,7 @@ def _wait_ready(client: httpx.Client, url: str, timeout_s: float) -> None:
             last = resp.json().get("decomposer", {}).get("state", resp.text)
             if str(last).startswith("failed"):
                 break
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             last = type(exc).__name__
         time.sleep(1.0)
     raise SystemExit(f"service at {url} did not become ready: {last}")
@@ -136,12 +136,12 @@ def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
         payload["max_subquestions"] = args.max_subquestions
     url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
     with (
-        httpx.Client(timeout=httpx.Timeout(600.0, connect=2.0)) as client,
+        httpx2.Client(timeout=httpx2.Timeout(600.0, connect=2.0)) as client,
         contextlib.ExitStack() as stack,
     ):
         try:
             client.get(f"{url}/healthz")
-        except httpx.TransportError:
+        except httpx2.TransportError:
             if args.url:
                 raise SystemExit(f"no service at {url}") from None
             print("no running service; starting one in this process...", file=sys.stderr)
@@ -189,14 +189,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if runner.pending_requests(problems, modes, results_path):
         try:
             with (
-                httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0)) as client,
+                httpx2.Client(timeout=httpx2.Timeout(30.0, connect=2.0)) as client,
                 contextlib.ExitStack() as stack,
             ):
                 if args.url:
                     url = args.url.rstrip("/")
                     try:
                         client.get(f"{url}/healthz")
-                    except httpx.TransportError:
+                    except httpx2.TransportError:
                         raise SystemExit(f"no service at {url}") from None
                 else:
                     print("starting the service in this process...", file=sys.stderr)

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from service.deadline import remaining
 from service.errors import UpstreamError, UpstreamTimeout
@@ -47,12 +47,12 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _bounded(timeout: httpx.Timeout) -> httpx.Timeout:
+def _bounded(timeout: httpx2.Timeout) -> httpx2.Timeout:
     """Never wait on one call past the request's deadline."""
     left = remaining()
     if left is None:
         return timeout
-    return httpx.Timeout(
+    return httpx2.Timeout(
         connect=min(timeout.connect or left, left),
         read=min(timeout.read or left, left),
         write=min(timeout.write or left, left),
@@ -61,12 +61,12 @@ def _bounded(timeout: httpx.Timeout) -> httpx.Timeout:
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     url: str,
     payload: dict[str, Any],
     *,
     headers: dict[str, str],
-    timeout: httpx.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
+    timeout: httpx2.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
     stage: str,
     role: str,
 ) -> dict[str, Any]:
@@ -74,14 +74,14 @@ async def post_json(
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
     try:
         resp = await client.post(url, json=payload, headers=headers, timeout=_bounded(timeout))
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise UpstreamTimeout(
             f"{role} at {where} timed out during '{stage}' ({type(exc).__name__})",
             stage=stage,
             kind="timeout",
             retryable=True,
         ) from None
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         # Refused, reset, or closed mid-response: the next attempt may work.
         raise UpstreamError(
             f"{role} at {where} unreachable during '{stage}' ({type(exc).__name__})",

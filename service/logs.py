@@ -76,5 +76,5 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
         logger.propagate = True
     # We write one access line per request ourselves, with mode and stage timings.
     logging.getLogger("uvicorn.access").disabled = True
-    # httpx logs every request line at INFO; keep it to warnings.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx2 logs every request line at INFO; keep it to warnings.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)

@@ -32,8 +32,19 @@ def clean_item(line: str) -> str:
 
 def parse_subquestions(text: str, cap: int) -> list[str]:
     """Subquestions from a static decomposition: deduplicated, at most ``cap``."""
+    return parse_decomposition(text, cap)[0]
+
+
+def parse_decomposition(text: str, cap: int) -> tuple[list[str], int]:
+    """Subquestions (deduplicated, at most ``cap``) and how many repeats were dropped.
+
+    A repeat is an item equal to an earlier one after normalization (case,
+    spacing, punctuation, list markers). Dropping them saves solver calls;
+    counting them keeps the decomposer's habit of repeating itself visible.
+    """
     out: list[str] = []
     seen: set[str] = set()
+    repeats = 0
     for raw in text.splitlines():
         if _END_OF_LIST.match(raw):
             break
@@ -41,15 +52,16 @@ def parse_subquestions(text: str, cap: int) -> list[str]:
         key = _normalize(item)
         if not key or key == NONE_MARKER or key == DONE_MARKER.lower():
             if key in (NONE_MARKER, DONE_MARKER.lower()) and not out:
-                return []
+                return [], 0
             continue
         if key in seen:
+            repeats += 1
             continue
         seen.add(key)
         out.append(item)
         if len(out) >= cap:
             break
-    return out
+    return out, repeats
 
 
 def parse_next_subquestion(text: str, previous: list[str]) -> str | None:

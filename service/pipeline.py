@@ -25,7 +25,7 @@ from service.completion import Completion
 from service.decomposer import Decomposer
 from service.dependencies import waves
 from service.metrics import Metrics
-from service.parsing import extract_answer, parse_next_subquestion, parse_subquestions
+from service.parsing import extract_answer, parse_decomposition, parse_next_subquestion
 from service.schemas import (
     DecomposeResponse,
     DecomposeUsage,
@@ -62,6 +62,7 @@ class _Run:
     adapter: str | None = None
     started: float = field(default_factory=time.perf_counter)
     decomposer_calls: int = 0
+    repeats_dropped: int = 0
 
     def next_decomposer_id(self) -> str:
         # vLLM needs unique ids per generation; socratic makes several.
@@ -156,7 +157,8 @@ class Pipeline:
             )
         )
         self._charge(run.decomposer, "decompose", completion, seconds)
-        return parse_subquestions(completion.text, run.cap)
+        subs, run.repeats_dropped = parse_decomposition(completion.text, run.cap)
+        return subs
 
     async def _solve(
         self, run: _Run, messages: prompts.Messages, stage: str, *, count_latency: bool = True
@@ -312,6 +314,7 @@ class Pipeline:
         return DecomposeResponse(
             id=request_id,
             subquestions=subs,
+            repeats_dropped=run.repeats_dropped,
             usage=DecomposeUsage(decomposer=run.decomposer),
             latency_ms=run.elapsed_ms,
         )

@@ -101,6 +101,9 @@ class DecomposeUsage(BaseModel):
 class DecomposeResponse(BaseModel):
     id: str
     subquestions: list[str]
+    repeats_dropped: int = Field(
+        0, description="Subquestions the decomposer wrote again, dropped from the list."
+    )
     usage: DecomposeUsage
     latency_ms: float
 

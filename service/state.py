@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import httpx
+import httpx2
 from starlette.requests import Request
 
 from service.decomposer import Decomposer
@@ -20,7 +20,7 @@ from service.solver import SolverChain
 @dataclass
 class Services:
     settings: Settings
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     decomposer: Decomposer
     solvers: dict[str, SolverChain]
     pipeline: Pipeline

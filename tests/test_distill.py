@@ -146,6 +146,30 @@ def test_trained_adapter_is_served(adapter_service: Proc, model_dir: Path) -> No
     assert solved.json()["usage"]["decomposer"]["adapter"] == "tiny"
 
 
+def test_evaluate_scores_adapters_through_decompose(
+    adapter_service: Proc, tiny_adapter: Path, tmp_path: Path
+) -> None:
+    held_out = tiny_adapter.parent / "data/held_out.jsonl"
+    out = tmp_path / "report.json"
+    run = _cli(
+        "distill", "evaluate", "--data", str(held_out), "--adapters", "none,tiny",
+        "--url", adapter_service.url, "--out", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert set(report) == {"gold", "none", "tiny"}
+    # The gold row is the reference: perfect by construction.
+    assert report["gold"]["f1"] == 1.0 and report["gold"]["count_exact"] == 1.0
+    assert report["gold"]["repeat_rate"] == 0.0
+    for name in ("none", "tiny"):
+        row = report[name]
+        assert row["problems"] == 4
+        assert 0.0 <= row["f1"] <= 1.0 and 0.0 <= row["repeat_rate"] <= 1.0
+        assert row["count_exact"] <= row["count_within_one"]
+    # The distilled prompt is the short one: the cost argument of the paper.
+    assert report["tiny"]["prompt_tokens"] * 4 < report["none"]["prompt_tokens"]
+    assert "| tiny |" in run.stdout
+
+
 def test_unknown_adapter_is_422(adapter_service: Proc) -> None:
     for path in ("/decompose", "/solve"):
         resp = httpx.post(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from service import prompts
-from service.parsing import extract_answer, parse_next_subquestion, parse_subquestions
+from service.parsing import (
+    extract_answer,
+    parse_decomposition,
+    parse_next_subquestion,
+    parse_subquestions,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +34,9 @@ def test_repeats_dropped_and_cap_enforced() -> None:
     text = "1. A?\n2. a?\n3. B?\n4. C?\n5. D?"
     assert parse_subquestions(text, cap=2) == ["A?", "B?"]
     assert parse_subquestions(text, cap=10) == ["A?", "B?", "C?", "D?"]
+    assert parse_decomposition(text, cap=10) == (["A?", "B?", "C?", "D?"], 1)
+    # Punctuation and case do not make a new subquestion.
+    assert parse_decomposition("1. A?\n2. A?\n3. a.\n4. B?", cap=10) == (["A?", "B?"], 2)
 
 
 def test_none_means_no_decomposition() -> None:

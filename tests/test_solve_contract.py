@@ -171,7 +171,8 @@ def test_decomposer_tokens_come_from_engine(client: httpx.Client, model_dir: Pat
     )
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert set(body) == {"id", "subquestions", "usage", "latency_ms"}
+    assert set(body) == {"id", "subquestions", "repeats_dropped", "usage", "latency_ms"}
+    assert isinstance(body["repeats_dropped"], int) and body["repeats_dropped"] >= 0
     assert len(body["subquestions"]) <= 3
     assert len({s.lower() for s in body["subquestions"]}) == len(body["subquestions"])
     dec = body["usage"]["decomposer"]

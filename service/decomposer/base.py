@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-import httpx
+import httpx2
 
 from service.completion import Completion
 from service.settings import Settings
@@ -42,7 +42,7 @@ class Decomposer(Protocol):
     async def aclose(self) -> None: ...
 
 
-DecomposerFactory = Callable[[Settings, httpx.AsyncClient], Decomposer]
+DecomposerFactory = Callable[[Settings, httpx2.AsyncClient], Decomposer]
 _REGISTRY: dict[str, DecomposerFactory] = {}
 F = TypeVar("F", bound=DecomposerFactory)
 
@@ -55,7 +55,7 @@ def register(name: str) -> Callable[[F], F]:
     return deco
 
 
-def build_decomposer(settings: Settings, http: httpx.AsyncClient) -> Decomposer:
+def build_decomposer(settings: Settings, http: httpx2.AsyncClient) -> Decomposer:
     try:
         factory = _REGISTRY[settings.decomposer.backend]
     except KeyError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import httpx
+import httpx2
 
 from service.completion import Completion
 from service.decomposer.base import register
@@ -20,7 +20,7 @@ from service.settings import Settings
 
 @register("openai")
 class OpenAIDecomposer:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
         d = settings.decomposer
         if not d.base_url:
             raise ValueError("DIVCONQ_DECOMPOSER__BASE_URL is required for the 'openai' backend")
@@ -28,7 +28,7 @@ class OpenAIDecomposer:
         self._http = http
         self._url = d.base_url.rstrip("/") + "/completions"
         self.model_name = settings.decomposer_model_name
-        self._timeout = httpx.Timeout(d.timeout_s, connect=min(5.0, d.timeout_s))
+        self._timeout = httpx2.Timeout(d.timeout_s, connect=min(5.0, d.timeout_s))
 
     @property
     def ready(self) -> bool:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from service.completion import Completion
 from service.decomposer.base import register
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @register("vllm")
 class VllmDecomposer:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
         self._settings = settings
         self.model_name = settings.decomposer_model_name
         self.engine: EmbeddedEngine | None = None

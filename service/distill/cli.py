@@ -21,13 +21,13 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
     if args.teacher:
         examples = data.dedupe(data.load_questions(Path(args.questions)))
         examples = examples[: args.limit] if args.limit else examples
-        import httpx
+        import httpx2
 
         from service.metrics import Metrics
         from service.solver import build_solvers
 
         async def run() -> list[data.Example]:
-            async with httpx.AsyncClient() as http:
+            async with httpx2.AsyncClient() as http:
                 solvers = build_solvers(settings, http, Metrics())
                 if args.teacher not in solvers:
                     raise SystemExit(f"unknown solver profile {args.teacher!r}")

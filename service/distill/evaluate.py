@@ -3,7 +3,14 @@
 For each held-out problem with gold subquestions, ask the running service to
 decompose it with each adapter ('none' = the base model's few-shot prompt)
 and score with the evaluation harness's functions: right count, count within
-one, best-match token F1, duplicate rate; plus decomposer tokens per problem.
+one, best-match token F1, repeats; plus decomposer tokens per problem.
+
+Two repeat measures: ``repeat_rate``, problems where the decomposer wrote a
+subquestion again (the service drops the copy and reports it as
+``repeats_dropped``), and ``near_duplicate_rate``, problems where two kept
+items have token F1 >= 0.9. The second also flags distinct parallel steps
+("... on Tuesday?" / "... on Wednesday?"), so the gold row is scored too, as
+its reference.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from service.evaluation.scoring import decomposition_f1, has_duplicate
 
@@ -29,7 +36,7 @@ async def _decompose_all(
     headers: dict[str, str],
 ) -> list[dict[str, Any]]:
     slots = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=600, headers=headers) as client:
+    async with httpx2.AsyncClient(timeout=600, headers=headers) as client:
 
         async def one(row: dict[str, Any]) -> dict[str, Any]:
             async with slots:
@@ -48,7 +55,12 @@ async def _decompose_all(
         return await asyncio.gather(*(one(r) for r in rows))
 
 
-def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, float]:
+def score(
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    repeats: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Decomposition quality; ``repeats`` = items dropped as repeats per problem."""
     pairs = list(zip(gold, predicted, strict=True))
     f1s = [decomposition_f1(g, p) or 0.0 for g, p in pairs]
     n = len(pairs)
@@ -57,7 +69,8 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
         "f1": round(statistics.mean(f1s), 4),
         "count_exact": round(sum(len(g) == len(p) for g, p in pairs) / n, 4),
         "count_within_one": round(sum(abs(len(g) - len(p)) <= 1 for g, p in pairs) / n, 4),
-        "duplicate_rate": round(sum(has_duplicate(p) for p in predicted) / n, 4),
+        "repeat_rate": round(sum(r > 0 for r in repeats or []) / n, 4),
+        "near_duplicate_rate": round(sum(has_duplicate(p) for p in predicted) / n, 4),
         "mean_subquestions": round(statistics.mean(len(p) for p in predicted), 2),
     }
 
@@ -75,10 +88,13 @@ def evaluate(
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("subquestions")][:limit]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    report = {}
+    gold = [r["subquestions"] for r in rows]
+    report = {"gold": score(gold, gold, [0] * len(gold))}
     for adapter in adapters:
         bodies = asyncio.run(_decompose_all(url, rows, adapter, cap, concurrency, headers))
-        result = score([r["subquestions"] for r in rows], [b["subquestions"] for b in bodies])
+        result = score(
+            gold, [b["subquestions"] for b in bodies], [b["repeats_dropped"] for b in bodies]
+        )
         dec = [b["usage"]["decomposer"] for b in bodies]
         result["prompt_tokens"] = round(statistics.mean(d["prompt_tokens"] for d in dec), 1)
         result["completion_tokens"] = round(statistics.mean(d["completion_tokens"] for d in dec), 1)
@@ -89,10 +105,11 @@ def evaluate(
 
 def markdown(report: dict[str, dict[str, float]]) -> str:
     cols = [
-        "problems", "f1", "count_exact", "count_within_one", "duplicate_rate",
-        "mean_subquestions", "prompt_tokens", "completion_tokens", "latency_ms_p50",
+        "problems", "f1", "count_exact", "count_within_one", "repeat_rate",
+        "near_duplicate_rate", "mean_subquestions", "prompt_tokens", "completion_tokens",
+        "latency_ms_p50",
     ]  # fmt: skip
     lines = ["| adapter | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in report.items():
-        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from service.evaluation.datasets import Problem
 
@@ -104,7 +104,7 @@ def error_record(
     }
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _error_message(resp: httpx2.Response) -> str:
     try:
         err = resp.json().get("error", {})
         return f"{resp.status_code} {err.get('type', '')}: {err.get('message', resp.text)}"
@@ -138,7 +138,7 @@ class RunStats:
 
 
 async def _solve_one(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     url: str,
     problem: Problem,
     mode: str,
@@ -153,7 +153,7 @@ async def _solve_one(
     started = time.perf_counter()
     try:
         resp = await client.post(f"{url}/solve", json=payload)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         wall_ms = (time.perf_counter() - started) * 1000.0
         return error_record(problem, mode, f"{type(exc).__name__}: {exc}", None, wall_ms)
     wall_ms = (time.perf_counter() - started) * 1000.0
@@ -203,8 +203,8 @@ async def run(
         disable=not progress,
         dynamic_ncols=True,
     )
-    timeout = httpx.Timeout(timeout_s, connect=10.0)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    timeout = httpx2.Timeout(timeout_s, connect=10.0)
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with results_path.open("a", encoding="utf-8") as out:
         if _ends_mid_line(results_path):
             # An interrupt cut the last line short: start on a fresh line.
@@ -222,7 +222,7 @@ async def run(
             bar.update(1)
 
         try:
-            async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            async with httpx2.AsyncClient(timeout=timeout, limits=limits) as client:
                 await asyncio.gather(*(one(p, m) for p, m in pending))
         finally:
             bar.close()

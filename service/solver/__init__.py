@@ -8,7 +8,7 @@ profile in retries and concurrency limits and chains its fallbacks.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from service.metrics import Metrics
 from service.settings import Settings
@@ -20,7 +20,7 @@ from service.solver import anthropic_messages, azure_openai, openai_chat  # noqa
 
 
 def build_solvers(
-    settings: Settings, http: httpx.AsyncClient, metrics: Metrics
+    settings: Settings, http: httpx2.AsyncClient, metrics: Metrics
 ) -> dict[str, SolverChain]:
     profiles = settings.solver_profiles
     resilient = {

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from service.completion import Completion
 from service.errors import UpstreamError
 from service.http_calls import post_json
 from service.settings import Settings, SolverSettings
-from service.solver.base import register, split_system
+from service.solver.base import call_timeout, register, split_system
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -25,7 +25,7 @@ DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 @register("anthropic")
 class AnthropicSolver:
     def __init__(
-        self, name: str, profile: SolverSettings, settings: Settings, http: httpx.AsyncClient
+        self, name: str, profile: SolverSettings, settings: Settings, http: httpx2.AsyncClient
     ) -> None:
         self._profile = profile
         self._http = http
@@ -33,11 +33,7 @@ class AnthropicSolver:
         self._max_tokens = settings.solver_tokens(profile)
         self._url = (profile.base_url or DEFAULT_BASE_URL).rstrip("/") + "/messages"
         self._key = profile.api_key.get_secret_value() if profile.api_key else None
-        self._timeout = httpx.Timeout(
-            profile.read_timeout_s,
-            connect=profile.connect_timeout_s,
-            pool=profile.connect_timeout_s,
-        )
+        self._timeout = call_timeout(profile)
 
     async def chat(
         self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str

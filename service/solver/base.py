@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-import httpx
+import httpx2
 
 from service.completion import Completion
 from service.settings import Settings, SolverSettings
@@ -22,7 +22,7 @@ class Solver(Protocol):
 
 
 # (profile name, profile, all settings, the shared HTTP client) -> backend
-SolverFactory = Callable[[str, SolverSettings, Settings, httpx.AsyncClient], Solver]
+SolverFactory = Callable[[str, SolverSettings, Settings, httpx2.AsyncClient], Solver]
 _REGISTRY: dict[str, SolverFactory] = {}
 F = TypeVar("F", bound=SolverFactory)
 
@@ -40,7 +40,7 @@ def registered() -> list[str]:
 
 
 def build_backend(
-    name: str, profile: SolverSettings, settings: Settings, http: httpx.AsyncClient
+    name: str, profile: SolverSettings, settings: Settings, http: httpx2.AsyncClient
 ) -> Solver:
     try:
         factory = _REGISTRY[profile.backend]
@@ -50,6 +50,13 @@ def build_backend(
             f"known: {', '.join(registered())}"
         ) from None
     return factory(name, profile, settings, http)
+
+
+def call_timeout(profile: SolverSettings) -> httpx2.Timeout:
+    """Per-call timeouts of a profile; waiting for a pooled connection counts as connecting."""
+    return httpx2.Timeout(
+        profile.read_timeout_s, connect=profile.connect_timeout_s, pool=profile.connect_timeout_s
+    )
 
 
 def split_system(messages: Sequence[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:

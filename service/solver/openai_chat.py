@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from service.completion import Completion
 from service.errors import UpstreamError
 from service.http_calls import post_json, usage_of
 from service.settings import Settings, SolverSettings
-from service.solver.base import register
+from service.solver.base import call_timeout, register
 
 
 @register("openai")
 class OpenAIChatSolver:
     def __init__(
-        self, name: str, profile: SolverSettings, settings: Settings, http: httpx.AsyncClient
+        self, name: str, profile: SolverSettings, settings: Settings, http: httpx2.AsyncClient
     ) -> None:
         self._profile = profile
         self._http = http
@@ -34,11 +34,7 @@ class OpenAIChatSolver:
             # The embedded solver is our own /v1, which then wants a key too.
             api_key = settings.api_keys[0]
         self._key = api_key.get_secret_value() if api_key is not None else None
-        self._timeout = httpx.Timeout(
-            profile.read_timeout_s,
-            connect=profile.connect_timeout_s,
-            pool=profile.connect_timeout_s,
-        )
+        self._timeout = call_timeout(profile)
 
     def endpoint(self, base_url: str) -> str:
         return base_url + "/chat/completions"

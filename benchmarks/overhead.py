@@ -103,7 +103,12 @@ async def measure(
     arrival: str,
     cpu,
 ) -> dict[str, Any]:
-    """One closed loop: warm-up, then ``duration_s`` measured (requests sent after warm-up)."""
+    """One closed loop: warm-up, then ``duration_s`` measured.
+
+    Measured: the requests that finished after the warm-up (at high
+    concurrency with the shipped limits a request can outlast the window, so
+    counting those sent after it would leave nothing to measure).
+    """
     stagger = args.delay_s * SERIAL_STAGES[mode] if arrival == "staggered" else 0.0
     loop = asyncio.create_task(
         closed_loop(
@@ -119,7 +124,8 @@ async def measure(
     begin, before = time.perf_counter(), cpu()
     results, _ = await loop
     used, wall = cpu() - before, time.perf_counter() - begin
-    return summarise(mode, concurrency, [r for r in results if r.started >= begin], wall, used)
+    done = [r for r in results if r.started + r.seconds >= begin]
+    return summarise(mode, concurrency, done, wall, used)
 
 
 CONFIGS = {

@@ -62,7 +62,10 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     report, stdout = run_script("overhead.py", ["--smoke"], tmp_path / "overhead.json", 120)
     markdown_table(stdout)
     rows = report["rows"]
-    assert {(r["mode"], r["concurrency"]) for r in rows} >= {("direct", 1), ("static", 4)}
+    assert {(r["mode"], r["concurrency"], r["arrival"]) for r in rows} >= {
+        ("direct", 1, "burst"),
+        ("static", 4, "staggered"),
+    }
     for row in rows:
         assert row["errors"] == 0
         assert row["throughput_rps"] > 0
@@ -70,7 +73,7 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         # The service's own latency never undercuts the stages it reports.
         assert row["overhead_server_p50_ms"] >= 0
         assert row["overhead_client_p50_ms"] >= row["overhead_server_p50_ms"]
-    assert set(report["targets_at_64"]) == {"default/httpx", "raised/httpx2"}
+    assert set(report["targets_at_64"]) == {"default/staggered", "default/burst"}
     assert report["machine"]["cores"] >= 1
 
 

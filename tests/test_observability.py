@@ -282,8 +282,15 @@ def test_request_id_in_logs_and_sent_to_solver(client: httpx.Client, stack: Stac
     )
     assert resp.status_code == 200
     assert resp.headers["x-request-id"] == rid
-    mine = [line for line in _log_lines(stack) if line.get("request_id") == rid]
-    access = [line for line in mine if line["logger"] == "divconq.access"]
+
+    def access_lines() -> list[dict[str, Any]]:
+        mine = [line for line in _log_lines(stack) if line.get("request_id") == rid]
+        return [line for line in mine if line["logger"] == "divconq.access"]
+
+    # The access line is written once the response has gone out, so the
+    # client can read the log a moment before it lands.
+    wait_until(lambda: bool(access_lines()), timeout_s=10, what="access log line")
+    access = access_lines()
     assert len(access) == 1
     line = access[0]
     assert line["status"] == 200 and line["mode"] == "static" and line["path"] == "/solve"

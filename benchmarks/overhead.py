@@ -138,7 +138,6 @@ CONFIGS = {
         "DIVCONQ_SOLVER__MAX_CONNECTIONS": "4096",
     },
 }
-ARRIVALS = ("burst", "staggered")
 
 
 def run_config(limits: str, stub_url: str, args: argparse.Namespace) -> list[dict]:

@@ -58,7 +58,7 @@ async def _decompose_all(
 def score(
     gold: Sequence[Sequence[str]],
     predicted: Sequence[Sequence[str]],
-    repeats: Sequence[int] | None = None,
+    repeats: Sequence[int],
 ) -> dict[str, float]:
     """Decomposition quality; ``repeats`` = items dropped as repeats per problem."""
     pairs = list(zip(gold, predicted, strict=True))
@@ -69,7 +69,7 @@ def score(
         "f1": round(statistics.mean(f1s), 4),
         "count_exact": round(sum(len(g) == len(p) for g, p in pairs) / n, 4),
         "count_within_one": round(sum(abs(len(g) - len(p)) <= 1 for g, p in pairs) / n, 4),
-        "repeat_rate": round(sum(r > 0 for r in repeats or []) / n, 4),
+        "repeat_rate": round(sum(r > 0 for r in repeats) / n, 4),
         "near_duplicate_rate": round(sum(has_duplicate(p) for p in predicted) / n, 4),
         "mean_subquestions": round(statistics.mean(len(p) for p in predicted), 2),
     }

@@ -20,6 +20,8 @@ from tests.support import Proc, free_port, start_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLD = ROOT / "data/gsm8k/socratic_1000.jsonl"
+TRAIN = ROOT / "data/gsm8k/train.jsonl"
+SHIPPED = ROOT / "service/adapters/gsm8k-socratic"
 
 
 def test_gold_import_skips_fewshot_and_repeats() -> None:
@@ -46,6 +48,34 @@ def test_dedupe_and_split_are_deterministic() -> None:
     assert [e.id for e in a[1]] == [e.id for e in b[1]]
     assert len(a[0]) == 40 and len(a[1]) == 10
     assert not {e.id for e in a[0]} & {e.id for e in a[1]}
+
+
+def test_gold_steps_count_solution_lines() -> None:
+    first = json.loads(TRAIN.read_text().splitlines()[0])
+    lines = [x for x in first["answer"].split("\n") if x.strip() and not x.startswith("####")]
+    assert data.gold_steps(first["answer"]) == len(lines) >= 2
+    assert data.gold_steps("a\n\nb\n#### 4") == 2
+    assert data.gold_steps("no final answer line") is None
+    questions = data.load_questions(TRAIN)
+    assert len(questions) == 7473 and all(q.meta["steps"] >= 2 for q in questions)
+
+
+def test_teacher_outputs_are_checked_before_training() -> None:
+    from service.distill.local_teacher import pick
+
+    two = ["How many apples are there?", "How many pears are left?"]
+    assert data.acceptable(two, 0, recipe="sd-c", steps=2)
+    assert data.acceptable(two, 0, recipe="sd-t", steps=None)
+    assert not data.acceptable(two, 0, recipe="sd-c", steps=3)  # wrong count
+    assert not data.acceptable(two, 0, recipe="sd-c", steps=None)  # nothing to check against
+    assert not data.acceptable(two, 1, recipe="sd-t", steps=2)  # the teacher repeated itself
+    near = ["How many apples does Tom have?", "How many apples does Tom have now?"]
+    assert not data.acceptable(near, 0, recipe="sd-t", steps=2)
+    samples = ["1. A b?\n2. A b?\n", "1. How many?\n", "1. How many apples?\n2. How much?\n"]
+    right_count = ["How many apples?", "How much?"]
+    assert pick(samples, recipe="sd-c", steps=2, max_subquestions=8) == right_count
+    assert pick(samples, recipe="sd-t", steps=2, max_subquestions=8) == ["How many?"]
+    assert pick(samples[:1], recipe="sd-t", steps=2, max_subquestions=8) is None
 
 
 def test_distilled_target_format() -> None:
@@ -178,6 +208,42 @@ def test_unknown_adapter_is_422(adapter_service: Proc) -> None:
         )
         assert resp.status_code == 422
         assert "unknown decomposer_adapter 'nope'" in resp.json()["error"]["message"]
+
+
+def test_local_teacher_adds_right_count_decompositions(tmp_path: Path, model_dir: Path) -> None:
+    """SD-C for real: the shipped adapter, merged, samples decompositions of
+    GSM8K training problems; only those with the gold step count are kept,
+    beside the gold split (whose held-out part is unchanged)."""
+    merged = tmp_path / "merged"
+    _cli("distill", "merge", "--adapter", str(SHIPPED), "--out", str(merged))
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    out = tmp_path / "data"
+    _cli(
+        "distill", "data", "--questions", str(TRAIN), "--limit", "8", "--with-gold",
+        "--local-teacher", str(merged), "--recipe", "sd-c", "--samples", "4", "--out", str(out),
+    )  # fmt: skip
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    held = [json.loads(line) for line in (out / "held_out.jsonl").read_text().splitlines()]
+    gold_train, gold_held = data.split(data.dedupe(data.load_gold(GOLD)), 150, seed=0)
+    assert [r["id"] for r in held] == [e.id for e in gold_held]
+    assert [r["id"] for r in rows[: len(gold_train)]] == [e.id for e in gold_train]
+    taught = rows[len(gold_train) :]
+    assert 1 <= len(taught) <= 8 and {r["source"] for r in taught} == {"sd-c"}
+    steps = {q.question: q.meta["steps"] for q in data.load_questions(TRAIN)[:8]}
+    for row in taught:
+        assert len(row["subquestions"]) == steps[row["question"]] == row["meta"]["steps"]
+        assert len(set(row["subquestions"])) == len(row["subquestions"])
+        assert row["messages"][1]["content"] == prompts.distilled_target(row["subquestions"])
+
+
+def test_local_teacher_rejects_answer_checked_recipe(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "distill", "data", "--questions", str(TRAIN),
+         "--local-teacher", str(tmp_path), "--recipe", "sd-r", "--out", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "a local teacher takes --recipe sd-t or sd-c" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_settings_reject_unknown_default_adapter(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +19,93 @@ DEFAULT_GOLD = Path(__file__).resolve().parents[2] / "data" / "gsm8k" / "socrati
 def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
     from service.distill import data
 
-    if args.teacher:
-        examples = data.dedupe(data.load_questions(Path(args.questions)))
-        examples = examples[: args.limit] if args.limit else examples
-        import httpx2
+    taught: list[data.Example] = []
+    if args.teacher or args.local_teacher:
+        if not args.questions:
+            raise SystemExit("a teacher needs --questions")
+        questions = data.dedupe(data.load_questions(Path(args.questions)))
+        questions = questions[: args.limit] if args.limit else questions
+        if args.local_teacher:
+            if args.recipe == "sd-r":
+                raise SystemExit("a local teacher takes --recipe sd-t or sd-c")
+            from service.distill.local_teacher import local_decompositions
 
-        from service.metrics import Metrics
-        from service.solver import build_solvers
-
-        async def run() -> list[data.Example]:
-            async with httpx2.AsyncClient() as http:
-                solvers = build_solvers(settings, http, Metrics())
-                if args.teacher not in solvers:
-                    raise SystemExit(f"unknown solver profile {args.teacher!r}")
-                return await data.teacher_decompositions(
-                    examples,
-                    solvers[args.teacher],
-                    recipe=args.recipe,
-                    max_subquestions=args.max_subquestions,
-                    concurrency=args.concurrency,
-                )
-
-        kept = asyncio.run(run())
-        log.info(f"teacher kept {len(kept)} of {len(examples)} problems ({args.recipe})")
+            engine = settings.decomposer
+            # The same engine settings as the service's decomposer (CPU-safe).
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.kv_cache_gib))
+            taught = local_decompositions(
+                questions,
+                args.local_teacher,
+                recipe=args.recipe,
+                samples=args.samples,
+                temperature=args.temperature,
+                max_subquestions=args.max_subquestions,
+                seed=args.seed,
+                engine_args={
+                    "max_model_len": engine.max_model_len,
+                    "enforce_eager": engine.enforce_eager,
+                    "dtype": engine.dtype,
+                    "gpu_memory_utilization": engine.gpu_memory_utilization,
+                },
+            )
+        else:
+            taught = asyncio.run(_chat_teacher(args, settings, questions))
+        log.info(f"teacher kept {len(taught)} of {len(questions)} problems ({args.recipe})")
+    if (args.teacher or args.local_teacher) and not args.with_gold:
+        train, held = data.split(taught, args.held_out, args.seed)
     else:
-        kept = data.dedupe(data.load_gold(Path(args.gold)))
-        kept = kept[: args.limit] if args.limit else kept
-    train, held = data.split(kept, args.held_out, args.seed)
+        gold = data.dedupe(data.load_gold(Path(args.gold)))
+        gold = gold[: args.limit] if args.limit and not taught else gold
+        # Held-out problems come from the gold set only: evaluation scores
+        # against gold subquestions, and the split stays the one gold alone gives.
+        train, held = data.split(gold, args.held_out, args.seed)
+        train = data.dedupe([*held, *train, *taught])[len(held) :]
     data.write_dataset(Path(args.out), train, held)
     print(f"{args.out}: {len(train)} train, {len(held)} held out")
+    return 0
+
+
+async def _chat_teacher(
+    args: argparse.Namespace, settings: Settings, questions: list[Any]
+) -> list[Any]:
+    import httpx2
+
+    from service.distill import data
+    from service.metrics import Metrics
+    from service.solver import build_solvers
+
+    async with httpx2.AsyncClient() as http:
+        solvers = build_solvers(settings, http, Metrics())
+        if args.teacher not in solvers:
+            raise SystemExit(f"unknown solver profile {args.teacher!r}")
+        return await data.teacher_decompositions(
+            questions,
+            solvers[args.teacher],
+            recipe=args.recipe,
+            max_subquestions=args.max_subquestions,
+            concurrency=args.concurrency,
+        )
+
+
+def _base_model(args: argparse.Namespace, settings: Settings) -> str:
+    if args.base_model is not None:
+        return str(args.base_model)
+    from service.model_prep import prepare_embedded_model
+
+    return str(prepare_embedded_model(settings.embedded_model_dir))
+
+
+def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from service.distill.train import merge_adapter
+
+    print(merge_adapter(_base_model(args, settings), args.adapter, args.out))
     return 0
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from service.distill.train import TrainConfig, train
 
-    base = args.base_model
-    if base is None:
-        from service.model_prep import prepare_embedded_model
-
-        base = str(prepare_embedded_model(settings.embedded_model_dir))
+    base = _base_model(args, settings)
     cfg = TrainConfig(
         base_model=base,
         data_dir=args.data,
@@ -73,6 +121,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         threads=args.threads,
         merge=args.merge,
+        init_adapter=args.init_adapter,
     )
     print(train(cfg))
     return 0
@@ -106,8 +155,17 @@ def add_parser(sub: Any) -> None:
     src = mk.add_mutually_exclusive_group()
     src.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
     src.add_argument("--questions", help="JSONL with question/answer, for a teacher")
-    mk.add_argument("--teacher", help="solver profile that writes decompositions")
-    mk.add_argument("--recipe", choices=["sd-t", "sd-r"], default="sd-r")
+    teacher = mk.add_mutually_exclusive_group()
+    teacher.add_argument("--teacher", help="solver profile that writes decompositions")
+    teacher.add_argument(
+        "--local-teacher", help="checkpoint directory sampled offline with vLLM (sd-t, sd-c)"
+    )
+    mk.add_argument("--recipe", choices=["sd-t", "sd-r", "sd-c"], default="sd-r")
+    mk.add_argument("--samples", type=int, default=4, help="local teacher: samples per problem")
+    mk.add_argument("--temperature", type=float, default=0.8, help="local teacher")
+    mk.add_argument(
+        "--with-gold", action="store_true", help="add the teacher's problems to the gold split"
+    )
     mk.add_argument("--max-subquestions", type=int, default=8)
     mk.add_argument("--concurrency", type=int, default=8)
     mk.add_argument("--limit", type=int)
@@ -130,7 +188,14 @@ def add_parser(sub: Any) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int)
     tr.add_argument("--merge", action="store_true", help="also save a merged full checkpoint")
+    tr.add_argument("--init-adapter", help="adapter directory to go on training (warm start)")
     tr.set_defaults(func=cmd_train)
+
+    mg = steps.add_parser("merge", help="fold an adapter into a full checkpoint")
+    mg.add_argument("--adapter", required=True, help="adapter directory")
+    mg.add_argument("--out", required=True, help="checkpoint directory to write")
+    mg.add_argument("--base-model", help="HF id or path (default: the embedded Gemma 3 270M)")
+    mg.set_defaults(func=cmd_merge)
 
     ev = steps.add_parser("evaluate", help="score adapters' decompositions via POST /decompose")
     ev.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")

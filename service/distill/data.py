@@ -2,7 +2,7 @@
 
 One JSONL line per problem::
 
-    {"id": "gsm8k-socratic-12", "source": "gold|sd-t|sd-r", "question": "...",
+    {"id": "gsm8k-socratic-12", "source": "gold|sd-t|sd-r|sd-c", "question": "...",
      "answer": "18", "subquestions": ["...", "..."],
      "messages": [{"role": "user", "content": <distilled prompt>},
                   {"role": "assistant", "content": <numbered subquestions>}]}
@@ -12,7 +12,12 @@ Sources:
 - gold: GSM8K Socratic answers (``subquestion ** step`` lines) import directly;
 - teacher: any configured solver writes decompositions with the service's own
   decomposer prompt; SD-T keeps every parseable one, SD-R only those whose
-  teacher-solved answer (one hinted call) matches the gold answer.
+  teacher-solved answer (one hinted call) matches the gold answer, SD-C only
+  those with as many subquestions as the gold solution has steps;
+- a local checkpoint sampled several times per problem (``local_teacher``).
+
+Teacher outputs with a repeated or near-duplicate subquestion are dropped: a
+student learns to repeat from them.
 
 Problems are deduplicated by normalized question, the few-shot problems of
 ``service/prompts.py`` are excluded, and a seeded held-out split is written
@@ -31,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from service import prompts
-from service.parsing import extract_answer, parse_subquestions
+from service.evaluation.scoring import has_duplicate
+from service.parsing import extract_answer, parse_decomposition
 
-RECIPES = ("sd-t", "sd-r")
+RECIPES = ("sd-t", "sd-r", "sd-c")
 
 
 @dataclass
@@ -68,6 +74,22 @@ def gold_answer(answer_field: str) -> str:
     return answer_field.rsplit("####", 1)[-1].strip().replace(",", "")
 
 
+def gold_steps(answer_field: str) -> int | None:
+    """Steps of a GSM8K solution (one per line before ``#### N``); None if not one."""
+    if "####" not in answer_field:
+        return None
+    body = answer_field.rsplit("####", 1)[0]
+    return sum(1 for line in body.splitlines() if line.strip()) or None
+
+
+def acceptable(subs: Sequence[str], repeats: int, *, recipe: str, steps: int | None) -> bool:
+    """Whether a teacher's decomposition may train the student under ``recipe``."""
+    if not subs or repeats or has_duplicate(subs):
+        return False
+    # SD-C needs the gold step count; a problem without one keeps nothing.
+    return recipe != "sd-c" or len(subs) == steps
+
+
 def load_gold(path: Path) -> list[Example]:
     """GSM8K Socratic JSONL -> examples with the gold subquestions."""
     examples = []
@@ -99,13 +121,16 @@ def load_questions(path: Path) -> list[Example]:
         for line_no, line in enumerate(fh):
             if line.strip():
                 row = json.loads(line)
+                answer = str(row.get("answer", ""))
+                steps = gold_steps(answer)
                 out.append(
                     Example(
                         id=f"{path.stem}-{line_no}",
                         question=str(row["question"]).strip(),
-                        answer=gold_answer(str(row.get("answer", ""))),
+                        answer=gold_answer(answer),
                         subquestions=[],
                         source="question",
+                        meta={"steps": steps} if steps else {},
                     )
                 )
     return out
@@ -178,10 +203,10 @@ async def teacher_decompositions(
                 {"role": "user", "content": prompt},
             ]
             plan = await solver.chat(messages, request_id=f"distill-{ex.id}", stage="decompose")
-            subs = parse_subquestions(plan.text, max_subquestions)
-            if not subs:
+            subs, repeats = parse_decomposition(plan.text, max_subquestions)
+            if not acceptable(subs, repeats, recipe=recipe, steps=ex.meta.get("steps")):
                 return
-            meta: dict[str, Any] = {"teacher": solver.model_name}
+            meta: dict[str, Any] = {"teacher": solver.model_name} | ex.meta
             if recipe == "sd-r":
                 final = await solver.chat(
                     prompts.hinted(ex.question, subs),

@@ -5,7 +5,8 @@ of sequence); prompt tokens are masked. Works on CPU or GPU. Checkpoints
 (adapter, optimizer, step) go to ``<out>/checkpoints/step-N`` every
 ``save_every`` steps and a run resumes from the newest one; held-out loss is
 logged every ``eval_every`` steps; the final adapter is saved to ``<out>``
-(optionally merged into a full checkpoint in ``<out>/merged``).
+(optionally merged into a full checkpoint in ``<out>/merged``). A run may start
+from an existing adapter (``init_adapter``) to go on training it on new data.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     merge: bool = False
+    init_adapter: str | None = None
 
 
 def _encode(tokenizer: Any, row: dict[str, Any], max_len: int) -> tuple[list[int], list[int]]:
@@ -145,6 +147,11 @@ def train(cfg: TrainConfig) -> Path:
         state = torch.load(resume / "trainer.pt", weights_only=False)
         start_step = int(state["step"])
         log.info(f"resuming from {resume} at step {start_step}")
+    elif cfg.init_adapter is not None:
+        # Warm start: the adapter's own rank and targets, new optimizer state.
+        model = PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True)
+        state, start_step = None, 0
+        log.info(f"starting from adapter {cfg.init_adapter}")
     else:
         lora = LoraConfig(
             r=cfg.rank,
@@ -246,8 +253,26 @@ def train(cfg: TrainConfig) -> Path:
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if cfg.merge:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(out / "merged", safe_serialization=True)
-        tokenizer.save_pretrained(out / "merged")
+        _save_merged(model, tokenizer, out / "merged")
     log.info(f"adapter saved to {out} after {elapsed:.0f}s")
+    return out
+
+
+def _save_merged(model: Any, tokenizer: Any, out: Path) -> None:
+    merged = model.merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def merge_adapter(base_model: str, adapter_dir: str, out_dir: str) -> Path:
+    """Fold an adapter into a full checkpoint: what vLLM serves fastest, and a local teacher."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    out = Path(out_dir)
+    _save_merged(model, AutoTokenizer.from_pretrained(base_model), out)
+    log.info(f"merged {adapter_dir} into {out}")
     return out

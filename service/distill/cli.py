@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
         if not args.questions:
             raise SystemExit("a teacher needs --questions")
         questions = data.dedupe(data.load_questions(Path(args.questions)))
-        questions = questions[: args.limit] if args.limit else questions
+        if args.limit:
+            # A seeded sample, not the file's first lines (often grouped by source).
+            random.Random(args.seed).shuffle(questions)
+            questions = questions[: args.limit]
         if args.local_teacher:
             if args.recipe == "sd-r":
                 raise SystemExit("a local teacher takes --recipe sd-t or sd-c")
@@ -168,7 +172,9 @@ def add_parser(sub: Any) -> None:
     )
     mk.add_argument("--max-subquestions", type=int, default=8)
     mk.add_argument("--concurrency", type=int, default=8)
-    mk.add_argument("--limit", type=int)
+    mk.add_argument(
+        "--limit", type=int, help="at most this many problems (from --questions: a seeded sample)"
+    )
     mk.add_argument("--held-out", type=int, default=150)
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")

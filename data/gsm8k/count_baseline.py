@@ -24,35 +24,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 TRAIN = Path(__file__).with_name("train.jsonl")
-NUMBER_WORDS = set(
-    [
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "twenty",
-        "thirty",
-        "forty",
-        "fifty",
-        "hundred",
-        "thousand",
-        "half",
-        "twice",
-        "double",
-        "triple",
-        "third",
-        "quarter",
-        "dozen",
-    ]
-)
+_NUMBER_WORDS = """one two three four five six seven eight nine ten eleven twelve twenty
+thirty forty fifty hundred thousand half twice double triple third quarter dozen"""
+NUMBER_WORDS = frozenset(_NUMBER_WORDS.split())
 
 
 def steps(answer: str) -> int:

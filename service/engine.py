@@ -23,6 +23,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def engine_args(s: DecomposerSettings) -> dict[str, Any]:
+    """The vLLM engine arguments the decomposer settings fix, for the service's
+    engine and for offline use (``distill data --local-teacher``).
+
+    Also sets ``VLLM_CPU_KVCACHE_SPACE``, which vLLM's CPU worker reads from
+    the environment when the engine starts (harmless on GPU).
+    """
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(s.kv_cache_gib))
+    return {
+        "max_model_len": s.max_model_len,
+        "enforce_eager": s.enforce_eager,
+        "dtype": s.dtype,
+        "gpu_memory_utilization": s.gpu_memory_utilization,
+    }
+
+
 @dataclass(frozen=True)
 class Generation:
     text: str
@@ -59,9 +75,6 @@ class EmbeddedEngine:
         return 0 if self._engine is None else int(self._engine.get_num_unfinished_requests())
 
     async def start(self) -> None:
-        s = self._settings
-        # Read by vLLM's CPU worker when the engine starts; harmless on GPU.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(s.kv_cache_gib))
         # Importing vLLM (seconds) and constructing AsyncLLM (the engine core
         # process loads weights) both block; keep the event loop and
         # /healthz responsive meanwhile.
@@ -85,10 +98,7 @@ class EmbeddedEngine:
         args = AsyncEngineArgs(
             model=self._model_path,
             served_model_name=[self.served_name],
-            max_model_len=s.max_model_len,
-            enforce_eager=s.enforce_eager,
-            dtype=s.dtype,
-            gpu_memory_utilization=s.gpu_memory_utilization,
+            **engine_args(s),
             enable_lora=bool(self._adapters),
             max_loras=max(1, len(self._adapters)),
             max_lora_rank=cast(Any, s.max_lora_rank),  # validated in settings

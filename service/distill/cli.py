@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
     from service.distill import data
 
     taught: list[data.Example] = []
-    if args.teacher or args.local_teacher:
+    has_teacher = bool(args.teacher or args.local_teacher)
+    if has_teacher:
         if not args.questions:
             raise SystemExit("a teacher needs --questions")
         questions = data.dedupe(data.load_questions(Path(args.questions)))
@@ -30,13 +30,11 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
             random.Random(args.seed).shuffle(questions)
             questions = questions[: args.limit]
         if args.local_teacher:
-            if args.recipe == "sd-r":
-                raise SystemExit("a local teacher takes --recipe sd-t or sd-c")
-            from service.distill.local_teacher import local_decompositions
+            from service.distill.local_teacher import LOCAL_RECIPES, local_decompositions
+            from service.engine import engine_args
 
-            engine = settings.decomposer
-            # The same engine settings as the service's decomposer (CPU-safe).
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.kv_cache_gib))
+            if args.recipe not in LOCAL_RECIPES:
+                raise SystemExit(f"a local teacher takes --recipe {' or '.join(LOCAL_RECIPES)}")
             taught = local_decompositions(
                 questions,
                 args.local_teacher,
@@ -45,21 +43,18 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
                 temperature=args.temperature,
                 max_subquestions=args.max_subquestions,
                 seed=args.seed,
-                engine_args={
-                    "max_model_len": engine.max_model_len,
-                    "enforce_eager": engine.enforce_eager,
-                    "dtype": engine.dtype,
-                    "gpu_memory_utilization": engine.gpu_memory_utilization,
-                },
+                # The service decomposer's engine settings (CPU-safe).
+                engine_args=engine_args(settings.decomposer),
             )
         else:
             taught = asyncio.run(_chat_teacher(args, settings, questions))
         log.info(f"teacher kept {len(taught)} of {len(questions)} problems ({args.recipe})")
-    if (args.teacher or args.local_teacher) and not args.with_gold:
+    if has_teacher and not args.with_gold:
         train, held = data.split(taught, args.held_out, args.seed)
     else:
         gold = data.dedupe(data.load_gold(Path(args.gold)))
-        gold = gold[: args.limit] if args.limit and not taught else gold
+        # With a teacher, --limit applied to its questions.
+        gold = gold[: args.limit] if args.limit and not has_teacher else gold
         # Held-out problems come from the gold set only: evaluation scores
         # against gold subquestions, and the split stays the one gold alone gives.
         train, held = data.split(gold, args.held_out, args.seed)

@@ -81,9 +81,7 @@ def local_decompositions(
                 max_subquestions=max_subquestions,
             )
             if subs is not None:
-                meta = {"teacher": model_dir, "samples": samples} | (
-                    {"steps": steps} if steps else {}
-                )
+                meta = {"teacher": model_dir, "samples": samples} | ex.meta
                 kept.append(Example(ex.id, ex.question, ex.answer, subs, recipe, meta))
         # Minutes per chunk on a CPU: say how far it got.
         log.info(

@@ -1,7 +1,8 @@
 """The app factory and the lifespan that owns the engine and the HTTP client.
 
 Nothing happens at import time: ``create_app(settings)`` builds an app, and
-its lifespan creates one pooled ``httpx2.AsyncClient`` and the decomposer. The
+its lifespan creates one pooled ``httpx2.AsyncClient``, the decomposer, the
+solver chains and the adapter registry, once. The
 decomposer loads in a background task, so the server answers ``/healthz`` at
 once and ``/readyz`` (and ``/solve``) say 503 until the model is ready.
 
@@ -24,11 +25,13 @@ from service import __version__
 from service.api import openai_compat, routes
 from service.api.errors import install_error_handlers
 from service.api.middleware import (
+    AdmissionMiddleware,
     BodyLimitMiddleware,
     ObservabilityMiddleware,
     RequestIdMiddleware,
 )
-from service.decomposer import build_decomposer
+from service.decomposer import Decomposer, build_decomposer
+from service.decomposer.adapters import Adapters
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
@@ -38,9 +41,12 @@ from service.state import Services
 log = logging.getLogger(__name__)
 
 
-def _http_client(settings: Settings) -> httpx2.AsyncClient:
+def _http_client(
+    settings: Settings, transport: httpx2.AsyncBaseTransport | None
+) -> httpx2.AsyncClient:
     s = settings.solver
     return httpx2.AsyncClient(
+        transport=transport,
         limits=httpx2.Limits(
             max_connections=s.max_connections, max_keepalive_connections=s.max_connections
         ),
@@ -55,25 +61,38 @@ def _log_load_failure(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    decomposer: Decomposer | None = None,
+) -> FastAPI:
+    """The app. ``transport`` and ``decomposer`` are the test seam.
+
+    - ``transport`` carries every upstream HTTP call (solvers, an HTTP
+      decomposer): ``httpx2.MockTransport(handler)`` answers them in process.
+    - ``decomposer`` replaces the configured backend (the in-process vLLM
+      engine): any object with the ``Decomposer`` protocol.
+    """
     settings = settings or Settings()
     # One registry per app: tests run several apps in one process.
     metrics = Metrics(max_in_flight=settings.max_in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        http = _http_client(settings)
-        decomposer = build_decomposer(settings, http)
+        http = _http_client(settings, transport)
+        decomposer_ = decomposer or build_decomposer(settings, http)
         solvers = build_solvers(settings, http, metrics)
         app.state.services = Services(
             settings=settings,
             http=http,
-            decomposer=decomposer,
+            decomposer=decomposer_,
+            adapters=Adapters.from_settings(settings),
             solvers=solvers,
-            pipeline=Pipeline(settings, decomposer, solvers, metrics),
+            pipeline=Pipeline(settings, decomposer_, metrics),
             metrics=metrics,
         )
-        loader = asyncio.create_task(decomposer.start(), name="decomposer-start")
+        loader = asyncio.create_task(decomposer_.start(), name="decomposer-start")
         loader.add_done_callback(_log_load_failure)
         try:
             yield
@@ -81,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loader.cancel()
             with contextlib.suppress(BaseException):
                 await loader
-            await decomposer.aclose()
+            await decomposer_.aclose()
             await http.aclose()
 
     app = FastAPI(
@@ -95,10 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.serve_openai_api and settings.decomposer.backend == "vllm":
         app.include_router(openai_compat.router)
     # Added last = outermost: the id exists before anything else runs, and
-    # 413s from the body limit are counted and logged.
+    # 429s from admission and 413s from the body limit are counted and logged.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        ObservabilityMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight
-    )
+    app.add_middleware(AdmissionMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,6 +3,20 @@
 Every error a client can see is a ``ServiceError`` subclass carrying its HTTP
 status and a stable ``type``; ``service.api.errors`` maps them to JSON in one
 place. Messages must never contain secrets or tracebacks.
+
+Upstream failures form a tree, after httpx's: the type says what failed, so
+retry policy and metrics decide from ``isinstance``, never from a string::
+
+    UpstreamError                  502  a model backend failed (base)
+    +-- UpstreamConnectError       502  refused, reset, dropped mid-response
+    +-- UpstreamStatusError        502  HTTP >= 400 (``status``, ``retry_after_s``)
+    +-- UpstreamInvalidResponse    502  bad JSON, no choices
+    +-- UpstreamTimeout            504  a call passed its timeout
+        +-- DeadlineExceeded       504  the request passed its deadline
+
+Backends raise them without knowing why they were called; the pipeline
+attaches the stage (``decompose``, ``solve``, ``final``) once, where it makes
+the call (``UpstreamError.during``).
 """
 
 from __future__ import annotations
@@ -18,20 +32,11 @@ class ServiceError(Exception):
         *,
         stage: str | None = None,
         headers: dict[str, str] | None = None,
-        kind: str | None = None,
-        retryable: bool = False,
-        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.stage = stage
         self.headers = headers or {}
-        # Finer than the type, for metrics: timeout, connect_error, http_error, ...
-        self.kind = kind or self.error_type
-        # For the solver's retry loop: may the same call succeed if repeated,
-        # and after how long does the server ask us to wait?
-        self.retryable = retryable
-        self.retry_after_s = retry_after_s
 
 
 class Unauthorized(ServiceError):
@@ -49,6 +54,11 @@ class PayloadTooLarge(ServiceError):
     error_type = "payload_too_large"
 
 
+class Overloaded(ServiceError):
+    status_code = 429
+    error_type = "overloaded"
+
+
 class NotReady(ServiceError):
     """The decomposer is still loading (or failed to load)."""
 
@@ -61,8 +71,55 @@ class UpstreamError(ServiceError):
 
     status_code = 502
     error_type = "upstream_error"
+    # The ``divconq_solver_calls_total{outcome}`` label of this failure.
+    outcome = "upstream_error"
+
+    def __init__(self, detail: str, *, role: str = "model") -> None:
+        # ``detail`` reads after the role: "at http://host:8000 timed out (ReadTimeout)".
+        super().__init__(f"{role} {detail}")
+        self.detail = detail
+        self.role = role
+
+    def during(self, stage: str, role: str | None = None) -> UpstreamError:
+        """Attach where the call was made (once, by the caller); returns ``self``."""
+        if role is not None:
+            self.role = role
+        self.stage = stage
+        self.message = f"{self.role} {self.detail} during '{stage}'"
+        self.args = (self.message,)
+        return self
 
 
-class UpstreamTimeout(ServiceError):
+class UpstreamConnectError(UpstreamError):
+    outcome = "connect_error"
+
+
+class UpstreamStatusError(UpstreamError):
+    outcome = "http_error"
+
+    def __init__(self, detail: str, *, status: int, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        # What the server asked us to wait before trying again, in seconds.
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamInvalidResponse(UpstreamError):
+    outcome = "invalid_response"
+
+
+class UpstreamTimeout(UpstreamError):
     status_code = 504
     error_type = "upstream_timeout"
+    outcome = "timeout"
+
+
+class DeadlineExceeded(UpstreamTimeout):
+    """The request's own deadline passed (not one call's timeout)."""
+
+    outcome = "deadline"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request deadline of {seconds:g} s exceeded")
+        # Not a model's failure: the message is the whole story.
+        self.message = self.detail

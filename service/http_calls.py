@@ -1,8 +1,9 @@
-"""One POST to a model server, with every failure mapped to a ServiceError.
+"""One POST to a model server, with every failure mapped to a typed ``UpstreamError``.
 
 Shared by the HTTP decomposer and every HTTP solver, so timeouts, refused
 connections, error statuses and bad JSON read the same whichever backend
-raised them. Messages name the stage and the server, never the key.
+raised them. Messages name the server, never the key; the caller that knows
+why it called (the pipeline) adds the stage and role (``UpstreamError.during``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from urllib.parse import urlsplit
 import httpx2
 
 from service.deadline import remaining
-from service.errors import UpstreamError, UpstreamTimeout
+from service.errors import (
+    UpstreamConnectError,
+    UpstreamInvalidResponse,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
 _SECRET_HEADERS = {"authorization", "api-key", "x-api-key"}
-# Besides 5xx: timeouts, conflicts and rate limits may pass on their own.
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 def _where(url: str) -> str:
@@ -67,54 +71,33 @@ async def post_json(
     *,
     headers: dict[str, str],
     timeout: httpx2.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
-    stage: str,
-    role: str,
 ) -> dict[str, Any]:
+    """The JSON object a model server answered; a typed ``UpstreamError`` otherwise."""
     where = _where(url)
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
     try:
         resp = await client.post(url, json=payload, headers=headers, timeout=_bounded(timeout))
     except httpx2.TimeoutException as exc:
-        raise UpstreamTimeout(
-            f"{role} at {where} timed out during '{stage}' ({type(exc).__name__})",
-            stage=stage,
-            kind="timeout",
-            retryable=True,
-        ) from None
+        raise UpstreamTimeout(f"at {where} timed out ({type(exc).__name__})") from None
     except httpx2.TransportError as exc:
         # Refused, reset, or closed mid-response: the next attempt may work.
-        raise UpstreamError(
-            f"{role} at {where} unreachable during '{stage}' ({type(exc).__name__})",
-            stage=stage,
-            kind="connect_error",
-            retryable=True,
-        ) from None
+        raise UpstreamConnectError(f"at {where} unreachable ({type(exc).__name__})") from None
     if resp.status_code >= 400:
         # Some servers echo the key they rejected: never pass it on.
         excerpt = " ".join(resp.text.split())[:200]
         for secret in secrets:
             excerpt = excerpt.replace(secret, "***")
-        raise UpstreamError(
-            f"{role} at {where} returned HTTP {resp.status_code} during '{stage}': {excerpt}",
-            stage=stage,
-            kind="http_error",
-            retryable=resp.status_code in RETRYABLE_STATUS or resp.status_code >= 500,
+        raise UpstreamStatusError(
+            f"at {where} returned HTTP {resp.status_code}: {excerpt}",
+            status=resp.status_code,
             retry_after_s=_retry_after(resp.headers.get("retry-after")),
         )
     try:
         body = resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UpstreamError(
-            f"{role} at {where} returned invalid JSON during '{stage}'",
-            stage=stage,
-            kind="invalid_response",
-        ) from None
+        raise UpstreamInvalidResponse(f"at {where} returned invalid JSON") from None
     if not isinstance(body, dict):
-        raise UpstreamError(
-            f"{role} at {where} returned a non-object body",
-            stage=stage,
-            kind="invalid_response",
-        )
+        raise UpstreamInvalidResponse(f"at {where} returned a non-object body")
     return body
 
 

@@ -9,23 +9,28 @@
   subquestion at a time, until the decomposer says DONE or the cap.
 - ``direct``: the solver alone, step-by-step prompting; no decomposer call.
 
-Every figure in the response is measured here, around the backend calls.
+Every figure in the response is measured here, around the backend calls
+(``Pipeline._call``), which is also where a failure learns its stage. What to
+run (mode, cap, solver chain, adapter) comes settled in a ``Plan``
+(``service/plan.py``); nothing here re-derives a default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from service import prompts
 from service.completion import Completion
 from service.decomposer import Decomposer
 from service.dependencies import waves
+from service.errors import UpstreamError
 from service.metrics import Metrics
 from service.parsing import extract_answer, parse_decomposition, parse_next_subquestion
+from service.plan import Plan
 from service.schemas import (
     DecomposeResponse,
     DecomposeUsage,
@@ -36,33 +41,65 @@ from service.schemas import (
     TokenUsage,
     TotalUsage,
 )
-from service.settings import NO_ADAPTER, Mode, Settings
-from service.solver import SolverChain
-
-T = TypeVar("T")
+from service.settings import Settings
 
 
-async def _timed(call: Awaitable[T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    result = await call
-    return result, time.perf_counter() - started
+class _BusyClock:
+    """A stage's latency: the wall time during which at least one of its calls ran.
+
+    Sequential calls add up; calls that overlap (a wave of independent
+    subquestions) count once, for as long as any of them is running.
+    """
+
+    def __init__(self, usage: StageUsage) -> None:
+        self._usage = usage
+        self._running = 0
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self._running == 0:
+            self._since = time.perf_counter()
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._usage.latency_ms += (time.perf_counter() - self._since) * 1000.0
+
+
+@dataclass
+class _Stage:
+    """One role's running account in a request: its usage and its clock."""
+
+    role: str
+    usage: StageUsage
+    clock: _BusyClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = _BusyClock(self.usage)
 
 
 @dataclass
 class _Run:
-    """One request's state: its ids, inputs and running accounts."""
+    """One request's state: its id, its plan and running accounts."""
 
     request_id: str
-    question: str
-    context: str | None
-    cap: int
-    decomposer: StageUsage
-    solver: StageUsage
-    solver_chain: SolverChain
-    adapter: str | None = None
+    plan: Plan
+    decomposer: _Stage
+    solver: _Stage
     started: float = field(default_factory=time.perf_counter)
     decomposer_calls: int = 0
     repeats_dropped: int = 0
+
+    @property
+    def question(self) -> str:
+        return self.plan.question
+
+    @property
+    def context(self) -> str | None:
+        return self.plan.context
 
     def next_decomposer_id(self) -> str:
         # vLLM needs unique ids per generation; socratic makes several.
@@ -75,53 +112,37 @@ class _Run:
 
 
 class Pipeline:
-    def __init__(
-        self,
-        settings: Settings,
-        decomposer: Decomposer,
-        solvers: dict[str, SolverChain],
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, settings: Settings, decomposer: Decomposer, metrics: Metrics) -> None:
         self._settings = settings
         self._decomposer = decomposer
-        self._solvers = solvers
         self._metrics = metrics
 
-    def _run(
-        self,
-        request_id: str,
-        question: str,
-        context: str | None,
-        cap: int | None,
-        solver: str | None = None,
-        adapter: str | None = None,
-    ) -> _Run:
-        chain = self._solvers[solver or self._settings.default_solver]
-        if adapter is None:
-            adapter = self._settings.default_adapter
-        elif adapter == NO_ADAPTER:
-            adapter = None
+    def _run(self, request_id: str, plan: Plan) -> _Run:
+        solver_model = plan.solver.model_name if plan.solver else ""
         return _Run(
             request_id=request_id,
-            question=question,
-            context=context,
-            cap=cap or self._settings.max_subquestions,
-            decomposer=StageUsage(model=self._decomposer.model_name, adapter=adapter),
-            solver=StageUsage(model=chain.model_name),
-            solver_chain=chain,
-            adapter=adapter,
+            plan=plan,
+            decomposer=_Stage(
+                "decomposer", StageUsage(model=self._decomposer.model_name, adapter=plan.adapter)
+            ),
+            solver=_Stage("solver", StageUsage(model=solver_model)),
         )
 
-    def _charge(
-        self,
-        usage: StageUsage,
-        stage: str,
-        completion: Completion,
-        seconds: float,
-        *,
-        count_latency: bool = True,
-    ) -> None:
-        """Account one model call in the response and in the metrics alike."""
+    async def _call(self, stage: _Stage, name: str, call: Awaitable[Completion]) -> Completion:
+        """Make one model call for ``name`` (decompose, solve, final) and account it.
+
+        The one place a model call happens: a failure learns here which
+        stage it broke, and the call's tokens, cost and time are charged to
+        the response and the metrics alike.
+        """
+        started = time.perf_counter()
+        try:
+            with stage.clock.running():
+                completion = await call
+        except UpstreamError as exc:
+            raise exc.during(name, stage.role) from None
+        seconds = time.perf_counter() - started
+        usage = stage.usage
         # A fallback may have answered: price and label by the model that did.
         model = completion.model or usage.model
         cost = self._settings.price(model).cost_usd(
@@ -130,60 +151,53 @@ class Pipeline:
         usage.calls += 1
         usage.prompt_tokens += completion.prompt_tokens
         usage.completion_tokens += completion.completion_tokens
-        if count_latency:
-            usage.latency_ms += seconds * 1000.0
         usage.cost_usd += cost
         if completion.profile and completion.profile not in usage.answered_by:
             usage.answered_by.append(completion.profile)
-        self._metrics.model_call(stage, model, completion, seconds, cost)
+        self._metrics.model_call(name, model, completion, seconds, cost)
+        return completion
 
     # --- stages -----------------------------------------------------------------
 
     async def _decompose_static(self, run: _Run) -> list[str]:
         # A distilled adapter learned the format: it gets the short zero-shot
         # prompt; the base model needs the few-shot one.
+        adapter, cap = run.plan.adapter, run.plan.cap
         prompt = (
             prompts.distilled_decomposition(run.question, run.context)
-            if run.adapter
+            if adapter
             else prompts.static_decomposition(run.question, run.context)
         )
-        completion, seconds = await _timed(
+        completion = await self._call(
+            run.decomposer,
+            "decompose",
             self._decomposer.complete(
                 prompt,
                 max_tokens=self._settings.decomposer.max_tokens,
-                stop=prompts.static_stop(run.cap),
+                stop=prompts.static_stop(cap),
                 request_id=run.next_decomposer_id(),
-                adapter=run.adapter,
-            )
+                adapter=adapter,
+            ),
         )
-        self._charge(run.decomposer, "decompose", completion, seconds)
-        subs, run.repeats_dropped = parse_decomposition(completion.text, run.cap)
+        subs, run.repeats_dropped = parse_decomposition(completion.text, cap)
         return subs
 
-    async def _solve(
-        self, run: _Run, messages: prompts.Messages, stage: str, *, count_latency: bool = True
-    ) -> tuple[Completion, float]:
-        completion, seconds = await _timed(
-            run.solver_chain.chat(messages, request_id=run.request_id, stage=stage)
+    async def _solve(self, run: _Run, messages: prompts.Messages, stage: str) -> Completion:
+        assert run.plan.solver is not None, "a /decompose plan has no solver"
+        return await self._call(
+            run.solver, stage, run.plan.solver.chat(messages, request_id=run.request_id)
         )
-        self._charge(run.solver, stage, completion, seconds, count_latency=count_latency)
-        return completion, seconds
 
     async def _answer(
-        self,
-        run: _Run,
-        sub: str,
-        history: list[tuple[str, str]],
-        *,
-        count_latency: bool = True,
+        self, run: _Run, sub: str, history: list[tuple[str, str]]
     ) -> SubquestionResult:
         messages = prompts.subquestion(run.question, sub, history, run.context)
-        completion, seconds = await self._solve(run, messages, "solve", count_latency=count_latency)
-        answer = completion.text.strip()
+        started = time.perf_counter()
+        completion = await self._solve(run, messages, "solve")
         return SubquestionResult(
             question=sub,
-            answer=answer,
-            latency_ms=seconds * 1000.0,
+            answer=completion.text.strip(),
+            latency_ms=(time.perf_counter() - started) * 1000.0,
             usage=TokenUsage(
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
@@ -200,17 +214,9 @@ class Pipeline:
             waves(subs) if self._settings.parallel_subquestions else [[i] for i in range(len(subs))]
         )
         for group in groups:
-            if len(group) == 1:
-                result = await self._answer(run, subs[group[0]], history)
-                batch = [result]
-            else:
-                # Independent subquestions (service/dependencies.py) at once; the
-                # stage latency is the wave's wall time, not the sum of its calls.
-                started = time.perf_counter()
-                batch = await asyncio.gather(
-                    *(self._answer(run, subs[i], history, count_latency=False) for i in group)
-                )
-                run.solver.latency_ms += (time.perf_counter() - started) * 1000.0
+            # Independent subquestions (service/dependencies.py) at once; the
+            # solver's busy clock counts the wave's wall time, not each call's.
+            batch = await asyncio.gather(*(self._answer(run, subs[i], history) for i in group))
             results += batch
             history += [(r.question, r.answer) for r in batch]
         return results, prompts.final(run.question, history, run.context)
@@ -232,16 +238,17 @@ class Pipeline:
     async def _socratic(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         history: list[tuple[str, str]] = []
         results: list[SubquestionResult] = []
-        for _ in range(run.cap):
-            completion, seconds = await _timed(
+        for _ in range(run.plan.cap):
+            completion = await self._call(
+                run.decomposer,
+                "decompose",
                 self._decomposer.complete(
                     prompts.socratic_next(run.question, history, run.context),
                     max_tokens=self._settings.decomposer.socratic_max_tokens,
                     stop=prompts.SOCRATIC_STOP,
                     request_id=run.next_decomposer_id(),
-                )
+                ),
             )
-            self._charge(run.decomposer, "decompose", completion, seconds)
             sub = parse_next_subquestion(completion.text, [q for q, _ in history])
             if sub is None:
                 break
@@ -255,66 +262,48 @@ class Pipeline:
 
     # --- entry points -------------------------------------------------------------
 
-    async def solve(
-        self,
-        *,
-        request_id: str,
-        question: str,
-        mode: Mode,
-        context: str | None = None,
-        max_subquestions: int | None = None,
-        solver: str | None = None,
-        adapter: str | None = None,
-    ) -> SolveResponse:
-        # Adapters are trained for static decomposition; socratic keeps the
-        # base model's few-shot prompt, and direct has no decomposer call.
-        if mode not in ("static", "hinted"):
-            adapter = NO_ADAPTER
-        run = self._run(request_id, question, context, max_subquestions, solver, adapter)
-        plan = {
+    async def solve(self, plan: Plan, *, request_id: str) -> SolveResponse:
+        """Run a ``/solve`` plan (``service.plan.resolve``) to its final answer."""
+        mode = plan.mode
+        assert mode is not None, "a /decompose plan cannot be solved"
+        run = self._run(request_id, plan)
+        steps = {
             "static": self._static,
             "hinted": self._hinted,
             "socratic": self._socratic,
             "direct": self._direct,
         }[mode]
-        subquestions, final_messages = await plan(run)
-        final, _ = await self._solve(run, final_messages, "final")
+        subquestions, final_messages = await steps(run)
+        final = await self._solve(run, final_messages, "final")
         answer_text = final.text.strip()
         self._metrics.subquestions.labels(mode).observe(len(subquestions))
+        decomposer, solver = run.decomposer.usage, run.solver.usage
         return SolveResponse(
             id=request_id,
             mode=mode,
-            answer=extract_answer(answer_text, question),
+            answer=extract_answer(answer_text, plan.question),
             answer_text=answer_text,
             subquestions=subquestions,
             usage=SolveUsage(
-                decomposer=run.decomposer,
-                solver=run.solver,
+                decomposer=decomposer,
+                solver=solver,
                 total=TotalUsage(
-                    prompt_tokens=run.decomposer.prompt_tokens + run.solver.prompt_tokens,
-                    completion_tokens=run.decomposer.completion_tokens
-                    + run.solver.completion_tokens,
-                    cost_usd=run.decomposer.cost_usd + run.solver.cost_usd,
+                    prompt_tokens=decomposer.prompt_tokens + solver.prompt_tokens,
+                    completion_tokens=decomposer.completion_tokens + solver.completion_tokens,
+                    cost_usd=decomposer.cost_usd + solver.cost_usd,
                 ),
             ),
             latency_ms=run.elapsed_ms,
         )
 
-    async def decompose(
-        self,
-        *,
-        request_id: str,
-        question: str,
-        context: str | None = None,
-        max_subquestions: int | None = None,
-        adapter: str | None = None,
-    ) -> DecomposeResponse:
-        run = self._run(request_id, question, context, max_subquestions, adapter=adapter)
+    async def decompose(self, plan: Plan, *, request_id: str) -> DecomposeResponse:
+        """Run a ``/decompose`` plan: the subquestions, nothing solved."""
+        run = self._run(request_id, plan)
         subs = await self._decompose_static(run)
         return DecomposeResponse(
             id=request_id,
             subquestions=subs,
             repeats_dropped=run.repeats_dropped,
-            usage=DecomposeUsage(decomposer=run.decomposer),
+            usage=DecomposeUsage(decomposer=run.decomposer.usage),
             latency_ms=run.elapsed_ms,
         )

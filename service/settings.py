@@ -7,6 +7,7 @@ CLI can pass their own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -203,8 +204,9 @@ class Settings(BaseSettings):
             for fallback in profile.fallbacks:
                 if fallback not in profiles or fallback == name:
                     raise ValueError(f"{env}__FALLBACKS names unknown profile {fallback!r}")
-        adapter = self.default_adapter
-        if adapter is not None and adapter not in self.decomposer_adapters:
+        adapters = self.decomposer_adapters
+        adapter = self.default_adapter_among(adapters)
+        if adapter is not None and adapter not in adapters:
             raise ValueError(f"DIVCONQ_DECOMPOSER__ADAPTER names unknown adapter {adapter!r}")
         if self.default_solver not in profiles:
             raise ValueError(
@@ -216,7 +218,8 @@ class Settings(BaseSettings):
 
     @property
     def decomposer_adapters(self) -> dict[str, str]:
-        """Adapters the decomposer can serve, by name."""
+        """Adapters the decomposer can serve, by name (scans the shipped ones on disk:
+        at start-up only; requests read ``service.decomposer.adapters.Adapters``)."""
         d = self.decomposer
         # Shipped adapters were trained on the embedded model only.
         shipped = shipped_adapters() if d.model is None and d.backend == "vllm" else {}
@@ -225,10 +228,14 @@ class Settings(BaseSettings):
     @property
     def default_adapter(self) -> str | None:
         """The adapter used when a request names none (None = base model)."""
+        return self.default_adapter_among(self.decomposer_adapters)
+
+    def default_adapter_among(self, known: Mapping[str, str]) -> str | None:
+        """``default_adapter`` given the adapters already found (no disk scan)."""
         name = self.decomposer.adapter
         if name == NO_ADAPTER:
             return None
-        if name in self.decomposer_adapters:
+        if name in known:
             return name
         # The shipped default does not apply to another model or a sidecar
         # (there, adapters are the names in DIVCONQ_DECOMPOSER__ADAPTERS).

@@ -9,11 +9,13 @@ import httpx2
 from starlette.requests import Request
 
 from service.decomposer import Decomposer
+from service.decomposer.adapters import Adapters
 from service.engine import EmbeddedEngine
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.pipeline import Pipeline
-from service.settings import Mode, Settings
+from service.plan import Plan
+from service.settings import Settings
 from service.solver import SolverChain
 
 
@@ -22,6 +24,7 @@ class Services:
     settings: Settings
     http: httpx2.AsyncClient
     decomposer: Decomposer
+    adapters: Adapters
     solvers: dict[str, SolverChain]
     pipeline: Pipeline
     metrics: Metrics
@@ -32,14 +35,9 @@ class Services:
         engine = getattr(self.decomposer, "engine", None)
         return engine if isinstance(engine, EmbeddedEngine) else None
 
-    def solver_is_embedded(self, profile: str | None = None) -> bool:
-        name = profile or self.settings.default_solver
-        return self.settings.solver_profiles[name].base_url is None
-
-    def require_ready(self, mode: Mode | None, profile: str | None = None) -> None:
-        """503 unless everything this mode touches is loaded."""
-        needs_decomposer = mode != "direct" or self.solver_is_embedded(profile)
-        if needs_decomposer and not self.decomposer.ready:
+    def require_ready(self, plan: Plan) -> None:
+        """503 unless everything this plan touches is loaded."""
+        if plan.needs_decomposer and not self.decomposer.ready:
             raise NotReady(
                 f"decomposer not ready ({self.decomposer.state})", headers={"Retry-After": "10"}
             )

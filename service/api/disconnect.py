@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from service.deadline import deadline_scope
-from service.errors import UpstreamTimeout
+from service.errors import DeadlineExceeded
 
 T = TypeVar("T")
 
@@ -52,6 +52,4 @@ async def run_request(request: Request, work: Coroutine[Any, Any, T], timeout_s:
             async with asyncio.timeout(timeout_s):
                 return await cancel_on_disconnect(request, work)
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"request deadline of {timeout_s:g} s exceeded", kind="deadline"
-            ) from None
+            raise DeadlineExceeded(timeout_s) from None

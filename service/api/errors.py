@@ -1,5 +1,8 @@
 """The one place where exceptions become HTTP responses.
 
+Handlers raise; pure-ASGI middleware (413, 429) sends ``service_error_response``
+of the same exception types, so every error body is built here.
+
 Every error body is ``{"error": {"type", "message", "stage"?}}``. Unexpected
 exceptions become a generic 500 whose message points at the logs; the
 traceback goes to the log, never to the client.
@@ -41,6 +44,13 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The response for a ``ServiceError``: from a handler or from ASGI middleware."""
+    return error_response(
+        exc.status_code, exc.error_type, exc.message, stage=exc.stage, headers=exc.headers
+    )
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -57,9 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
-        return error_response(
-            exc.status_code, exc.error_type, exc.message, stage=exc.stage, headers=exc.headers
-        )
+        return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

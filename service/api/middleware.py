@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request ids, metrics and access logs, the body limit.
+"""Pure-ASGI middleware: request ids, metrics and access logs, admission, the body limit.
 
 Pure ASGI (not BaseHTTPMiddleware) keeps per-request overhead low and lets
 the body limit answer 413 before the app parses anything.
@@ -6,13 +6,14 @@ the body limit answer 413 before the app parses anything.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import service_error_response
+from service.errors import Overloaded, PayloadTooLarge
 from service.logs import request_id_var
 from service.metrics import Metrics
 
@@ -22,6 +23,11 @@ _ENDPOINTS = {"/solve": "solve", "/decompose": "decompose"}
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_ID_LEN = 128
+
+
+def _endpoint(scope: Scope) -> str | None:
+    """The metric label of an API endpoint; None for probes, docs and /v1."""
+    return _ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
 
 
 def _clean_id(raw: str) -> str | None:
@@ -70,10 +76,9 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send) -> None:
-        await send_json_error(
-            send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
-        )
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exc = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+        await service_error_response(exc)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -81,7 +86,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
         # Read the (bounded) body up front, then replay it to the app.
         chunks: list[bytes] = []
@@ -93,7 +98,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -111,26 +116,11 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-async def send_json_error(
-    send: Send, status: int, error_type: str, message: str, headers: dict[str, str] | None = None
-) -> None:
-    body = json.dumps({"error": {"type": error_type, "message": message}}).encode()
-    raw_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class ObservabilityMiddleware:
-    """Per-request metrics, one JSON access log line, and the in-flight bound.
-
-    Handlers put bounded facts in ``scope["state"]``: ``mode`` (the metric
-    label) and ``log_fields`` (stage timings for the log line). Past
-    ``max_in_flight`` concurrent requests the answer is 429 at once: a bounded
-    service, never an unbounded queue.
+class AdmissionMiddleware:
+    """The in-flight bound: past ``max_in_flight`` concurrent ``/solve`` and
+    ``/decompose`` requests the answer is 429 at once (``Retry-After: 1``). A
+    bounded service, never an unbounded queue. It keeps the in-flight count
+    (``metrics.active`` and its gauge) that ``/readyz`` and the HPA read.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int) -> None:
@@ -139,7 +129,40 @@ class ObservabilityMiddleware:
         self.max_in_flight = max_in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = _ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if _endpoint(scope) is None:
+            await self.app(scope, receive, send)
+            return
+        if self.metrics.active >= self.max_in_flight:
+            exc = Overloaded(
+                f"{self.max_in_flight} requests already in flight; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+            await service_error_response(exc)(scope, receive, send)
+            return
+        self.metrics.active += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.metrics.active -= 1
+            self.metrics.in_flight.dec()
+
+
+class ObservabilityMiddleware:
+    """Records each API request: its metrics and one JSON access log line.
+
+    Handlers put bounded facts in ``scope["state"]``: ``mode`` (the metric
+    label) and ``log_fields`` (stage timings for the log line). It decides
+    nothing: 413s and 429s from the middleware inside it are recorded like
+    any other answer.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = _endpoint(scope)
         if endpoint is None:
             await self.app(scope, receive, send)
             return
@@ -152,22 +175,12 @@ class ObservabilityMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        if self.metrics.active >= self.max_in_flight:
-            status = 429
-            app: ASGIApp = self._overloaded
-        else:
-            app = self.app
-            self.metrics.active += 1
-            self.metrics.in_flight.inc()
         try:
-            await app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         finally:
-            if app is self.app:
-                self.metrics.active -= 1
-                self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
             state = scope.get("state", {})
-            mode = str(state.get("mode", "none"))
+            mode = str(state.get("mode") or "none")
             self.metrics.requests.labels(endpoint, mode, str(status)).inc()
             self.metrics.request_duration.labels(endpoint, mode).observe(seconds)
             access_log.info(
@@ -181,12 +194,3 @@ class ObservabilityMiddleware:
                     **state.get("log_fields", {}),
                 },
             )
-
-    async def _overloaded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json_error(
-            send,
-            429,
-            "overloaded",
-            f"{self.max_in_flight} requests already in flight; retry shortly",
-            headers={"Retry-After": "1"},
-        )

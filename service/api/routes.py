@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api.auth import require_api_key
 from service.api.disconnect import run_request
-from service.errors import InvalidRequest
 from service.metrics import CONTENT_TYPE
+from service.plan import resolve
 from service.schemas import (
     DecomposeRequest,
     DecomposeResponse,
@@ -18,7 +18,6 @@ from service.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from service.settings import NO_ADAPTER, Settings
 from service.state import get_services
 
 router = APIRouter()
@@ -38,39 +37,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _check_limits(body: DecomposeRequest, settings: Settings) -> None:
-    if len(body.question) > settings.max_question_chars:
-        raise InvalidRequest(
-            f"question is {len(body.question)} characters; the limit is "
-            f"{settings.max_question_chars}"
-        )
-    if body.context is not None and len(body.context) > settings.max_context_chars:
-        raise InvalidRequest(
-            f"context is {len(body.context)} characters; the limit is {settings.max_context_chars}"
-        )
-    cap = body.max_subquestions
-    if cap is not None and cap > settings.max_subquestions_limit:
-        raise InvalidRequest(
-            f"max_subquestions must be between 1 and {settings.max_subquestions_limit}"
-        )
-    adapter = body.decomposer_adapter
-    if (
-        adapter is not None
-        and adapter != NO_ADAPTER
-        and adapter not in settings.decomposer_adapters
-    ):
-        known = ", ".join([NO_ADAPTER, *sorted(settings.decomposer_adapters)])
-        raise InvalidRequest(f"unknown decomposer_adapter {adapter!r}; available: {known}")
-    if body.timeout_s is not None and body.timeout_s > settings.max_request_timeout_s:
-        raise InvalidRequest(
-            f"timeout_s must be at most {settings.max_request_timeout_s:g} seconds"
-        )
-
-
-def _timeout(body: DecomposeRequest, settings: Settings) -> float:
-    return body.timeout_s or settings.request_timeout_s
-
-
 def _request_id(request: Request) -> str:
     return str(request.state.request_id)
 
@@ -79,27 +45,13 @@ def _request_id(request: Request) -> str:
 async def solve(body: SolveRequest, request: Request) -> SolveResponse:
     """Decompose the question and solve it in the chosen mode."""
     services = get_services(request)
-    settings = services.settings
-    _check_limits(body, settings)
-    if body.solver is not None and body.solver not in services.solvers:
-        raise InvalidRequest(
-            f"unknown solver {body.solver!r}; configured: {', '.join(sorted(services.solvers))}"
-        )
-    mode = body.mode or settings.default_mode
-    request.state.mode = mode
-    services.require_ready(mode, body.solver)
+    plan = resolve(body, services)
+    request.state.mode = plan.mode
+    services.require_ready(plan)
     result = await run_request(
         request,
-        services.pipeline.solve(
-            request_id=_request_id(request),
-            question=body.question,
-            mode=mode,
-            context=body.context,
-            max_subquestions=body.max_subquestions,
-            solver=body.solver,
-            adapter=body.decomposer_adapter,
-        ),
-        _timeout(body, settings),
+        services.pipeline.solve(plan, request_id=_request_id(request)),
+        plan.timeout_s,
     )
     usage = result.usage
     request.state.log_fields = {
@@ -119,18 +71,12 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
 async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
     """Only the decomposer's plan: the subquestions, no solving."""
     services = get_services(request)
-    _check_limits(body, services.settings)
-    services.require_ready("static")
+    plan = resolve(body, services)
+    services.require_ready(plan)
     return await run_request(
         request,
-        services.pipeline.decompose(
-            request_id=_request_id(request),
-            question=body.question,
-            context=body.context,
-            max_subquestions=body.max_subquestions,
-            adapter=body.decomposer_adapter,
-        ),
-        _timeout(body, services.settings),
+        services.pipeline.decompose(plan, request_id=_request_id(request)),
+        plan.timeout_s,
     )
 
 
@@ -165,8 +111,8 @@ async def readyz(request: Request) -> JSONResponse:
             "model": services.decomposer.model_name,
             "state": services.decomposer.state,
             "engine_requests": engine.unfinished_requests if engine else None,
-            "adapters": sorted(s.decomposer_adapters),
-            "default_adapter": s.default_adapter,
+            "adapters": services.adapters.names,
+            "default_adapter": services.adapters.default,
         },
         "solvers": {
             name: {

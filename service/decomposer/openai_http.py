@@ -13,7 +13,7 @@ import httpx2
 
 from service.completion import Completion
 from service.decomposer.base import register
-from service.errors import UpstreamError
+from service.errors import UpstreamInvalidResponse
 from service.http_calls import post_json, usage_of
 from service.settings import Settings
 
@@ -67,16 +67,12 @@ class OpenAIDecomposer:
             payload,
             headers=headers,
             timeout=self._timeout,
-            stage="decompose",
-            role="decomposer",
         )
         try:
             choice = body["choices"][0]
             text = str(choice["text"])
         except (KeyError, IndexError, TypeError):
-            raise UpstreamError(
-                "decomposer returned no choices", stage="decompose", kind="invalid_response"
-            ) from None
+            raise UpstreamInvalidResponse("returned no choices") from None
         prompt_tokens, completion_tokens = usage_of(body)
         return Completion(text, prompt_tokens, completion_tokens, str(choice.get("finish_reason")))
 

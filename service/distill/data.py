@@ -202,7 +202,7 @@ async def teacher_decompositions(
                 },
                 {"role": "user", "content": prompt},
             ]
-            plan = await solver.chat(messages, request_id=f"distill-{ex.id}", stage="decompose")
+            plan = await solver.chat(messages, request_id=f"distill-{ex.id}")
             subs, repeats = parse_decomposition(plan.text, max_subquestions)
             if not acceptable(subs, repeats, recipe=recipe, steps=ex.meta.get("steps")):
                 return
@@ -211,7 +211,6 @@ async def teacher_decompositions(
                 final = await solver.chat(
                     prompts.hinted(ex.question, subs),
                     request_id=f"distill-{ex.id}-r",
-                    stage="final",
                 )
                 predicted = extract_answer(final.text, ex.question)
                 meta["teacher_answer"] = predicted

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 
 from service.completion import Completion
-from service.errors import UpstreamError
+from service.errors import UpstreamInvalidResponse
 from service.http_calls import post_json
 from service.settings import Settings, SolverSettings
 from service.solver.base import call_timeout, register, split_system
@@ -35,9 +35,7 @@ class AnthropicSolver:
         self._key = profile.api_key.get_secret_value() if profile.api_key else None
         self._timeout = call_timeout(profile)
 
-    async def chat(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
-    ) -> Completion:
+    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
         system, turns = split_system(messages)
         payload: dict[str, Any] = {
             "model": self.model_name,
@@ -58,16 +56,10 @@ class AnthropicSolver:
             payload,
             headers=headers,
             timeout=self._timeout,
-            stage=stage,
-            role="solver",
         )
         content = body.get("content")
         if not isinstance(content, list):
-            raise UpstreamError(
-                f"solver returned no content during '{stage}'",
-                stage=stage,
-                kind="invalid_response",
-            )
+            raise UpstreamInvalidResponse("returned no content")
         text = "".join(
             str(block.get("text", ""))
             for block in content

@@ -16,9 +16,9 @@ class Solver(Protocol):
 
     model_name: str
 
-    async def chat(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
-    ) -> Completion: ...
+    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
+        """One chat completion; failures are ``service.errors.UpstreamError`` subclasses."""
+        ...
 
 
 # (profile name, profile, all settings, the shared HTTP client) -> backend

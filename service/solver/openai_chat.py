@@ -12,7 +12,7 @@ from typing import Any
 import httpx2
 
 from service.completion import Completion
-from service.errors import UpstreamError
+from service.errors import UpstreamInvalidResponse
 from service.http_calls import post_json, usage_of
 from service.settings import Settings, SolverSettings
 from service.solver.base import call_timeout, register
@@ -53,9 +53,7 @@ class OpenAIChatSolver:
             payload["stop"] = self._stop
         return payload
 
-    async def chat(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
-    ) -> Completion:
+    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
         headers = {"X-Request-ID": request_id}
         if self._key is not None:
             headers.update(self.auth_headers(self._key))
@@ -65,18 +63,12 @@ class OpenAIChatSolver:
             self.payload(messages),
             headers=headers,
             timeout=self._timeout,
-            stage=stage,
-            role="solver",
         )
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            raise UpstreamError(
-                f"solver returned no message during '{stage}'",
-                stage=stage,
-                kind="invalid_response",
-            ) from None
+            raise UpstreamInvalidResponse("returned no message") from None
         prompt_tokens, completion_tokens = usage_of(body)
         return Completion(
             str(text), prompt_tokens, completion_tokens, str(choice.get("finish_reason"))

@@ -23,12 +23,29 @@ from collections.abc import Sequence
 
 from service.completion import Completion
 from service.deadline import remaining
-from service.errors import ServiceError
+from service.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 from service.metrics import Metrics
 from service.settings import SolverSettings
 from service.solver.base import Solver
 
 log = logging.getLogger(__name__)
+
+
+# Besides 5xx: timeouts, conflicts and rate limits may pass on their own.
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def is_transient(exc: UpstreamError) -> bool:
+    """Whether the same call may succeed if repeated: decided by the failure's type."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.status in RETRYABLE_STATUS or exc.status >= 500
+    # Never a malformed answer: the server would say the same again.
+    return isinstance(exc, UpstreamTimeout | UpstreamConnectError)
 
 
 class ResilientSolver:
@@ -47,28 +64,23 @@ class ResilientSolver:
         # Full jitter: retries from many requests spread out instead of stampeding.
         return random.uniform(0.0, cap)
 
-    async def chat(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
-    ) -> Completion:
+    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
         attempt = 0
         while True:
             try:
                 async with self._slots:
-                    completion = await self._backend.chat(
-                        messages, request_id=request_id, stage=stage
-                    )
-            except ServiceError as exc:
+                    completion = await self._backend.chat(messages, request_id=request_id)
+            except UpstreamError as exc:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:
-                    self._metrics.solver_calls.labels(exc.kind).inc()
+                    self._metrics.solver_calls.labels(exc.outcome).inc()
                     raise
                 self._metrics.solver_calls.labels("retried").inc()
                 log.info(
                     "solver call failed; retrying",
                     extra={
                         "profile": self.name,
-                        "stage": stage,
-                        "error_kind": exc.kind,
+                        "error_kind": exc.outcome,
                         "attempt": attempt + 1,
                         "delay_s": round(delay, 3),
                     },
@@ -79,12 +91,12 @@ class ResilientSolver:
             self._metrics.solver_calls.labels("ok").inc()
             return dataclasses.replace(completion, profile=self.name, model=self.model_name)
 
-    def _retry_delay(self, exc: ServiceError, attempt: int) -> float | None:
+    def _retry_delay(self, exc: UpstreamError, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None to give up now."""
-        if not exc.retryable or attempt >= self._profile.max_retries:
+        if not is_transient(exc) or attempt >= self._profile.max_retries:
             return None
         delay = self._backoff(attempt)
-        if exc.retry_after_s is not None:
+        if isinstance(exc, UpstreamStatusError) and exc.retry_after_s is not None:
             delay = exc.retry_after_s
         left = remaining()
         if left is not None and delay >= left:
@@ -100,20 +112,18 @@ class SolverChain:
         self.name = members[0].name
         self.model_name = members[0].model_name
 
-    async def chat(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, stage: str
-    ) -> Completion:
-        failure: ServiceError | None = None
+    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
+        failure: UpstreamError | None = None
         for member in self._members:
             try:
-                return await member.chat(messages, request_id=request_id, stage=stage)
-            except ServiceError as exc:
+                return await member.chat(messages, request_id=request_id)
+            except UpstreamError as exc:
                 failure = exc
                 if remaining() == 0.0:
                     break
                 log.warning(
                     "solver profile failed",
-                    extra={"profile": member.name, "stage": stage, "error_kind": exc.kind},
+                    extra={"profile": member.name, "error_kind": exc.outcome},
                 )
         assert failure is not None
         raise failure

@@ -1,0 +1,108 @@
+"""One request, resolved in one place: what to run, with what, for how long.
+
+``resolve(body, services)`` turns a request body into a ``Plan``: the mode,
+the subquestion cap, the solver chain (a profile and its fallbacks), the
+decomposer adapter (or none) and the deadline. It also rejects what no plan
+can serve (422: limits, unknown solver or adapter, a deadline over the cap).
+Routes call it once; the pipeline and the readiness check only read the plan,
+so no default is re-derived anywhere else.
+
+Another front end (an OpenAI-compatible facade, a streaming route) builds a
+``SolveRequest`` from its own body and calls the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.errors import InvalidRequest
+from service.schemas import DecomposeRequest, SolveRequest
+from service.settings import Mode, Settings
+from service.solver import SolverChain
+
+if TYPE_CHECKING:
+    from service.state import Services
+
+# Adapters are trained for static decomposition: socratic keeps the base
+# model's few-shot prompt, and direct makes no decomposer call.
+ADAPTER_MODES: frozenset[Mode | None] = frozenset({"static", "hinted", None})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request with every default settled.
+
+    ``mode`` is None for ``/decompose`` (a decomposition, nothing solved), and
+    then ``solver`` is None too.
+    """
+
+    question: str
+    context: str | None
+    mode: Mode | None
+    cap: int
+    adapter: str | None
+    timeout_s: float
+    solver: SolverChain | None = None
+    # The chosen solver is this service's own /v1 (it needs the embedded engine).
+    solver_embedded: bool = False
+
+    @property
+    def needs_decomposer(self) -> bool:
+        """Whether this plan touches the decomposer's engine (for the 503 check)."""
+        return self.mode != "direct" or self.solver_embedded
+
+
+def _check_limits(body: DecomposeRequest, settings: Settings) -> None:
+    if len(body.question) > settings.max_question_chars:
+        raise InvalidRequest(
+            f"question is {len(body.question)} characters; the limit is "
+            f"{settings.max_question_chars}"
+        )
+    if body.context is not None and len(body.context) > settings.max_context_chars:
+        raise InvalidRequest(
+            f"context is {len(body.context)} characters; the limit is {settings.max_context_chars}"
+        )
+    cap = body.max_subquestions
+    if cap is not None and cap > settings.max_subquestions_limit:
+        raise InvalidRequest(
+            f"max_subquestions must be between 1 and {settings.max_subquestions_limit}"
+        )
+
+
+def _timeout(body: DecomposeRequest, settings: Settings) -> float:
+    if body.timeout_s is not None and body.timeout_s > settings.max_request_timeout_s:
+        raise InvalidRequest(
+            f"timeout_s must be at most {settings.max_request_timeout_s:g} seconds"
+        )
+    return body.timeout_s or settings.request_timeout_s
+
+
+def resolve(body: DecomposeRequest, services: Services) -> Plan:
+    """The plan for a ``SolveRequest`` (``/solve``) or a ``DecomposeRequest`` (``/decompose``)."""
+    settings = services.settings
+    _check_limits(body, settings)
+    adapter = services.adapters.pick(body.decomposer_adapter)
+    timeout_s = _timeout(body, settings)
+    mode: Mode | None = None
+    solver: SolverChain | None = None
+    embedded = False
+    if isinstance(body, SolveRequest):
+        mode = body.mode or settings.default_mode
+        name = body.solver or settings.default_solver
+        if name not in services.solvers:
+            raise InvalidRequest(
+                f"unknown solver {name!r}; configured: {', '.join(sorted(services.solvers))}"
+            )
+        solver = services.solvers[name]
+        embedded = settings.solver_profiles[name].base_url is None
+    return Plan(
+        question=body.question,
+        context=body.context,
+        mode=mode,
+        cap=body.max_subquestions or settings.max_subquestions,
+        adapter=adapter if mode in ADAPTER_MODES else None,
+        timeout_s=timeout_s,
+        solver=solver,
+        solver_embedded=embedded,
+    )

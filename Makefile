@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
-	$(VENV)/bin/python -m pytest tests/test_parsing.py tests/test_settings.py
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 # Dockerfile lint, `docker compose config`, Kubernetes schema validation.
 deploy-check: $(STAMP)

@@ -2,7 +2,9 @@
 service itself as a subprocess with the real in-process vLLM decomposer.
 
 These are expensive (tens of seconds each on CPU), so they are started once
-per test session, in parallel, and shared.
+per test session, in parallel, and shared. A test that uses one of them
+(``REAL_STACK``) is marked ``slow`` here, whether or not it says so itself:
+``make unit`` (``pytest -m "not slow"``) never waits for an engine.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ SOLVER_MAX_TOKENS = 24
 STARTUP_TIMEOUT_S = 600
 # Sent to the solver (vllm serve ignores it); must never show in logs or responses.
 SOLVER_API_KEY = "sk-test-9c1f0e7d"
+
+
+# Fixtures that need the prepared model, the vLLM engine or `vllm serve`.
+REAL_STACK = frozenset({"model_dir", "stack", "service_url", "solver_url", "client"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_STACK & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ def test_help(name: str) -> None:
     assert "--smoke" in proc.stdout
 
 
+@pytest.mark.slow  # the service and a stub model as subprocesses, for seconds
 def test_overhead_smoke(tmp_path: Path) -> None:
     report, stdout = run_script("overhead.py", ["--smoke"], tmp_path / "overhead.json", 120)
     markdown_table(stdout)
@@ -77,6 +78,7 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     assert report["machine"]["cores"] >= 1
 
 
+@pytest.mark.slow  # the service and a stub model as subprocesses, for seconds
 def test_resilience_tiny(tmp_path: Path) -> None:
     report, stdout = run_script(
         "resilience.py",

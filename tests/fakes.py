@@ -1,0 +1,252 @@
+"""The fast tier's doubles: the app in process, a fake decomposer, scripted solvers.
+
+``serve(settings, solvers, decomposer)`` runs ``create_app`` through its test
+seam: every upstream HTTP call goes to ``httpx2.MockTransport``, dispatched
+by host to a ``ScriptedSolver``; the decomposer is a ``FakeDecomposer``. The
+test client talks ASGI directly, so nothing listens on a socket and a test
+takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import httpx2
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.app import create_app
+from service.completion import Completion
+from service.settings import Settings
+
+KEY = "sk-live-test-51d2"
+Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+
+
+def url_of(host: str) -> str:
+    """The base URL a scripted solver answers at."""
+    return f"http://{host}.test/v1"
+
+
+def settings_for(solver_host: str = "solver", **extra: Any) -> Settings:
+    """A remote default solver at ``solver_host``; the decomposer is faked by ``serve``."""
+    solver = {
+        "base_url": url_of(solver_host),
+        "model": "big-solver",
+        "api_key": KEY,
+        "max_tokens": 8,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "read_timeout_s": 5.0,
+        **extra.pop("solver", {}),
+    }
+    return Settings(solver=solver, **extra)  # type: ignore[arg-type]
+
+
+class FakeDecomposer:
+    """The ``Decomposer`` protocol with scripted texts (the last one repeats)."""
+
+    model_name = "fake-decomposer"
+    PROMPT_TOKENS = 50
+    COMPLETION_TOKENS = 20
+
+    def __init__(self, *texts: str, ready: bool = True, delay_s: float = 0.0) -> None:
+        self.texts = list(texts) or ["none"]
+        self.delay_s = delay_s
+        self.calls: list[dict[str, Any]] = []
+        self.closed = False
+        self._ready = ready
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def state(self) -> str:
+        return "ready" if self._ready else "loading: starting the vLLM engine"
+
+    async def start(self) -> None:
+        return None
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        request_id: str,
+        adapter: str | None = None,
+    ) -> Completion:
+        text = self.texts[min(len(self.calls), len(self.texts) - 1)]
+        self.calls.append(
+            {
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "request_id": request_id,
+                "adapter": adapter,
+            }
+        )
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return Completion(text, self.PROMPT_TOKENS, self.COMPLETION_TOKENS)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class ScriptedSolver:
+    """A model server in process: each request gets the next behaviour (the last repeats).
+
+    Behaviours: ok, nousage, anthropic, "answer:<text>", 400, 429, 500, 503,
+    echo401, badjson, timeout (the client's read timeout), connect (refused),
+    reset (dropped mid-response), slow (``delay_s``, then ok), block (waits
+    for ``release``, then ok). Records paths, headers, bodies, and the most
+    requests in flight at once.
+    """
+
+    PROMPT_TOKENS = 11
+
+    def __init__(self, *script: str, retry_after: str = "0", delay_s: float = 5.0) -> None:
+        self.script = list(script) or ["ok"]
+        self.retry_after = retry_after
+        self.delay_s = delay_s
+        self.release = asyncio.Event()
+        self._hit = asyncio.Condition()
+        self.hits = 0
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.active = 0
+        self.max_active = 0
+
+    def _ok(self, text: str = "The answer is 7.", usage: bool = True) -> httpx2.Response:
+        body: dict[str, Any] = {
+            "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+        }
+        if usage:
+            body["usage"] = {"prompt_tokens": self.PROMPT_TOKENS, "completion_tokens": 5}
+        return httpx2.Response(200, json=body)
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        behaviour = self.script[min(self.hits, len(self.script) - 1)]
+        self.hits += 1
+        self.paths.append(request.url.raw_path.decode())
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        self.bodies.append(json.loads(request.content or b"{}"))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        async with self._hit:
+            self._hit.notify_all()
+        try:
+            return await self._behave(behaviour, request)
+        finally:
+            self.active -= 1
+
+    async def until_hits(self, n: int) -> None:
+        """Wait until ``n`` requests have arrived."""
+        async with self._hit:
+            await self._hit.wait_for(lambda: self.hits >= n)
+
+    async def _behave(self, behaviour: str, request: httpx2.Request) -> httpx2.Response:
+        if behaviour == "slow":
+            await asyncio.sleep(self.delay_s)
+        if behaviour == "block":
+            await self.release.wait()
+        if behaviour in ("ok", "slow", "block"):
+            return self._ok()
+        if behaviour.startswith("answer:"):
+            return self._ok(behaviour.removeprefix("answer:"))
+        if behaviour == "nousage":
+            return self._ok(usage=False)
+        if behaviour == "anthropic":
+            body = {
+                "type": "message",
+                "content": [{"type": "text", "text": "The answer is 9."}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 21, "output_tokens": 6},
+            }
+            return httpx2.Response(200, json=body)
+        if behaviour in ("400", "500", "503"):
+            return httpx2.Response(int(behaviour), json={"error": behaviour})
+        if behaviour == "429":
+            return httpx2.Response(
+                429, json={"error": "slow down"}, headers={"Retry-After": self.retry_after}
+            )
+        if behaviour == "echo401":
+            auth = request.headers.get("authorization", "")
+            return httpx2.Response(401, json={"error": f"invalid key {auth}"})
+        if behaviour == "badjson":
+            return httpx2.Response(200, content=b"{not json")
+        if behaviour == "timeout":
+            raise httpx2.ReadTimeout("scripted stall", request=request)
+        if behaviour == "connect":
+            raise httpx2.ConnectError("scripted refusal", request=request)
+        if behaviour == "reset":
+            raise httpx2.RemoteProtocolError("scripted reset", request=request)
+        raise AssertionError(behaviour)
+
+
+def transport(solvers: dict[str, ScriptedSolver]) -> httpx2.MockTransport:
+    """One transport for every upstream: requests go to the solver named by their host."""
+
+    async def route(request: httpx2.Request) -> httpx2.Response:
+        host = request.url.host.removesuffix(".test")
+        if host not in solvers:
+            raise httpx2.ConnectError(f"nothing at {request.url.host}", request=request)
+        return await solvers[host](request)
+
+    return httpx2.MockTransport(route)
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    settings: Settings,
+    solvers: dict[str, ScriptedSolver] | ScriptedSolver | None = None,
+    decomposer: FakeDecomposer | None = None,
+    *,
+    fake_decomposer: bool = True,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process, lifespan and all; yields a client speaking ASGI to it."""
+    if isinstance(solvers, ScriptedSolver):
+        solvers = {"solver": solvers}
+    if decomposer is None and fake_decomposer:
+        decomposer = FakeDecomposer()
+    app = create_app(settings, transport=transport(solvers or {}), decomposer=decomposer)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://divconq.test", timeout=30
+        ) as client,
+    ):
+        yield client
+
+
+async def solve(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    return await client.post("/solve", json={"question": Q, "mode": "direct", **body})
+
+
+def error_of(resp: httpx.Response, status: int, error_type: str | None = None) -> dict[str, Any]:
+    """The error object of a JSON error response, checked for shape and leaks."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = resp.json()
+    assert set(body) == {"error"}
+    assert body["error"]["message"]
+    assert "Traceback" not in resp.text
+    assert KEY not in resp.text
+    if error_type is not None:
+        assert body["error"]["type"] == error_type
+    return body["error"]
+
+
+async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0

@@ -22,7 +22,8 @@ _ANSWER_CUE = re.compile(
 )
 
 
-def _normalize(text: str) -> str:
+def normalize(text: str) -> str:
+    """The comparison key of a subquestion or question: lower case, letters, digits, spaces."""
     return re.sub(r"[^a-z0-9 ]", "", " ".join(text.lower().split()))
 
 
@@ -49,7 +50,7 @@ def parse_decomposition(text: str, cap: int) -> tuple[list[str], int]:
         if _END_OF_LIST.match(raw):
             break
         item = clean_item(raw)
-        key = _normalize(item)
+        key = normalize(item)
         if not key or key == NONE_MARKER or key == DONE_MARKER.lower():
             if key in (NONE_MARKER, DONE_MARKER.lower()) and not out:
                 return [], 0
@@ -68,12 +69,12 @@ def parse_next_subquestion(text: str, previous: list[str]) -> str | None:
     """The socratic decomposer's next subquestion, or None when it is done."""
     for raw in text.splitlines():
         item = clean_item(raw)
-        key = _normalize(item)
+        key = normalize(item)
         if not key:
             continue
         if DONE_MARKER.lower() in key.split() or key == NONE_MARKER:
             return None
-        if key in {_normalize(p) for p in previous}:
+        if key in {normalize(p) for p in previous}:
             # A repeat means the decomposer has run out of new steps.
             return None
         return item

@@ -15,6 +15,7 @@ import pytest
 
 from service import prompts
 from service.distill import data
+from service.evaluation.datasets import solution_steps
 from service.settings import Settings
 from tests.support import Proc, free_port, start_process, wait_until
 
@@ -53,9 +54,9 @@ def test_dedupe_and_split_are_deterministic() -> None:
 def test_gold_steps_count_solution_lines() -> None:
     first = json.loads(TRAIN.read_text().splitlines()[0])
     lines = [x for x in first["answer"].split("\n") if x.strip() and not x.startswith("####")]
-    assert data.gold_steps(first["answer"]) == len(lines) >= 2
-    assert data.gold_steps("a\n\nb\n#### 4") == 2
-    assert data.gold_steps("no final answer line") is None
+    assert solution_steps(first["answer"]) == len(lines) >= 2
+    assert solution_steps("a\n\nb\n#### 4") == 2
+    assert solution_steps("no final answer line") is None
     questions = data.load_questions(TRAIN)
     assert len(questions) == 7473 and all(q.meta["steps"] >= 2 for q in questions)
 

@@ -29,15 +29,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from service import prompts
-from service.evaluation.scoring import has_duplicate
-from service.parsing import extract_answer, parse_decomposition
+from service.evaluation.datasets import final_answer, socratic_steps, solution_steps
+from service.evaluation.scoring import answer_correct, has_duplicate
+from service.parsing import extract_answer, normalize, parse_decomposition
 
 RECIPES = ("sd-t", "sd-r", "sd-c")
 
@@ -66,20 +66,9 @@ class Example:
         }
 
 
-def _normalize(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", " ".join(text.lower().split()))
-
-
 def gold_answer(answer_field: str) -> str:
-    return answer_field.rsplit("####", 1)[-1].strip().replace(",", "")
-
-
-def gold_steps(answer_field: str) -> int | None:
-    """Steps of a GSM8K solution (one per line before ``#### N``); None if not one."""
-    if "####" not in answer_field:
-        return None
-    body = answer_field.rsplit("####", 1)[0]
-    return sum(1 for line in body.splitlines() if line.strip()) or None
+    """A row's answer: GSM8K's ``#### N`` value, else the field itself (generic JSONL)."""
+    return final_answer(answer_field) or answer_field.strip().replace(",", "")
 
 
 def acceptable(subs: Sequence[str], repeats: int, *, recipe: str, steps: int | None) -> bool:
@@ -98,10 +87,9 @@ def load_gold(path: Path) -> list[Example]:
             if line_no in prompts.FEWSHOT_SOURCE_INDICES or not line.strip():
                 continue
             row = json.loads(line)
-            steps = [s.split("**", 1)[0].strip() for s in row["answer"].split("\n") if "**" in s]
             # A few gold decompositions repeat a subquestion; a student taught
             # that would repeat too.
-            subs = list(dict.fromkeys(steps))
+            subs = list(dict.fromkeys(socratic_steps(row["answer"])))
             examples.append(
                 Example(
                     id=f"{path.stem}-{line_no}",
@@ -122,7 +110,7 @@ def load_questions(path: Path) -> list[Example]:
             if line.strip():
                 row = json.loads(line)
                 answer = str(row.get("answer", ""))
-                steps = gold_steps(answer)
+                steps = solution_steps(answer)
                 out.append(
                     Example(
                         id=f"{path.stem}-{line_no}",
@@ -138,10 +126,10 @@ def load_questions(path: Path) -> list[Example]:
 
 def dedupe(examples: Iterable[Example]) -> list[Example]:
     seen: set[str] = set()
-    few_shot = {_normalize(e.question) for e in prompts.EXAMPLES}
+    few_shot = {normalize(e.question) for e in prompts.EXAMPLES}
     out = []
     for ex in examples:
-        key = _normalize(ex.question)
+        key = normalize(ex.question)
         if key in seen or key in few_shot:
             continue
         seen.add(key)
@@ -168,13 +156,6 @@ def write_dataset(out_dir: Path, train: Sequence[Example], held: Sequence[Exampl
 def read_dataset(path: Path) -> list[dict[str, Any]]:
     with path.open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
-
-
-def _numbers_match(a: str, b: str) -> bool:
-    try:
-        return abs(float(a) - float(b)) < 1e-4
-    except ValueError:
-        return _normalize(a) == _normalize(b)
 
 
 async def teacher_decompositions(
@@ -214,7 +195,7 @@ async def teacher_decompositions(
                 )
                 predicted = extract_answer(final.text, ex.question)
                 meta["teacher_answer"] = predicted
-                if not _numbers_match(predicted, ex.answer):
+                if not answer_correct(predicted, ex.answer):
                     return
             kept.append(Example(ex.id, ex.question, ex.answer, subs, source=recipe, meta=meta))
 

@@ -12,13 +12,16 @@ Formats (``--format``):
 
 Only the file named is read: the default is the subset shipped in the
 repository (``data/gsm8k/socratic_1000.jsonl``, MIT), never anything outside it.
+
+The GSM8K field parsers here (``final_answer``, ``socratic_steps``,
+``solution_steps``) are the project's only ones: distillation
+(``service/distill/data.py``) reads its gold data with them too.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ FORMATS: tuple[Format, ...] = ("gsm8k", "socratic", "svamp", "jsonl")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASET = REPO_ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
 
-_FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+_FINAL_MARK = "####"
 _STEP_SEPARATOR = " ** "
 
 
@@ -72,24 +75,45 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _gsm8k_final(answer: str) -> str:
-    match = _FINAL.search(answer)
-    if match is None:
-        raise DatasetError("GSM8K answer has no '#### N' line")
-    return match.group(1).replace(",", "").strip()
+# --- GSM8K answer fields ---------------------------------------------------------------
 
 
-def _socratic_steps(answer: str) -> tuple[str, ...]:
-    body = answer.split("####", 1)[0]
+def final_answer(answer: str) -> str | None:
+    """The ``#### N`` value of a GSM8K solution, thousands separators dropped; None if none."""
+    if _FINAL_MARK not in answer:
+        return None
+    return answer.rsplit(_FINAL_MARK, 1)[-1].strip().replace(",", "") or None
+
+
+def _solution(answer: str) -> list[str]:
+    return answer.split(_FINAL_MARK, 1)[0].splitlines()
+
+
+def socratic_steps(answer: str) -> tuple[str, ...]:
+    """The gold subquestions of a GSM8K Socratic solution (``subquestion ** step`` lines)."""
     return tuple(
         line.split(_STEP_SEPARATOR, 1)[0].strip()
-        for line in body.splitlines()
+        for line in _solution(answer)
         if _STEP_SEPARATOR in line
     )
 
 
+def solution_steps(answer: str) -> int | None:
+    """Steps of a GSM8K solution (one per line before ``#### N``); None if not one."""
+    if _FINAL_MARK not in answer:
+        return None
+    return sum(1 for line in _solution(answer) if line.strip()) or None
+
+
 def _is_socratic(answer: str) -> bool:
-    return any(_STEP_SEPARATOR in line for line in answer.split("####", 1)[0].splitlines())
+    return any(_STEP_SEPARATOR in line for line in _solution(answer))
+
+
+def _gsm8k_final(answer: str) -> str:
+    final = final_answer(answer)
+    if final is None:
+        raise DatasetError("GSM8K answer has no '#### N' line")
+    return final
 
 
 def detect_format(records: Sequence[dict[str, Any]]) -> Format:
@@ -142,7 +166,7 @@ def _to_problem(rec: dict[str, Any], index: int, fmt: Format) -> Problem:
             id=pid,
             question=question,
             answer=_gsm8k_final(raw),
-            gold_subquestions=_socratic_steps(raw) if fmt == "socratic" else None,
+            gold_subquestions=socratic_steps(raw) if fmt == "socratic" else None,
         )
     subs = rec.get("subquestions")
     context = rec.get("context")

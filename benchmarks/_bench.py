@@ -1,9 +1,10 @@
 """Shared helpers for the benchmark scripts (not a benchmark itself).
 
-Ports, waiting on HTTP, the machine description, percentiles, tables, JSON
-results, the service as a subprocess, process-tree RSS and CPU, and a small
-keep-alive HTTP/1.1 load client cheap enough not to starve the service of
-CPU on a 2-core box (httpx costs several times more per request).
+Ports and waiting on HTTP (on ``service.procs``), the machine description,
+percentiles, tables, JSON results, the service as a subprocess, process-tree
+RSS and CPU, and a small keep-alive HTTP/1.1 load client cheap enough not to
+starve the service of CPU on a 2-core box (httpx costs several times more per
+request).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +26,11 @@ from typing import Any
 import httpx
 import psutil
 
+from service import procs
+from service.procs import free_port
+
+__all__ = ["free_port"]  # the benchmarks import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 # Independent subquestions (service/dependencies.py puts 1-3 in one wave, 4 after).
@@ -37,25 +42,22 @@ INDEPENDENT_PLAN = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_http(
     url: str, timeout_s: float = 60, proc: subprocess.Popen[bytes] | None = None
 ) -> float:
     """Poll until ``url`` answers 200; returns the perf_counter time it did."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"process for {url} exited with {proc.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.perf_counter()
-        time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up in {timeout_s:.0f} s")
+    try:
+        procs.wait_until(
+            lambda: httpx.get(url, timeout=2).status_code == 200,
+            timeout_s=timeout_s,
+            what=url,
+            proc=proc,
+            interval_s=0.05,
+            transient=(httpx.TransportError,),
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        raise SystemExit(str(exc)) from None
+    return time.perf_counter()
 
 
 def machine() -> dict[str, Any]:
@@ -167,13 +169,7 @@ class Server:
         return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
 
 
 def start_service(env: dict[str, str], log: Path | None = None) -> Server:

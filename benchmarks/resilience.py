@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,27 +29,12 @@ from typing import Any
 
 import httpx
 import psutil
+from _bench import free_port, wait_http
+
+from service.procs import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ERRORS = {429, 502, 504}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
 
 
 def connections(proc: psutil.Process) -> int:
@@ -165,8 +149,7 @@ def main() -> int:
         faults = httpx.get(f"{solver_url}/stats").json()
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
+            stop(p, timeout_s=30)
 
     statuses = Counter(status for status, _, _ in results)
     latencies = sorted(seconds for _, seconds, _ in results)

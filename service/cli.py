@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``prepare-model`` and ``solve``.
+"""Command line: serve, prepare-model, solve, eval and distill.
 
 ``python -m service <command>`` or the ``divconq`` console script. vLLM starts
 its engine core in a spawned process, so every entry point that can build the
@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx2
 
+from service import procs
 from service.logs import configure_logging
 from service.settings import MODES, Settings
 
@@ -60,50 +59,43 @@ def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
-def _in_process_server(settings: Settings) -> Iterator[str]:
-    """Run the service on a free loopback port for one CLI call."""
-    import uvicorn
+def in_process_server(settings: Settings) -> Iterator[str]:
+    """Run the service on a free loopback port for one CLI call.
 
+    Leaving the block runs the app's lifespan shutdown to its end, which
+    closes the decomposer (and its vLLM engine) before the interpreter exits.
+    """
     from service.app import create_app
 
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": _free_port()})
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{settings.port}"
-    try:
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": procs.free_port()})
+    with procs.serve_in_thread(create_app(settings), settings.port) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+    # Finalize the engine's objects now, while the interpreter is whole.
+    gc.collect()
 
 
-def _wait_ready(client: httpx2.Client, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+def wait_ready(client: httpx2.Client, url: str, timeout_s: float) -> None:
     last = "no answer"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         try:
             resp = client.get(f"{url}/readyz")
-            if resp.status_code == 200:
-                return
-            last = resp.json().get("decomposer", {}).get("state", resp.text)
-            if str(last).startswith("failed"):
-                break
         except httpx2.TransportError as exc:
             last = type(exc).__name__
-        time.sleep(1.0)
-    raise SystemExit(f"service at {url} did not become ready: {last}")
+            return False
+        if resp.status_code == 200:
+            return True
+        last = str(resp.json().get("decomposer", {}).get("state", resp.text))
+        if last.startswith("failed"):
+            raise RuntimeError(last)
+        return False
+
+    try:
+        procs.wait_until(ready, timeout_s=timeout_s, what=url, interval_s=1.0)
+    except (RuntimeError, TimeoutError):
+        raise SystemExit(f"service at {url} did not become ready: {last}") from None
 
 
 def _print_result(result: dict[str, Any]) -> None:
@@ -145,8 +137,8 @@ def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
             if args.url:
                 raise SystemExit(f"no service at {url}") from None
             print("no running service; starting one in this process...", file=sys.stderr)
-            url = stack.enter_context(_in_process_server(settings))
-        _wait_ready(client, url, timeout_s=900)
+            url = stack.enter_context(in_process_server(settings))
+        wait_ready(client, url, timeout_s=900)
         resp = client.post(f"{url}/solve", json=payload)
     result = resp.json()
     if args.json or resp.status_code != 200:
@@ -156,117 +148,9 @@ def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    """Run a dataset through /solve in several modes; table, summary.json, plot.png."""
-    import asyncio
-    import logging
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from service.evaluation import datasets, report, runner, scoring
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown or not modes:
-        raise SystemExit(f"--modes: unknown {unknown}; choose from {','.join(MODES)}")
-    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
-        raise SystemExit("--concurrency and --limit must be at least 1")
-    try:
-        dataset = datasets.load(Path(args.dataset), args.format)
-    except datasets.DatasetError as exc:
-        raise SystemExit(str(exc)) from None
-    problems = datasets.select(dataset.problems, args.limit, args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.jsonl"
-    print(
-        f"{len(problems)} problems x {len(modes)} modes from {dataset.path} ({dataset.format}); "
-        f"results in {results_path}",
-        file=sys.stderr,
-    )
-    started = time.monotonic()
-    total = len(problems) * len(modes)
-    if runner.pending_requests(problems, modes, results_path):
-        try:
-            with (
-                httpx2.Client(timeout=httpx2.Timeout(30.0, connect=2.0)) as client,
-                contextlib.ExitStack() as stack,
-            ):
-                if args.url:
-                    url = args.url.rstrip("/")
-                    try:
-                        client.get(f"{url}/healthz")
-                    except httpx2.TransportError:
-                        raise SystemExit(f"no service at {url}") from None
-                else:
-                    print("starting the service in this process...", file=sys.stderr)
-                    # One access line per request would bury the progress bar, and
-                    # results.jsonl holds the same figures.
-                    logging.getLogger("divconq.access").setLevel(logging.WARNING)
-                    url = stack.enter_context(_in_process_server(settings))
-                _wait_ready(client, url, timeout_s=900)
-                stats = asyncio.run(
-                    runner.run(
-                        problems,
-                        modes,
-                        url=url,
-                        results_path=results_path,
-                        concurrency=args.concurrency,
-                        max_subquestions=args.max_subquestions,
-                        timeout_s=args.timeout,
-                        extra={
-                            k: v
-                            for k, v in (
-                                ("decomposer_adapter", args.decomposer_adapter),
-                                ("solver", args.solver),
-                            )
-                            if v
-                        },
-                    )
-                )
-        except KeyboardInterrupt:
-            print("\ninterrupted: run the same command again to resume", file=sys.stderr)
-            return 130
-    else:
-        # Everything is in results.jsonl: only the reports are rebuilt, no service needed.
-        stats = runner.RunStats(total=total, skipped=total, requested=0, errors=0)
-    wall_s = time.monotonic() - started
-    # Only this selection: the file may also hold results of a larger earlier run.
-    keys = {(p.id, m) for p in problems for m in modes}
-    records = [
-        r
-        for r in runner.read_results(results_path)
-        if (str(r["problem_id"]), str(r["mode"])) in keys
-    ]
-    summaries = scoring.summarize(records, modes, settings.prices)
-    meta = {
-        "dataset": str(dataset.path),
-        "format": dataset.format,
-        "fewshot_skipped": dataset.skipped,
-        "problems": len(problems),
-        "limit": args.limit,
-        "seed": args.seed,
-        "modes": modes,
-        "url": args.url or "in-process",
-        "max_subquestions": args.max_subquestions,
-        "concurrency": args.concurrency,
-        "prices": {name: price.model_dump() for name, price in settings.prices.items()},
-        "run": {**asdict(stats), "wall_s": round(wall_s, 1)},
-        "results": str(results_path),
-    }
-    report.write_summary(out / "summary.json", summaries, meta)
-    report.plot(out / "plot.png", summaries, title=f"{dataset.path.name}, {len(problems)} problems")
-    print(report.markdown_table(summaries), end="")
-    print(
-        f"{stats.requested} requested, {stats.skipped} resumed, {stats.errors} errors, "
-        f"{wall_s:.0f} s; wrote {out / 'summary.json'} and {out / 'plot.png'}",
-        file=sys.stderr,
-    )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from service.distill.cli import add_parser as add_distill
+    from service.evaluation.cli import add_parser as add_eval
 
     parser = argparse.ArgumentParser(prog="divconq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,28 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--json", action="store_true", help="print the raw JSON response")
     solve.set_defaults(func=cmd_solve)
 
-    from service.evaluation.datasets import DEFAULT_DATASET, FORMATS
-
-    ev = sub.add_parser(
-        "eval",
-        help="score a dataset per mode: accuracy, decomposition quality, tokens, cost, latency",
-        description="Run a dataset through /solve in several modes. Prints a markdown table; "
-        "writes results.jsonl (resumable: re-run the same command to continue), "
-        "summary.json and plot.png under --out.",
-    )
-    ev.add_argument("--dataset", default=str(DEFAULT_DATASET), help="default: %(default)s")
-    ev.add_argument("--format", choices=("auto", *FORMATS), default="auto")
-    ev.add_argument("--limit", type=int, help="at most this many problems")
-    ev.add_argument("--seed", type=int, help="sample problems at random (default: file order)")
-    ev.add_argument("--modes", default=",".join(MODES), help="comma-separated (%(default)s)")
-    ev.add_argument("--url", help="a running service (default: start one in this process)")
-    ev.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    ev.add_argument("--out", default=".data/eval", help="output directory (%(default)s)")
-    ev.add_argument("--max-subquestions", type=int)
-    ev.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
-    ev.add_argument("--decomposer-adapter", help="adapter for every request ('none' = base model)")
-    ev.add_argument("--solver", help="solver profile for every request")
-    ev.set_defaults(func=cmd_eval)
+    add_eval(sub)
     return parser
 
 

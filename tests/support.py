@@ -1,4 +1,4 @@
-"""Test helpers: free ports, waiting on HTTP, live servers and fault servers."""
+"""Test helpers: processes and live servers (on ``service.procs``), and a fault server."""
 
 from __future__ import annotations
 
@@ -16,16 +16,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import uvicorn
 
+from service import procs
 from service.app import create_app
+from service.procs import free_port
 from service.settings import Settings
 
+__all__ = ["FaultServer", "Proc", "free_port", "live_app", "start_process", "wait_until"]
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+
+@dataclass
+class Proc:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        procs.stop(self.proc)
 
 
 def wait_until(
@@ -36,33 +43,15 @@ def wait_until(
     proc: subprocess.Popen[bytes] | None = None,
     log: Path | None = None,
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-4000:] if log else ""
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
-        with contextlib.suppress(httpx.TransportError):
-            if check():
-                return
-        time.sleep(0.5)
-    tail = log.read_text()[-4000:] if log else ""
-    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s\n{tail}")
-
-
-@dataclass
-class Proc:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    """``service.procs.wait_until`` where an HTTP error means "not yet"."""
+    procs.wait_until(
+        check,
+        timeout_s=timeout_s,
+        what=what,
+        proc=proc,
+        log=log,
+        transient=(httpx.TransportError, OSError),
+    )
 
 
 def start_process(args: list[str], env: dict[str, str], log: Path, url: str) -> Proc:
@@ -77,19 +66,9 @@ def live_app(settings: Settings) -> Iterator[str]:
     """The real app under uvicorn on a loopback port, in a thread."""
     port = free_port()
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with procs.serve_in_thread(create_app(settings), port) as url:
         wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout_s=30, what="app")
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 class FaultServer:

@@ -1,4 +1,4 @@
-"""``python -m service distill data|train``: the distillation commands."""
+"""``python -m service distill data|train|merge|evaluate``: the distillation commands."""
 
 from __future__ import annotations
 

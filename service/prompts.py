@@ -139,6 +139,22 @@ def socratic_next(
 SOCRATIC_STOP = ["\n"]
 
 
+def socratic_distilled(
+    question: str, history: Sequence[tuple[str, str]], context: str | None = None
+) -> str:
+    """The distilled question generator's prompt: the problem and the Q/A so far.
+
+    Zero-shot, like the static distilled prompt: the model learned the format
+    (``service/distill/socratic.py`` writes its training transcripts). It
+    writes the next subquestion, or DONE, then a newline.
+    """
+    lines = [f"Problem: {_problem(question, context)}"]
+    for i, (q, a) in enumerate(history, 1):
+        lines += [f"Q{i}: {q}", f"A{i}: {_one_line(a)}"]
+    lines.append(f"Q{len(history) + 1}:")
+    return "\n".join(lines)
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
@@ -164,6 +180,51 @@ def subquestion(
         body += f"Answered so far:\n{_qa_block(history)}\n\n"
     body += f"Answer only this subquestion, in one or two sentences: {sub}"
     return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": body}]
+
+
+# --- the distilled subproblem solver (the embedded default) ----------------------
+#
+# A multi-turn chat: the first user turn holds the problem and the first
+# subquestion, each later one a subquestion; each model turn is one worked
+# GSM8K step with calculator annotations (``48/2 = <<48/2=24>>24``). The
+# final answer is one more step, asked for with FINAL_SUBQUESTION. Training
+# packs a whole problem into one such chat (service/distill/socratic.py), so
+# every turn sees exactly the prefix it sees here.
+
+FINAL_SUBQUESTION = "So what is the answer to the problem?"
+
+
+def _distilled_turns(
+    question: str, history: Sequence[tuple[str, str]], ask: str, context: str | None
+) -> Messages:
+    messages: Messages = []
+    for q, a in [*history, (ask, None)]:
+        turn = f"Q: {q}"
+        if not messages:
+            turn = f"Problem: {_problem(question, context)}\n{turn}"
+        messages.append({"role": "user", "content": turn})
+        if a is not None:
+            messages.append({"role": "assistant", "content": _one_line(a)})
+    return messages
+
+
+def distilled_subquestion(
+    question: str, sub: str, history: Sequence[tuple[str, str]], context: str | None = None
+) -> Messages:
+    """The distilled solver's messages for one subquestion, after the earlier Q/A."""
+    return _distilled_turns(question, history, sub, context)
+
+
+def distilled_final(
+    question: str, history: Sequence[tuple[str, str]], context: str | None = None
+) -> Messages:
+    """The distilled solver's last step: the answer, as 'The answer is X.'"""
+    return _distilled_turns(question, history, FINAL_SUBQUESTION, context)
+
+
+def distilled_answer_step(answer: str) -> str:
+    """How the distilled solver's final step is written (its training target)."""
+    return f"The answer is {answer}."
 
 
 def final(

@@ -14,6 +14,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_GOLD = Path(__file__).resolve().parents[2] / "data" / "gsm8k" / "socratic_1000.jsonl"
+DEFAULT_TRAIN = DEFAULT_GOLD.with_name("train.jsonl")
 
 
 def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,6 +85,29 @@ async def _chat_teacher(
             max_subquestions=args.max_subquestions,
             concurrency=args.concurrency,
         )
+
+
+def cmd_socratic(args: argparse.Namespace, settings: Settings) -> int:
+    """Question-generator, solver and static rows, on the same split as ``distill data``."""
+    from service.distill import data, socratic
+
+    gold_path = Path(args.gold)
+    gold = data.dedupe(data.load_gold(gold_path))
+    train, held = data.split(gold, args.held_out, args.seed)
+    train_ids, held_ids = socratic.split_ids(train, held)
+    worked = socratic.load_gold_worked(gold_path, train_ids)
+    if args.sdc:
+        rows = data.read_dataset(Path(args.sdc))
+        worked += socratic.align_sdc(rows, Path(args.questions))
+    tasks = args.tasks.split(",")
+    out = Path(args.out)
+    n_train = socratic.write_rows(out / "train.jsonl", socratic.rows_for(worked, tasks))
+    held_worked = socratic.load_gold_worked(gold_path, held_ids)
+    n_held = socratic.write_rows(out / "held_out.jsonl", socratic.rows_for(held_worked, tasks))
+    # The held-out problems themselves, for `python -m service eval --data`.
+    data.write_dataset(out / "problems", [], held)
+    print(f"{out}: {n_train} train rows from {len(worked)} problems, {n_held} held-out rows")
+    return 0
 
 
 def _base_model(args: argparse.Namespace, settings: Settings) -> str:
@@ -174,6 +198,20 @@ def add_parser(sub: Any) -> None:
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")
     mk.set_defaults(func=cmd_data)
+
+    so = steps.add_parser(
+        "socratic", help="Socratic CoT rows: question generator, subproblem solver, static"
+    )
+    so.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
+    so.add_argument("--sdc", help="SD-C rows from 'distill data --recipe sd-c' to add")
+    so.add_argument(
+        "--questions", default=str(DEFAULT_TRAIN), help="the JSONL the SD-C rows came from"
+    )
+    so.add_argument("--tasks", default="qgen,solve,static", help="comma-separated")
+    so.add_argument("--held-out", type=int, default=150)
+    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")
+    so.set_defaults(func=cmd_socratic)
 
     tr = steps.add_parser("train", help="LoRA fine-tune the decomposer")
     tr.add_argument("--data", required=True, help="directory with train.jsonl (+ held_out.jsonl)")

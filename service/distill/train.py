@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ class TrainConfig:
     lr: float = 3e-4
     rank: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    # LoRA dropout is a fifth of a CPU training step (mask sampling): off by default.
+    dropout: float = 0.0
     max_len: int = 384
     save_every: int = 50
     eval_every: int = 50
@@ -51,6 +52,16 @@ class TrainConfig:
 
 
 def _encode(tokenizer: Any, row: dict[str, Any], max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 = no loss) of one training row.
+
+    Two row formats: chat-format decomposition rows (``messages``: the prompt,
+    then the target, then end of sequence) and text rows with target spans
+    (``text``, ``targets`` as character ranges, ``eos``), which the Socratic
+    data writes (service/distill/socratic.py). The text is tokenized whole, as
+    the engine tokenizes a prompt, so training sees the service's tokens.
+    """
+    if "text" in row:
+        return _encode_spans(tokenizer, row, max_len)
     user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
     prompt_ids = tokenizer(user, add_special_tokens=True)["input_ids"]
     target_ids = tokenizer(assistant, add_special_tokens=False)["input_ids"]
@@ -60,22 +71,77 @@ def _encode(tokenizer: Any, row: dict[str, Any], max_len: int) -> tuple[list[int
     return ids, labels
 
 
+def _encode_spans(tokenizer: Any, row: dict[str, Any], max_len: int) -> tuple[list[int], list[int]]:
+    enc = tokenizer(row["text"], add_special_tokens=True, return_offsets_mapping=True)
+    spans = [(int(a), int(b)) for a, b in row["targets"]]
+    ids = list(enc["input_ids"])
+    labels = []
+    for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True):
+        inside = end > start and any(a <= start < b for a, b in spans)
+        labels.append(tok if inside else -100)
+    if row.get("eos"):
+        ids.append(tokenizer.eos_token_id)
+        labels.append(tokenizer.eos_token_id)
+    return ids[:max_len], labels[:max_len]
+
+
+def _bf16() -> bool:
+    """Whether bfloat16 compute is native here (AVX512-BF16/AMX CPUs, GPUs).
+
+    Where it is emulated (AVX2-only CPUs) float32 is faster, so training runs
+    in float32 there.
+    """
+    import torch
+
+    from service.hardware import native_bf16, read_cpu_flags
+
+    return bool(torch.cuda.is_available()) or native_bf16(read_cpu_flags())
+
+
 def _autocast() -> Any:
-    """bfloat16 compute where the hardware has it (AVX512-BF16 CPUs, GPUs)."""
+    """bfloat16 compute where the hardware has it; a no-op elsewhere."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16)
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=_bf16())
+
+
+def _epoch_batches(
+    n_rows: int, lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's batches of row indices, of similar length, in a seeded order.
+
+    Rows are shuffled, cut into pools of 32 batches, sorted by length inside a
+    pool and batched, and the batches shuffled: far less padding than random
+    batches when short (static) and long (socratic) rows mix. The order
+    depends only on (seed, epoch), so a resumed run sees what an unbroken one would.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(n_rows))
+    rng.shuffle(order)
+    pool = batch_size * 32
+    batches = []
+    for p in range(0, n_rows, pool):
+        chunk = sorted(order[p : p + pool], key=lambda j: lengths[j])
+        batches += [
+            chunk[i : i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)
+        ]
+    rng.shuffle(batches)
+    return batches
 
 
 def _batches(
-    encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, rng: random.Random
+    encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, seed: int, start_step: int
 ) -> Iterator[list[tuple[list[int], list[int]]]]:
-    order = list(range(len(encoded)))
+    """Endless batches from step ``start_step`` on."""
+    lengths = [len(ids) for ids, _ in encoded]
+    step, epoch = 0, 0
     while True:
-        rng.shuffle(order)
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            yield [encoded[j] for j in order[i : i + batch_size]]
+        for batch in _epoch_batches(len(encoded), lengths, batch_size, seed, epoch):
+            if step >= start_step:
+                yield [encoded[j] for j in batch]
+            step += 1
+        epoch += 1
 
 
 def _collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
@@ -119,38 +185,48 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def train(cfg: TrainConfig) -> Path:
-    import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class _Data:
+    tokenizer: Any
+    pad_id: int
+    encoded: list[tuple[list[int], list[int]]]
+    held: list[tuple[list[int], list[int]]]
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _load_data(cfg: TrainConfig) -> _Data:
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     train_rows = read_dataset(Path(cfg.data_dir) / "train.jsonl")
     held_path = Path(cfg.data_dir) / "held_out.jsonl"
     held_rows = read_dataset(held_path)[: cfg.held_out_eval] if held_path.exists() else []
-    encoded = [_encode(tokenizer, r, cfg.max_len) for r in train_rows]
-    held = [_encode(tokenizer, r, cfg.max_len) for r in held_rows]
-    steps_per_epoch = max(1, len(encoded) // cfg.batch_size)
-    total = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    return _Data(
+        tokenizer,
+        pad_id,
+        [_encode(tokenizer, r, cfg.max_len) for r in train_rows],
+        [_encode(tokenizer, r, cfg.max_len) for r in held_rows],
+    )
 
-    base = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
+
+def _load_model(cfg: TrainConfig, out: Path) -> tuple[Any, dict[str, Any] | None, int]:
+    """The trainable model, the trainer state to resume (or None) and the first step."""
+    import torch
+    from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    # The frozen base in bf16 where that is native: no per-step weight casts.
+    dtype = torch.bfloat16 if _bf16() else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
     resume = _latest_checkpoint(out)
+    state: dict[str, Any] | None = None
     if resume is not None:
-        model = PeftModel.from_pretrained(base, resume / "adapter", is_trainable=True)
+        source = str(resume / "adapter")
         state = torch.load(resume / "trainer.pt", weights_only=False)
-        start_step = int(state["step"])
-        log.info(f"resuming from {resume} at step {start_step}")
+        log.info(f"resuming from {resume} at step {state['step']}")
     elif cfg.init_adapter is not None:
         # Warm start: the adapter's own rank and targets, new optimizer state.
-        model = PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True)
-        state, start_step = None, 0
+        source = cfg.init_adapter
         log.info(f"starting from adapter {cfg.init_adapter}")
     else:
         lora = LoraConfig(
@@ -160,11 +236,23 @@ def train(cfg: TrainConfig) -> Path:
             target_modules=TARGET_MODULES,
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(base, lora)
-        state, start_step = None, 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    # Linear warm-up over 5% of steps, then cosine decay to 10%.
+        return _trainable_in_fp32(get_peft_model(base, lora)), None, 0
+    config = PeftConfig.from_pretrained(source)
+    config.lora_dropout = cfg.dropout
+    model = PeftModel.from_pretrained(base, source, is_trainable=True, config=config)
+    return _trainable_in_fp32(model), state, int(state["step"]) if state else 0
+
+
+def _trainable_in_fp32(model: Any) -> Any:
+    """LoRA weights and their optimizer state stay float32 whatever the base dtype."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    return model
+
+
+def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    """Linear warm-up over 5% of steps, then cosine decay to 10% of ``lr``."""
     warmup = max(1, total // 20)
 
     def lr_at(step: int) -> float:
@@ -173,40 +261,84 @@ def train(cfg: TrainConfig) -> Path:
         progress = (step - warmup) / max(1, total - warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    rng = random.Random(cfg.seed)
+    return lr_at
+
+
+def _held_out_loss(model: Any, data: _Data, batch_size: int) -> float | None:
+    import torch
+
+    if not data.held:
+        return None
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i in range(0, len(data.held), batch_size):
+            batch = _collate(data.held[i : i + batch_size], data.pad_id)
+            with _autocast():
+                losses.append(float(_target_loss(model, batch)))
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def _save_checkpoint(model: Any, optimizer: Any, out: Path, step: int) -> None:
+    """Adapter and optimizer state; keeps the two newest."""
+    import shutil
+
+    import torch
+
+    ckpt = out / "checkpoints" / f"step-{step}"
+    model.save_pretrained(str(ckpt / "adapter"))
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict()},
+        ckpt / "trainer.pt",
+    )
+    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda c: int(c.name.split("-")[1]))
+    for old in ckpts[:-2]:
+        shutil.rmtree(old)
+
+
+def _write_summary(
+    cfg: TrainConfig,
+    out: Path,
+    history: list[dict[str, float]],
+    total: int,
+    examples: int,
+    secs: float,
+) -> None:
+    with (out / "training.jsonl").open("a") as fh:
+        for record in history:
+            fh.write(json.dumps(record) + "\n")
+    summary = {
+        **asdict(cfg),
+        "steps": total,
+        "train_examples": examples,
+        "seconds": round(secs, 1),
+        "final_held_out_loss": next(
+            (r["held_out_loss"] for r in reversed(history) if "held_out_loss" in r), None
+        ),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) a LoRA adapter; returns its directory."""
+    import torch
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _load_data(cfg)
+    total = cfg.max_steps or math.ceil(cfg.epochs * max(1, len(data.encoded) // cfg.batch_size))
+    model, state, start_step = _load_model(cfg, out)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    lr_at = _schedule(cfg, total)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        rng.setstate(state["rng"])
-    batches = _batches(encoded, cfg.batch_size, rng)
-    # Skip what a resumed run already saw, so the data order matches.
-    for _ in range(start_step):
-        next(batches)
-
-    def held_out_loss() -> float | None:
-        if not held:
-            return None
-        model.eval()
-        losses = []
-        with torch.no_grad():
-            for i in range(0, len(held), cfg.batch_size):
-                batch = _collate(held[i : i + cfg.batch_size], pad_id)
-                with _autocast():
-                    losses.append(float(_target_loss(model, batch)))
-        model.train()
-        return sum(losses) / len(losses)
-
-    def save_checkpoint(step: int) -> None:
-        ckpt = out / "checkpoints" / f"step-{step}"
-        model.save_pretrained(str(ckpt / "adapter"))
-        torch.save(
-            {"step": step, "optimizer": optimizer.state_dict(), "rng": rng.getstate()},
-            ckpt / "trainer.pt",
-        )
-        for old in sorted((out / "checkpoints").glob("step-*"))[:-2]:
-            if old != ckpt:
-                import shutil
-
-                shutil.rmtree(old)
+    batches = _batches(data.encoded, cfg.batch_size, cfg.seed, start_step)
 
     model.train()
     history: list[dict[str, float]] = []
@@ -216,44 +348,31 @@ def train(cfg: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         with _autocast():
-            loss = _target_loss(model, _collate(next(batches), pad_id))
+            loss = _target_loss(model, _collate(next(batches), data.pad_id))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
-        loss_value = float(loss.detach())
-        bar.set_postfix(loss=f"{loss_value:.3f}")
-        record = {"step": step + 1, "loss": loss_value}
+        record = {"step": step + 1, "loss": float(loss.detach())}
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
-            held_loss = held_out_loss()
+            held_loss = _held_out_loss(model, data, cfg.batch_size)
             if held_loss is not None:
                 record["held_out_loss"] = held_loss
                 log.info(f"step {step + 1}/{total} held-out loss {held_loss:.4f}")
         history.append(record)
         # The last step too: a later run with more steps continues from here.
         if (step + 1) % cfg.save_every == 0 or step + 1 == total:
-            save_checkpoint(step + 1)
+            _save_checkpoint(model, optimizer, out, step + 1)
     bar.close()
     elapsed = time.monotonic() - started
 
     model.save_pretrained(str(out))
-    tokenizer.save_pretrained(out)
-    with (out / "training.jsonl").open("a") as fh:
-        for record in history:
-            fh.write(json.dumps(record) + "\n")
-    summary = {
-        **asdict(cfg),
-        "steps": total,
-        "train_examples": len(encoded),
-        "seconds": round(elapsed, 1),
-        "final_held_out_loss": next(
-            (r["held_out_loss"] for r in reversed(history) if "held_out_loss" in r), None
-        ),
-    }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    data.tokenizer.save_pretrained(out)
+    _write_summary(cfg, out, history, total, len(data.encoded), elapsed)
     if cfg.merge:
-        _save_merged(model, tokenizer, out / "merged")
+        _save_merged(model, data.tokenizer, out / "merged")
     log.info(f"adapter saved to {out} after {elapsed:.0f}s")
     return out
 

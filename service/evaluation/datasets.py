@@ -89,20 +89,31 @@ def _solution(answer: str) -> list[str]:
     return answer.split(_FINAL_MARK, 1)[0].splitlines()
 
 
+def socratic_pairs(answer: str) -> tuple[tuple[str, str], ...]:
+    """(subquestion, worked step) pairs of a GSM8K Socratic solution."""
+    pairs = []
+    for line in _solution(answer):
+        if _STEP_SEPARATOR in line:
+            sub, step = line.split(_STEP_SEPARATOR, 1)
+            pairs.append((sub.strip(), step.strip()))
+    return tuple(pairs)
+
+
 def socratic_steps(answer: str) -> tuple[str, ...]:
     """The gold subquestions of a GSM8K Socratic solution (``subquestion ** step`` lines)."""
-    return tuple(
-        line.split(_STEP_SEPARATOR, 1)[0].strip()
-        for line in _solution(answer)
-        if _STEP_SEPARATOR in line
-    )
+    return tuple(sub for sub, _ in socratic_pairs(answer))
+
+
+def solution_lines(answer: str) -> list[str]:
+    """The step lines of a GSM8K solution (before ``#### N``)."""
+    return [line.strip() for line in _solution(answer) if line.strip()]
 
 
 def solution_steps(answer: str) -> int | None:
     """Steps of a GSM8K solution (one per line before ``#### N``); None if not one."""
     if _FINAL_MARK not in answer:
         return None
-    return sum(1 for line in _solution(answer) if line.strip()) or None
+    return len(solution_lines(answer)) or None
 
 
 def _is_socratic(answer: str) -> bool:

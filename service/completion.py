@@ -11,6 +11,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"
+    # The stop string that ended the text, when one did (the engine reports it).
+    stop_reason: str | None = None
     # Which solver profile and model answered (a fallback may have).
     profile: str = ""
     model: str = ""

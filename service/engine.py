@@ -12,9 +12,18 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from service.completion import Completion
+from service.hardware import (
+    EngineHardware,
+    cpu_model,
+    native_bf16,
+    read_cpu_flags,
+    resolve_dtype,
+    resolve_threads_bind,
+    usable_cpus,
+)
 from service.settings import DecomposerSettings
 
 if TYPE_CHECKING:
@@ -23,28 +32,44 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def engine_args(s: DecomposerSettings) -> dict[str, Any]:
-    """The vLLM engine arguments the decomposer settings fix, for the service's
-    engine and for offline use (``distill data --local-teacher``).
+def engine_hardware(s: DecomposerSettings, *, gpu: bool = False) -> EngineHardware:
+    """The dtype and OpenMP binding these settings resolve to on this machine."""
+    flags = read_cpu_flags()
+    return EngineHardware(
+        dtype=resolve_dtype(s.dtype, flags, gpu=gpu),
+        omp_threads_bind=resolve_threads_bind(s.omp_threads_bind, usable_cpus()),
+        cpu_model=cpu_model(),
+        native_bf16=native_bf16(flags),
+    )
 
-    Also sets ``VLLM_CPU_KVCACHE_SPACE``, which vLLM's CPU worker reads from
-    the environment when the engine starts (harmless on GPU).
-    """
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(s.kv_cache_gib))
+
+def engine_args(s: DecomposerSettings, hw: EngineHardware) -> dict[str, Any]:
+    """The vLLM engine arguments the decomposer settings fix, for the service's
+    engine and for offline use (``distill data --local-teacher``)."""
     return {
         "max_model_len": s.max_model_len,
         "enforce_eager": s.enforce_eager,
-        "dtype": s.dtype,
+        "dtype": hw.dtype,
         "gpu_memory_utilization": s.gpu_memory_utilization,
     }
 
 
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
+def engine_env(s: DecomposerSettings, hw: EngineHardware) -> dict[str, str]:
+    """Environment vLLM's CPU worker reads when its engine process starts.
+
+    The caller applies it (``apply_engine_env``) before the engine is built:
+    the engine core is a spawned process that inherits the environment.
+    Variables already set by the operator win.
+    """
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(s.kv_cache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": hw.omp_threads_bind,
+    }
+
+
+def apply_engine_env(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
 
 
 class EmbeddedEngine:
@@ -64,6 +89,7 @@ class EmbeddedEngine:
         self._engine: AsyncLLM | None = None
         self._loras: dict[str, Any] = {}
         self._tokenizer: Any = None
+        self.hardware: EngineHardware | None = None
 
     @property
     def ready(self) -> bool:
@@ -88,17 +114,25 @@ class EmbeddedEngine:
             }
         self._tokenizer = engine.tokenizer
         self._engine = engine
-        log.info("vLLM engine ready", extra={"model": self._model_path})
+        hw = self.hardware
+        log.info(
+            f"vLLM engine ready: {self._model_path} ({hw.dtype if hw else '?'}, "
+            f"OpenMP threads bound to CPUs {hw.omp_threads_bind if hw else '?'})",
+            extra={"model": self._model_path, **(hw.as_dict() if hw else {})},
+        )
 
     def _build(self) -> AsyncLLM:
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self._settings
+        hw = self.hardware = engine_hardware(s, gpu=current_platform.is_cuda_alike())
+        apply_engine_env(engine_env(s, hw))
         args = AsyncEngineArgs(
             model=self._model_path,
             served_model_name=[self.served_name],
-            **engine_args(s),
+            **engine_args(s, hw),
             enable_lora=bool(self._adapters),
             max_loras=max(1, len(self._adapters)),
             max_lora_rank=cast(Any, s.max_lora_rank),  # validated in settings
@@ -114,7 +148,8 @@ class EmbeddedEngine:
         temperature: float,
         stop: Sequence[str] = (),
         adapter: str | None = None,
-    ) -> Generation:
+        stop_token_ids: Sequence[int] = (),
+    ) -> Completion:
         if self._engine is None:
             raise RuntimeError("engine not started")
         from vllm import SamplingParams
@@ -124,6 +159,7 @@ class EmbeddedEngine:
             max_tokens=max_tokens,
             temperature=temperature,
             stop=list(stop) or None,
+            stop_token_ids=list(stop_token_ids) or None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
@@ -145,11 +181,13 @@ class EmbeddedEngine:
         if final is None or not final.outputs:
             raise RuntimeError("engine returned no output")
         completion = final.outputs[0]
-        return Generation(
+        return Completion(
             text=completion.text,
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(completion.token_ids),
             finish_reason=completion.finish_reason or "stop",
+            stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
+            model=self.served_name,
         )
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
@@ -162,6 +200,21 @@ class EmbeddedEngine:
             list(messages), chat_template=template, tokenize=False, add_generation_prompt=True
         )
         return str(rendered)
+
+    @property
+    def turn_end_ids(self) -> list[int]:
+        """Token ids that end a chat turn (Gemma's ``<end_of_turn>``): a chat reply stops there.
+
+        The GGUF-derived checkpoint's end-of-sequence token is ``<eos>`` only,
+        so without this a reply would run on into the next turn.
+        """
+        tok = self._tokenizer
+        ids = []
+        for marker in ("<end_of_turn>",):
+            token_id = tok.convert_tokens_to_ids(marker) if tok is not None else None
+            if isinstance(token_id, int) and token_id != getattr(tok, "unk_token_id", None):
+                ids.append(token_id)
+        return ids
 
     async def shutdown(self) -> None:
         engine, self._engine = self._engine, None

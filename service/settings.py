@@ -68,7 +68,22 @@ class DecomposerSettings(BaseModel):
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = True
-    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+        "auto",
+        description="'auto': bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16, "
+        "AMX), float32 on other CPUs, where bf16 is emulated and 3-5x slower.",
+    )
+    omp_threads_bind: str = Field(
+        "auto",
+        description="CPU engine: VLLM_CPU_OMP_THREADS_BIND. 'auto' binds every CPU this "
+        "process may use; or a list such as '0-3' or '0,2'.",
+    )
+    base_engine: Literal["lazy", "eager", "off"] = Field(
+        "lazy",
+        description="Embedded model only: the base checkpoint (for 'decomposer_adapter': "
+        "'none' and for adapters of your own) runs in a second engine, started on the first "
+        "request that needs it ('lazy'), at start-up ('eager'), or never ('off').",
+    )
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -114,6 +129,12 @@ class SolverSettings(BaseModel):
     fallbacks: list[str] = Field(
         default_factory=list, description="Profiles tried in order when this one fails."
     )
+    prompts: Literal["auto", "chat", "distilled"] = Field(
+        "auto",
+        description="How subquestions are put to this solver: 'chat' (instructions, for "
+        "hosted models), 'distilled' (the multi-turn format the embedded distilled solver "
+        "was trained on). 'auto': distilled for the embedded default, else chat.",
+    )
 
 
 class ModelPrice(BaseModel):
@@ -153,6 +174,11 @@ class Settings(BaseSettings):
     )
     serve_openai_api: bool = Field(
         True, description="Expose the embedded model at /v1/chat/completions."
+    )
+    calculator: bool = Field(
+        True,
+        description="Embedded /v1: compute every <<expression=value>> annotation the model "
+        "closes and write the true value (GSM8K's calculator in the loop).",
     )
 
     prices: dict[str, ModelPrice] = Field(
@@ -254,11 +280,20 @@ class Settings(BaseSettings):
     def solver_model(self, profile: SolverSettings) -> str:
         return profile.model or self.decomposer_model_name
 
+    def solver_distilled(self, profile: SolverSettings) -> bool:
+        """Whether this profile speaks the distilled solver's format (prompts.distilled_*)."""
+        if profile.prompts != "auto":
+            return profile.prompts == "distilled"
+        # The embedded default serves the distilled checkpoint (model_prep.py).
+        embedded = profile.base_url is None and self.decomposer.backend == "vllm"
+        return embedded and self.decomposer.model is None
+
     def solver_stop(self, profile: SolverSettings) -> list[str]:
         if profile.stop or profile.base_url:
             return profile.stop
-        # The embedded base model rambles on after its first paragraph.
-        return ["\n\n"]
+        # The distilled solver writes one step per line; the base model rambles
+        # on after its first paragraph.
+        return ["\n"] if self.solver_distilled(profile) else ["\n\n"]
 
     def solver_tokens(self, profile: SolverSettings) -> int:
         if profile.max_tokens is not None:

@@ -113,6 +113,12 @@ async def readyz(request: Request) -> JSONResponse:
             "engine_requests": engine.unfinished_requests if engine else None,
             "adapters": services.adapters.names,
             "default_adapter": services.adapters.default,
+            # The resolved engine settings (dtype, OpenMP binding) and the CPU.
+            "engine": engine.hardware.as_dict() if engine and engine.hardware else None,
+            # Embedded default: the adapter folded into the served weights, and
+            # the base checkpoint's engine ('lazy' until a request needs it).
+            "distilled": getattr(services.decomposer, "distilled", None),
+            "base_engine": getattr(services.decomposer, "base_engine_state", None),
         },
         "solvers": {
             name: {

@@ -1,4 +1,19 @@
-"""``vllm`` decomposer: the model runs inside this process on vLLM's AsyncLLM."""
+"""``vllm`` decomposer: the model runs inside this process on vLLM's AsyncLLM.
+
+On the embedded default there are two checkpoints (``service/model_prep.py``):
+
+- the **distilled** one, the base model with the shipped adapter folded in.
+  It serves the default path (static and socratic decomposition, and the
+  embedded solver at ``/v1``) with no LoRA in the engine: merged weights
+  cost nothing per token, a LoRA-enabled CPU engine about 2x.
+- the **base** one, for ``"decomposer_adapter": "none"`` (the few-shot base
+  model) and for adapters of your own, which are trained on the base. It runs
+  in a second engine, started on the first request that needs it
+  (``DIVCONQ_DECOMPOSER__BASE_ENGINE``): most deployments never pay for it.
+
+A model of your own (``DIVCONQ_DECOMPOSER__MODEL``) runs in one engine, with
+LoRA enabled when adapters are configured.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +27,8 @@ import httpx2
 from service.completion import Completion
 from service.decomposer.base import register
 from service.engine import EmbeddedEngine
-from service.errors import NotReady
-from service.settings import Settings
+from service.errors import InvalidRequest, NotReady
+from service.settings import SHIPPED_ADAPTER, Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +38,15 @@ class VllmDecomposer:
     def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
         self._settings = settings
         self.model_name = settings.decomposer_model_name
+        # The main engine; it also serves the embedded /v1 (the default solver).
         self.engine: EmbeddedEngine | None = None
+        # Embedded default only: the adapter folded into the main engine's
+        # weights, and the base checkpoint's engine (None until needed).
+        self.distilled: str | None = None
+        self._base_dir: str | None = None
+        self._base: EmbeddedEngine | None = None
+        self._user_adapters: dict[str, str] = {}
+        self._base_lock = asyncio.Lock()
         self._state = "loading"
 
     @property
@@ -34,35 +57,28 @@ class VllmDecomposer:
     def state(self) -> str:
         return self._state
 
+    @property
+    def base_engine_state(self) -> str:
+        if self._base_dir is None:
+            return "none"
+        if self._base is not None and self._base.ready:
+            return "ready"
+        if self._base_lock.locked():
+            return "loading"
+        return self._settings.decomposer.base_engine if self._base is None else "failed"
+
     async def start(self) -> None:
         try:
-            path = self._settings.decomposer.model
-            if path is not None and path.startswith((".", "/", "~")):
-                # A local path, not a hub id: fail now with a clear message
-                # rather than deep inside vLLM.
-                local = Path(path).expanduser()  # noqa: ASYNC240  once, at start-up
-                if not local.is_dir():
-                    raise FileNotFoundError(f"decomposer model directory {local} does not exist")
-                path = str(local)
-            if path is None:
-                from service.model_prep import prepare_embedded_model
-
-                self._state = "loading: preparing the embedded model"
-                # Conversion is CPU-bound for about a minute; keep serving /healthz.
-                model_dir = await asyncio.to_thread(
-                    prepare_embedded_model, self._settings.embedded_model_dir
-                )
-                path = str(model_dir)
+            path, adapters = await self._checkpoints()
             self._state = "loading: starting the vLLM engine"
             engine = EmbeddedEngine(
-                self._settings.decomposer,
-                path,
-                self.model_name,
-                adapters=self._settings.decomposer_adapters,
+                self._settings.decomposer, path, self.model_name, adapters=adapters
             )
             await engine.start()
             self.engine = engine
             self._state = "ready"
+            if self._base_dir is not None and self._settings.decomposer.base_engine == "eager":
+                await self._base_engine()
         except asyncio.CancelledError:
             self._state = "stopped"
             raise
@@ -70,6 +86,69 @@ class VllmDecomposer:
             self._state = f"failed: {type(exc).__name__}: {exc}"
             log.exception("decomposer failed to start")
             raise
+
+    async def _checkpoints(self) -> tuple[str, dict[str, str]]:
+        """The main engine's checkpoint and the LoRA adapters it serves."""
+        s = self._settings
+        path = s.decomposer.model
+        if path is not None:
+            if path.startswith((".", "/", "~")):
+                # A local path, not a hub id: fail now with a clear message
+                # rather than deep inside vLLM.
+                local = Path(path).expanduser()  # noqa: ASYNC240  once, at start-up
+                if not local.is_dir():
+                    raise FileNotFoundError(f"decomposer model directory {local} does not exist")
+                path = str(local)
+            return path, s.decomposer_adapters
+        from service.model_prep import prepare_distilled_model, prepare_embedded_model
+
+        self._state = "loading: preparing the embedded model"
+        # Conversion is CPU-bound for about a minute; keep serving /healthz.
+        base_dir = await asyncio.to_thread(prepare_embedded_model, s.embedded_model_dir)
+        adapters = s.decomposer_adapters
+        shipped = adapters.pop(SHIPPED_ADAPTER, None)
+        if s.decomposer.base_engine != "off" or adapters:
+            self._base_dir = str(base_dir)
+        self._user_adapters = adapters
+        if shipped is None:
+            return str(base_dir), {}
+        self._state = "loading: merging the distilled weights"
+        merged = await asyncio.to_thread(prepare_distilled_model, base_dir, Path(shipped))
+        self.distilled = SHIPPED_ADAPTER
+        return str(merged), {}
+
+    async def _base_engine(self) -> EmbeddedEngine:
+        """The base checkpoint's engine, started once, on first use."""
+        if self._base is not None and self._base.ready:
+            return self._base
+        if self._base_dir is None or self._settings.decomposer.base_engine == "off":
+            raise InvalidRequest(
+                "the base model is not served here (DIVCONQ_DECOMPOSER__BASE_ENGINE=off); "
+                f"use the distilled decomposer {self.distilled!r}"
+            )
+        async with self._base_lock:
+            if self._base is None or not self._base.ready:
+                log.info("starting the base model's engine (first request that needs it)")
+                engine = EmbeddedEngine(
+                    self._settings.decomposer,
+                    self._base_dir,
+                    f"{self.model_name}-base",
+                    adapters=self._user_adapters,
+                )
+                self._base = engine
+                await engine.start()
+        return self._base
+
+    async def _route(self, adapter: str | None) -> tuple[EmbeddedEngine, str | None]:
+        """The engine that serves ``adapter`` (None = the base model), and its LoRA."""
+        engine = self.engine
+        if engine is None or not engine.ready:
+            raise NotReady(f"decomposer not ready ({self._state})", headers={"Retry-After": "10"})
+        if self.distilled is None:
+            return engine, adapter
+        if adapter == self.distilled:
+            return engine, None
+        return await self._base_engine(), adapter
 
     async def complete(
         self,
@@ -80,20 +159,19 @@ class VllmDecomposer:
         request_id: str,
         adapter: str | None = None,
     ) -> Completion:
-        engine = self.engine
-        if engine is None or not engine.ready:
-            raise NotReady(f"decomposer not ready ({self._state})", headers={"Retry-After": "10"})
-        gen = await engine.generate(
+        engine, lora = await self._route(adapter)
+        return await engine.generate(
             prompt,
             request_id=request_id,
             max_tokens=max_tokens,
             temperature=self._settings.decomposer.temperature,
             stop=stop,
-            adapter=adapter,
+            adapter=lora,
         )
-        return Completion(gen.text, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason)
 
     async def aclose(self) -> None:
-        engine, self.engine = self.engine, None
-        if engine is not None:
-            await engine.shutdown()
+        engines = [self.engine, self._base]
+        self.engine = self._base = None
+        for engine in engines:
+            if engine is not None:
+                await engine.shutdown()

@@ -32,10 +32,14 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
             questions = questions[: args.limit]
         if args.local_teacher:
             from service.distill.local_teacher import LOCAL_RECIPES, local_decompositions
-            from service.engine import engine_args
+            from service.engine import apply_engine_env, engine_args, engine_env, engine_hardware
 
             if args.recipe not in LOCAL_RECIPES:
                 raise SystemExit(f"a local teacher takes --recipe {' or '.join(LOCAL_RECIPES)}")
+            # The service decomposer's engine settings, resolved for this machine.
+            hw = engine_hardware(settings.decomposer)
+            apply_engine_env(engine_env(settings.decomposer, hw))
+            log.info(f"local teacher engine: {hw.as_dict()}")
             taught = local_decompositions(
                 questions,
                 args.local_teacher,
@@ -44,8 +48,7 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
                 temperature=args.temperature,
                 max_subquestions=args.max_subquestions,
                 seed=args.seed,
-                # The service decomposer's engine settings (CPU-safe).
-                engine_args=engine_args(settings.decomposer),
+                engine_args=engine_args(settings.decomposer, hw),
             )
         else:
             taught = asyncio.run(_chat_teacher(args, settings, questions))

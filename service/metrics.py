@@ -90,6 +90,14 @@ class Metrics:
             ["stage", "model"],
             registry=r,
         )
+        self.calculator = Counter(
+            f"{PREFIX}_calculator_calls",
+            "Calculator annotations the embedded model closed, by outcome: computed (its "
+            "value was right), corrected (the service wrote the true value), rejected "
+            "(malformed or unsafe: left as written).",
+            ["outcome"],
+            registry=r,
+        )
         self.solver_calls = Counter(
             f"{PREFIX}_solver_calls",
             "Solver calls by outcome (ok, retried, timeout, connect_error, http_error, "

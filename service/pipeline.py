@@ -191,7 +191,8 @@ class Pipeline:
     async def _answer(
         self, run: _Run, sub: str, history: list[tuple[str, str]]
     ) -> SubquestionResult:
-        messages = prompts.subquestion(run.question, sub, history, run.context)
+        ask = prompts.distilled_subquestion if run.plan.solver_distilled else prompts.subquestion
+        messages = ask(run.question, sub, history, run.context)
         started = time.perf_counter()
         completion = await self._solve(run, messages, "solve")
         return SubquestionResult(
@@ -219,7 +220,7 @@ class Pipeline:
             batch = await asyncio.gather(*(self._answer(run, subs[i], history) for i in group))
             results += batch
             history += [(r.question, r.answer) for r in batch]
-        return results, prompts.final(run.question, history, run.context)
+        return results, self._final(run, history)
 
     async def _hinted(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         subs = await self._decompose_static(run)
@@ -243,10 +244,15 @@ class Pipeline:
                 run.decomposer,
                 "decompose",
                 self._decomposer.complete(
-                    prompts.socratic_next(run.question, history, run.context),
+                    # The distilled question generator learned the format; the
+                    # base model needs the few-shot prompt.
+                    (prompts.socratic_distilled if run.plan.adapter else prompts.socratic_next)(
+                        run.question, history, run.context
+                    ),
                     max_tokens=self._settings.decomposer.socratic_max_tokens,
                     stop=prompts.SOCRATIC_STOP,
                     request_id=run.next_decomposer_id(),
+                    adapter=run.plan.adapter,
                 ),
             )
             sub = parse_next_subquestion(completion.text, [q for q, _ in history])
@@ -255,10 +261,17 @@ class Pipeline:
             result = await self._answer(run, sub, history)
             results.append(result)
             history.append((sub, result.answer))
-        return results, prompts.final(run.question, history, run.context)
+        return results, self._final(run, history)
 
     async def _direct(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+        if run.plan.solver_distilled:
+            # The distilled solver's answer step, with no subquestions before it.
+            return [], prompts.distilled_final(run.question, [], run.context)
         return [], prompts.direct(run.question, run.context)
+
+    def _final(self, run: _Run, history: list[tuple[str, str]]) -> prompts.Messages:
+        final = prompts.distilled_final if run.plan.solver_distilled else prompts.final
+        return final(run.question, history, run.context)
 
     # --- entry points -------------------------------------------------------------
 

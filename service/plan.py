@@ -24,9 +24,9 @@ from service.solver import SolverChain
 if TYPE_CHECKING:
     from service.state import Services
 
-# Adapters are trained for static decomposition: socratic keeps the base
-# model's few-shot prompt, and direct makes no decomposer call.
-ADAPTER_MODES: frozenset[Mode | None] = frozenset({"static", "hinted", None})
+# The distilled adapter writes static decompositions and socratic next
+# subquestions (service/distill/socratic.py); direct makes no decomposer call.
+ADAPTER_MODES: frozenset[Mode | None] = frozenset({"static", "hinted", "socratic", None})
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Plan:
     solver: SolverChain | None = None
     # The chosen solver is this service's own /v1 (it needs the embedded engine).
     solver_embedded: bool = False
+    # It speaks the distilled solver's multi-turn format (prompts.distilled_*).
+    solver_distilled: bool = False
 
     @property
     def needs_decomposer(self) -> bool:
@@ -86,7 +88,7 @@ def resolve(body: DecomposeRequest, services: Services) -> Plan:
     timeout_s = _timeout(body, settings)
     mode: Mode | None = None
     solver: SolverChain | None = None
-    embedded = False
+    embedded = distilled = False
     if isinstance(body, SolveRequest):
         mode = body.mode or settings.default_mode
         name = body.solver or settings.default_solver
@@ -95,7 +97,9 @@ def resolve(body: DecomposeRequest, services: Services) -> Plan:
                 f"unknown solver {name!r}; configured: {', '.join(sorted(services.solvers))}"
             )
         solver = services.solvers[name]
-        embedded = settings.solver_profiles[name].base_url is None
+        profile = settings.solver_profiles[name]
+        embedded = profile.base_url is None
+        distilled = settings.solver_distilled(profile)
     return Plan(
         question=body.question,
         context=body.context,
@@ -105,4 +109,5 @@ def resolve(body: DecomposeRequest, services: Services) -> Plan:
         timeout_s=timeout_s,
         solver=solver,
         solver_embedded=embedded,
+        solver_distilled=distilled,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from service import prompts
 from service.settings import Settings
 from tests.fakes import FakeDecomposer, Q, ScriptedSolver, serve, settings_for, solve
 
@@ -75,23 +76,37 @@ async def test_hinted_calls_the_solver_once() -> None:
     assert all(s in str(solver.bodies[0]["messages"]) for s in SUBS)
 
 
-async def test_socratic_alternates_until_done_with_the_base_model() -> None:
+async def test_socratic_alternates_with_the_distilled_question_generator() -> None:
     decomposer = FakeDecomposer(SUBS[0], SUBS[1], "DONE")
     solver = ScriptedSolver("ok")
     async with serve(settings_for(), solver, decomposer) as client:
-        resp = await solve(client, mode="socratic", decomposer_adapter="gsm8k-socratic")
+        resp = await solve(client, mode="socratic")
     body = resp.json()
     assert [s["question"] for s in body["subquestions"]] == SUBS[:2]
     assert body["usage"]["decomposer"]["calls"] == 3
-    assert body["usage"]["decomposer"]["adapter"] is None  # adapters are for static plans
+    # The distilled adapter writes socratic next subquestions too.
+    assert body["usage"]["decomposer"]["adapter"] == "gsm8k-socratic"
     assert body["usage"]["solver"]["calls"] == 3
-    assert [c["adapter"] for c in decomposer.calls] == [None] * 3
+    assert [c["adapter"] for c in decomposer.calls] == ["gsm8k-socratic"] * 3
     # Unique engine ids per decomposer call.
     ids = [c["request_id"] for c in decomposer.calls]
     assert len(set(ids)) == 3 and ids[0].endswith("-d1")
-    # The second proposal saw the first Q/A.
-    assert "The answer is 7." in decomposer.calls[1]["prompt"]
+    # Its zero-shot prompt: the problem and the Q/A so far, then the next slot.
+    first, second = decomposer.calls[0]["prompt"], decomposer.calls[1]["prompt"]
+    assert first.startswith("Problem:") and first.endswith("\nQ1:")
+    assert f"Q1: {SUBS[0]}\nA1: The answer is 7." in second and second.endswith("\nQ2:")
     _check_totals(body)
+
+
+async def test_socratic_with_the_base_model_gets_the_few_shot_prompt() -> None:
+    decomposer = FakeDecomposer(SUBS[0], "DONE")
+    async with serve(settings_for(), ScriptedSolver("ok"), decomposer) as client:
+        resp = await solve(client, mode="socratic", decomposer_adapter="none")
+    body = resp.json()
+    assert body["usage"]["decomposer"]["adapter"] is None
+    assert [c["adapter"] for c in decomposer.calls] == [None, None]
+    assert "After the last one, write DONE" in decomposer.calls[0]["prompt"]
+    assert "The answer is 7." in decomposer.calls[1]["prompt"]
 
 
 async def test_socratic_stops_at_the_cap() -> None:
@@ -193,4 +208,6 @@ async def test_embedded_solver_is_this_service() -> None:
     assert resp.status_code == 200, resp.text
     assert solver.paths == ["/v1/chat/completions"]
     assert solver.headers[0]["authorization"] == "Bearer k1"  # our own key, for our own /v1
-    assert solver.bodies[0]["stop"] == ["\n\n"] and solver.bodies[0]["max_tokens"] == 96
+    # The distilled solver: one step per line, its own multi-turn format.
+    assert solver.bodies[0]["stop"] == ["\n"] and solver.bodies[0]["max_tokens"] == 96
+    assert solver.bodies[0]["messages"] == prompts.distilled_final(Q, [])

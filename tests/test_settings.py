@@ -26,7 +26,13 @@ def test_default_solver_is_embedded() -> None:
     s = Settings(port=9123)
     assert s.solver_base_url == "http://127.0.0.1:9123/v1"
     assert s.solver_model_name == s.decomposer_model_name == "gemma-3-270m"
-    assert s.solver_stop(s.solver) == ["\n\n"]
+    # The embedded default is the distilled solver: one step per line.
+    assert s.solver_distilled(s.solver)
+    assert s.solver_stop(s.solver) == ["\n"]
+    # A model of your own at /v1 is not: it gets the chat prompts.
+    own = Settings(decomposer={"model": "/models/mine"})
+    assert not own.solver_distilled(own.solver)
+    assert own.solver_stop(own.solver) == ["\n\n"]
 
 
 def test_remote_solver_needs_model(monkeypatch: pytest.MonkeyPatch) -> None:

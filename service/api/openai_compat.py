@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -16,6 +17,8 @@ from pydantic import BaseModel, Field
 
 from service.api.auth import require_api_key
 from service.api.disconnect import cancel_on_disconnect
+from service.calculator import generate_with_calculator
+from service.completion import Completion
 from service.engine import EmbeddedEngine
 from service.errors import NotReady
 from service.state import get_services
@@ -54,26 +57,44 @@ async def models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
-    engine = _engine(request)
-    settings = get_services(request).settings
+async def _reply(
+    request: Request, engine: EmbeddedEngine, body: ChatRequest, completion_id: str
+) -> Completion:
+    """One chat reply; with the calculator on, every annotation it closes is computed."""
+    services = get_services(request)
+    settings = services.settings
     prompt = engine.render_chat([m.model_dump() for m in body.messages])
     stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.solver_max_tokens
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    gen = await cancel_on_disconnect(
-        request,
-        engine.generate(
-            prompt,
-            request_id=completion_id,
-            max_tokens=max_tokens,
+    calls = 0
+
+    async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
+        nonlocal calls
+        calls += 1
+        return await engine.generate(
+            text,
+            # vLLM wants a unique id per generation.
+            request_id=completion_id if calls == 1 else f"{completion_id}-{calls}",
+            max_tokens=budget,
             temperature=body.temperature,
-            stop=stop,
-            # The embedded solver is the base model: adapters are for decomposing.
-            adapter=None,
-        ),
-    )
+            stop=stops,
+            # A chat reply ends with its turn.
+            stop_token_ids=engine.turn_end_ids,
+        )
+
+    if not settings.calculator:
+        return await generate(prompt, max_tokens, stop)
+    run = await generate_with_calculator(generate, prompt, max_tokens=max_tokens, stop=stop)
+    for outcome in run.outcomes:
+        services.metrics.calculator.labels(outcome).inc()
+    return run.completion
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
+    engine = _engine(request)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    gen = await cancel_on_disconnect(request, _reply(request, engine, body, completion_id))
     return {
         "id": completion_id,
         "object": "chat.completion",

@@ -72,8 +72,14 @@ def machine() -> dict[str, Any]:
         for p in psutil.process_iter(["cmdline"])
         if any(k in " ".join(p.info["cmdline"] or []) for k in ("train_lora", "service distill"))
     ]
+    from service.hardware import NATIVE_BF16_FLAGS, read_cpu_flags
+
+    flags = read_cpu_flags()
+    simd = [f for f in ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS)) if f in flags]
     return {
         "cpu": model,
+        # What decides the engine's speed: bf16 is native only with these flags.
+        "cpu_flags": " ".join(simd) or "none of avx2/avx512f/avx512_bf16/amx_bf16",
         "cores": os.cpu_count(),
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
@@ -172,8 +178,12 @@ class Server:
         procs.stop(self.proc)
 
 
-def start_service(env: dict[str, str], log: Path | None = None) -> Server:
-    """``python -m service serve`` on a free loopback port with ``DIVCONQ_*`` ``env``."""
+def start_service(env: dict[str, str], log: Path | None = None, cwd: Path = ROOT) -> Server:
+    """``python -m service serve`` on a free loopback port with ``DIVCONQ_*`` ``env``.
+
+    ``cwd`` may be a git worktree of another commit: ``python -m`` imports the
+    ``service`` package from the working directory first.
+    """
     port = free_port()
     full = {**os.environ, "DIVCONQ_PORT": str(port), "DIVCONQ_HOST": "127.0.0.1", **env}
     full.setdefault("DIVCONQ_LOG_LEVEL", "warning")
@@ -183,7 +193,7 @@ def start_service(env: dict[str, str], log: Path | None = None) -> Server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve"],
             env=full,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         )

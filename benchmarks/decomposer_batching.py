@@ -1,6 +1,8 @@
 """Decomposer batching: the in-process vLLM engine against transformers ``generate``.
 
-Same model (the embedded Gemma 3 270M checkpoint, bfloat16), same prompts
+Same model (the embedded Gemma 3 270M checkpoint) in the same dtype, the one
+this CPU runs fastest (``service.hardware``: bfloat16 only with native bf16,
+else float32; both backends use every core), same prompts
 (``service.prompts.static_decomposition`` on GSM8K questions), greedy, the
 same fixed number of new tokens (vLLM ``ignore_eos=True``; transformers
 ``min_new_tokens = max_new_tokens``), at each concurrency level N:
@@ -40,6 +42,13 @@ def prompts(n: int, offset: int = 20) -> list[str]:
 
     lines = DATA.read_text().splitlines()[offset : offset + n]
     return [static_decomposition(json.loads(line)["question"]) for line in lines]
+
+
+def best_dtype() -> str:
+    """The dtype the service's engine resolves to here; transformers gets the same."""
+    from service.hardware import read_cpu_flags, resolve_dtype
+
+    return resolve_dtype("auto", read_cpu_flags())
 
 
 def row(backend: str, n: int, new_tokens: int, latencies: list[float], wall: float):
@@ -115,7 +124,7 @@ def run_transformers(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, best_dtype()))
     model.eval()
 
     def generate(prompt: str) -> float:
@@ -198,7 +207,7 @@ def main() -> int:
         "machine": info,
         "settings": {
             "model": str(model_dir),
-            "dtype": "bfloat16",
+            "dtype": best_dtype(),
             "max_tokens": args.max_tokens,
             "concurrency": levels,
             "mean_prompt_tokens": prompt_tokens,

@@ -52,10 +52,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
-    from service.model_prep import prepare_embedded_model
+    """The base checkpoint, then the one the service serves: the distilled weights merged in."""
+    from pathlib import Path
 
-    path = prepare_embedded_model(settings.embedded_model_dir, force=args.force)
-    print(path)
+    from service.engine import local_hardware
+    from service.model_prep import prepare_distilled_model, prepare_embedded_model
+    from service.settings import SHIPPED_ADAPTER, shipped_adapters
+
+    base = prepare_embedded_model(settings.embedded_model_dir, force=args.force)
+    print(f"base:      {base}")
+    shipped = shipped_adapters().get(SHIPPED_ADAPTER)
+    if shipped is not None:
+        # In the dtype the engine resolves to on this machine, as `serve` does.
+        hw = local_hardware(settings.decomposer)
+        merged = prepare_distilled_model(base, Path(shipped), dtype=hw.dtype, force=args.force)
+        print(f"distilled: {merged}")
     return 0
 
 

@@ -43,6 +43,13 @@ def engine_hardware(s: DecomposerSettings, *, gpu: bool = False) -> EngineHardwa
     )
 
 
+def local_hardware(s: DecomposerSettings) -> EngineHardware:
+    """``engine_hardware`` for this machine, asking torch whether a GPU is here."""
+    import torch
+
+    return engine_hardware(s, gpu=bool(torch.cuda.is_available()))
+
+
 def engine_args(s: DecomposerSettings, hw: EngineHardware) -> dict[str, Any]:
     """The vLLM engine arguments the decomposer settings fix, for the service's
     engine and for offline use (``distill data --local-teacher``)."""
@@ -123,11 +130,10 @@ class EmbeddedEngine:
 
     def _build(self) -> AsyncLLM:
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self._settings
-        hw = self.hardware = engine_hardware(s, gpu=current_platform.is_cuda_alike())
+        hw = self.hardware = local_hardware(s)
         apply_engine_env(engine_env(s, hw))
         args = AsyncEngineArgs(
             model=self._model_path,

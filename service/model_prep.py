@@ -109,19 +109,28 @@ def adapter_digest(adapter_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def distilled_model_dir(base_dir: Path, adapter_dir: Path) -> Path:
-    return base_dir.with_name(f"{base_dir.name}-distilled-{adapter_digest(adapter_dir)}")
+def distilled_model_dir(base_dir: Path, adapter_dir: Path, dtype: str = "float32") -> Path:
+    digest = adapter_digest(adapter_dir)
+    return base_dir.with_name(f"{base_dir.name}-distilled-{digest}-{_dtype_tag(dtype)}")
 
 
-def prepare_distilled_model(base_dir: Path, adapter_dir: Path, *, force: bool = False) -> Path:
+def _dtype_tag(dtype: str) -> str:
+    return {"bfloat16": "bf16", "float16": "fp16", "half": "fp16"}.get(dtype, "fp32")
+
+
+def prepare_distilled_model(
+    base_dir: Path, adapter_dir: Path, *, dtype: str = "float32", force: bool = False
+) -> Path:
     """The base checkpoint with a LoRA adapter folded in: W + (alpha/r) * B @ A.
 
-    Merged in float32 and saved in float32, so the distilled delta survives
-    whole (it is small next to the weights; bf16 would round part of it
-    away); the engine casts to the dtype it runs. Plain tensor arithmetic:
-    no peft needed at serve time. About 10 s on a 2-core CPU.
+    Merged in float32 and saved in ``dtype``, the one the engine runs (the
+    engine would cast to it at load anyway, warning once per tensor): float32
+    keeps the small distilled delta whole. Plain tensor arithmetic, no peft
+    needed at serve time; about 10 s on a 2-core CPU.
     """
-    out_dir = distilled_model_dir(base_dir, adapter_dir)
+    import torch
+
+    out_dir = distilled_model_dir(base_dir, adapter_dir, dtype)
     if is_prepared(out_dir) and not force:
         return out_dir
     from safetensors.torch import load_file, save_file
@@ -149,12 +158,16 @@ def prepare_distilled_model(base_dir: Path, adapter_dir: Path, *, force: bool = 
         tmp_dir = Path(tmp) / "model"
         shutil.copytree(base_dir, tmp_dir)
         # Tied embeddings share storage; safetensors wants each tensor once.
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            _dtype_tag(dtype), torch.float32
+        )
         save_file(
-            {k: v.contiguous() for k, v in merged.items()}, str(tmp_dir / "model.safetensors")
+            {k: v.to(torch_dtype).contiguous() for k, v in merged.items()},
+            str(tmp_dir / "model.safetensors"),
         )
         cfg_path = tmp_dir / "config.json"
         cfg = json.loads(cfg_path.read_text())
-        cfg["dtype"] = "float32"
+        cfg["dtype"] = str(torch_dtype).removeprefix("torch.")
         cfg.pop("torch_dtype", None)
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         (tmp_dir / COMPLETE_MARKER).write_text(
@@ -163,9 +176,9 @@ def prepare_distilled_model(base_dir: Path, adapter_dir: Path, *, force: bool = 
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp_dir.rename(out_dir)
-    # Older merges of other adapter versions are dead weight (about 1 GB each).
+    # Merges of other adapter versions are dead weight (0.5-1 GB each).
     for stale in base_dir.parent.glob(f"{base_dir.name}-distilled-*"):
-        if stale != out_dir:
+        if adapter_digest(adapter_dir) not in stale.name:
             shutil.rmtree(stale, ignore_errors=True)
     secs = time.monotonic() - started
     log.info(f"prepare-model: merged {adapter_dir.name} into {out_dir} ({secs:.0f}s)")

@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.engine import engine_env, engine_hardware
 from service.model_prep import prepare_embedded_model
-from service.settings import Settings
+from service.settings import DecomposerSettings, Settings
 from tests.support import Proc, free_port, start_process, wait_until
 
 SOLVER_NAME = "solver-gemma"
@@ -34,7 +35,9 @@ SOLVER_API_KEY = "sk-test-9c1f0e7d"
 
 
 # Fixtures that need the prepared model, the vLLM engine or `vllm serve`.
-REAL_STACK = frozenset({"model_dir", "stack", "service_url", "solver_url", "client"})
+REAL_STACK = frozenset(
+    {"model_dir", "stack", "service_url", "solver_url", "client", "embedded_url"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,6 +74,7 @@ def _chat_template_file() -> str:
 def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
     """`vllm serve` as the solver and `python -m service serve`, started together."""
     solver_port, service_port = free_port(), free_port()
+    hardware = engine_hardware(DecomposerSettings())
     solver = start_process(
         [
             sys.executable,
@@ -89,8 +93,11 @@ def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
             "--max-model-len",
             "2048",
             "--enforce-eager",
+            # The dtype and OpenMP binding the service's own engine resolves to.
+            "--dtype",
+            hardware.dtype,
         ],
-        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        env=engine_env(DecomposerSettings(), hardware),
         log=logs_dir / "solver.log",
         url=f"http://127.0.0.1:{solver_port}/v1",
     )
@@ -154,3 +161,26 @@ def solver_url(stack: Stack) -> str:
 def client(service_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service_url, timeout=300) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def embedded_url(model_dir: Path, logs_dir: Path) -> Iterator[str]:
+    """`python -m service serve` on the embedded default: the distilled pair, no remote solver."""
+    port = free_port()
+    service = start_process(
+        [sys.executable, "-m", "service", "serve", "--port", str(port)],
+        env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)},
+        log=logs_dir / "embedded.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
+            timeout_s=STARTUP_TIMEOUT_S,
+            what="embedded service /readyz",
+            proc=service.proc,
+            log=service.log,
+        )
+        yield service.url
+    finally:
+        service.stop()

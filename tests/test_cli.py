@@ -23,10 +23,20 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) ->
     return proc.stdout
 
 
-def test_prepare_model_is_cached(model_dir: Path) -> None:
+def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Path) -> None:
+    from service.engine import local_hardware
+    from service.model_prep import distilled_model_dir, is_prepared
+    from service.settings import SHIPPED_ADAPTER, DecomposerSettings, shipped_adapters
+
     out = _cli("prepare-model", env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)})
-    assert out.strip() == str(model_dir)
+    dtype = local_hardware(DecomposerSettings()).dtype
+    merged = distilled_model_dir(model_dir, Path(shipped_adapters()[SHIPPED_ADAPTER]), dtype)
+    assert out.split() == ["base:", str(model_dir), "distilled:", str(merged)]
     assert (model_dir / "model.safetensors").stat().st_size > 400_000_000
+    # Saved in the engine's dtype: float32 (twice the bf16 base) where bf16 is emulated.
+    assert is_prepared(merged)
+    size = (merged / "model.safetensors").stat().st_size
+    assert size > (800_000_000 if dtype == "float32" else 400_000_000)
 
 
 def test_solve_against_running_service(service_url: str) -> None:

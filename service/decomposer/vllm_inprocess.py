@@ -26,7 +26,7 @@ import httpx2
 
 from service.completion import Completion
 from service.decomposer.base import register
-from service.engine import EmbeddedEngine
+from service.engine import EmbeddedEngine, local_hardware
 from service.errors import InvalidRequest, NotReady
 from service.settings import SHIPPED_ADAPTER, Settings
 
@@ -113,7 +113,11 @@ class VllmDecomposer:
         if shipped is None:
             return str(base_dir), {}
         self._state = "loading: merging the distilled weights"
-        merged = await asyncio.to_thread(prepare_distilled_model, base_dir, Path(shipped))
+        # Saved in the dtype the engine will run, so it loads with no cast.
+        hw = await asyncio.to_thread(local_hardware, s.decomposer)
+        merged = await asyncio.to_thread(
+            prepare_distilled_model, base_dir, Path(shipped), dtype=hw.dtype
+        )
         self.distilled = SHIPPED_ADAPTER
         return str(merged), {}
 

@@ -190,8 +190,11 @@ async def test_independent_subquestions_run_concurrently(
     assert usage["calls"] == 4
     # The stage latency is the solver's busy wall time: three rounds of 0.2 s
     # when two calls overlap, four when they cannot.
+    # (No tight upper bound: a loaded CI box stretches every call.)
     rounds = 3 if expected == 2 else 4
-    assert rounds * 200 <= usage["latency_ms"] < rounds * 200 + 150
+    assert usage["latency_ms"] >= rounds * 200
+    if expected == 2:
+        assert usage["latency_ms"] < 4 * 200  # the overlap saved a whole call
     assert body["latency_ms"] >= body["usage"]["decomposer"]["latency_ms"] + usage["latency_ms"]
 
 

@@ -22,7 +22,7 @@ import httpx2
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import openai_compat, routes
+from service.api import openai_compat, openapi, routes
 from service.api.errors import install_error_handlers
 from service.api.middleware import (
     AdmissionMiddleware,
@@ -37,6 +37,7 @@ from service.pipeline import Pipeline
 from service.settings import Settings
 from service.solver import build_solvers
 from service.state import Services
+from service.token_estimate import TokenEstimator, tokenizer_file
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def create_app(
             decomposer=decomposer_,
             adapters=Adapters.from_settings(settings),
             solvers=solvers,
-            pipeline=Pipeline(settings, decomposer_, metrics),
+            pipeline=Pipeline(
+                settings, decomposer_, metrics, TokenEstimator(tokenizer_file(settings))
+            ),
             metrics=metrics,
         )
         loader = asyncio.create_task(decomposer_.start(), name="decomposer-start")
@@ -110,9 +113,10 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    openapi.install(app, settings)
     app.include_router(routes.router)
-    if settings.serve_openai_api and settings.decomposer.backend == "vllm":
-        app.include_router(openai_compat.router)
+    # The pipeline models always; the embedded model where this process runs it.
+    app.include_router(openai_compat.router)
     # Added last = outermost: the id exists before anything else runs, and
     # 429s from admission and 413s from the body limit are counted and logged.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -16,3 +16,6 @@ class Completion:
     # Which solver profile and model answered (a fallback may have).
     profile: str = ""
     model: str = ""
+    # False when the backend reported no usage: the tokens are 0 here, and the
+    # pipeline estimates them with a tokenizer (``service.token_estimate``).
+    usage_reported: bool = True

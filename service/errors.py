@@ -49,6 +49,13 @@ class InvalidRequest(ServiceError):
     error_type = "invalid_request"
 
 
+class ModelNotFound(ServiceError):
+    """``/v1``: the request names a model this service does not serve."""
+
+    status_code = 404
+    error_type = "model_not_found"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     error_type = "payload_too_large"
@@ -57,6 +64,15 @@ class PayloadTooLarge(ServiceError):
 class Overloaded(ServiceError):
     status_code = 429
     error_type = "overloaded"
+
+
+class ClientDisconnected(ServiceError):
+    """The client closed the connection before its answer: nginx's 499 "client
+    closed request". Recorded (metrics, access log), never logged as a failure;
+    the response itself reaches nobody."""
+
+    status_code = 499
+    error_type = "client_closed_request"
 
 
 class NotReady(ServiceError):

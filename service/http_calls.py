@@ -101,10 +101,15 @@ async def post_json(
     return body
 
 
-def usage_of(body: dict[str, Any]) -> tuple[int, int]:
-    """(prompt_tokens, completion_tokens) from an OpenAI-style ``usage``; 0 if absent."""
+def usage_of(
+    body: dict[str, Any], prompt: str = "prompt_tokens", completion: str = "completion_tokens"
+) -> tuple[int, int] | None:
+    """(prompt, completion) tokens from a response's ``usage``; None if absent or malformed
+    (the pipeline then estimates them)."""
     usage = body.get("usage")
-    if not isinstance(usage, dict):
-        log.warning("model response carried no usage; counting 0 tokens")
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    if isinstance(usage, dict):
+        counts = usage.get(prompt), usage.get(completion)
+        if all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return int(counts[0]), int(counts[1])  # type: ignore[arg-type]
+    log.info("model response carried no usable usage; estimating its tokens")
+    return None

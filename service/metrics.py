@@ -98,6 +98,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.usage_estimated = Counter(
+            f"{PREFIX}_usage_estimated_calls",
+            "Model calls whose backend reported no usage, so their tokens were counted "
+            "with a tokenizer here, by stage and model.",
+            ["stage", "model"],
+            registry=r,
+        )
         self.solver_calls = Counter(
             f"{PREFIX}_solver_calls",
             "Solver calls by outcome (ok, retried, timeout, connect_error, http_error, "

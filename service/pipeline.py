@@ -9,6 +9,10 @@
   subquestion at a time, until the decomposer says DONE or the cap.
 - ``direct``: the solver alone, step-by-step prompting; no decomposer call.
 
+Progress goes to an optional ``events`` sink (``decomposition``,
+``subquestion``) as it happens: a streamed request runs the very same code as
+a non-streamed one, so answers and accounting are identical.
+
 Every figure in the response is measured here, around the backend calls
 (``Pipeline._call``), which is also where a failure learns its stage. What to
 run (mode, cap, solver chain, adapter) comes settled in a ``Plan``
@@ -19,29 +23,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+
+from pydantic import BaseModel
 
 from service import prompts
 from service.completion import Completion
 from service.decomposer import Decomposer
 from service.dependencies import waves
-from service.errors import UpstreamError
+from service.errors import InvalidRequest, UpstreamError
 from service.metrics import Metrics
 from service.parsing import extract_answer, parse_decomposition, parse_next_subquestion
 from service.plan import Plan
 from service.schemas import (
     DecomposeResponse,
     DecomposeUsage,
+    DecompositionEvent,
     SolveResponse,
     SolveUsage,
     StageUsage,
+    SubquestionEvent,
     SubquestionResult,
     TokenUsage,
     TotalUsage,
 )
 from service.settings import Settings
+from service.token_estimate import TokenEstimator
+
+# Receives progress as it happens: (event name, its data). Called synchronously;
+# it must not block (the streaming route puts the event on a queue).
+EventSink = Callable[[str, BaseModel], None]
 
 
 class _BusyClock:
@@ -92,6 +106,11 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     decomposer_calls: int = 0
     repeats_dropped: int = 0
+    events: EventSink | None = None
+
+    def emit(self, name: str, data: BaseModel) -> None:
+        if self.events is not None:
+            self.events(name, data)
 
     @property
     def question(self) -> str:
@@ -112,28 +131,43 @@ class _Run:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, decomposer: Decomposer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        decomposer: Decomposer,
+        metrics: Metrics,
+        estimator: TokenEstimator | None = None,
+    ) -> None:
         self._settings = settings
         self._decomposer = decomposer
         self._metrics = metrics
+        self._estimator = estimator or TokenEstimator(None)
 
-    def _run(self, request_id: str, plan: Plan) -> _Run:
+    def _run(self, request_id: str, plan: Plan, events: EventSink | None = None) -> _Run:
         solver_model = plan.solver.model_name if plan.solver else ""
         return _Run(
             request_id=request_id,
             plan=plan,
+            events=events,
             decomposer=_Stage(
                 "decomposer", StageUsage(model=self._decomposer.model_name, adapter=plan.adapter)
             ),
             solver=_Stage("solver", StageUsage(model=solver_model)),
         )
 
-    async def _call(self, stage: _Stage, name: str, call: Awaitable[Completion]) -> Completion:
+    async def _call(
+        self,
+        stage: _Stage,
+        name: str,
+        call: Awaitable[Completion],
+        prompt: str | prompts.Messages,
+    ) -> Completion:
         """Make one model call for ``name`` (decompose, solve, final) and account it.
 
         The one place a model call happens: a failure learns here which
         stage it broke, and the call's tokens, cost and time are charged to
-        the response and the metrics alike.
+        the response and the metrics alike (counted here with a tokenizer
+        when the backend reported none: never a silent 0).
         """
         started = time.perf_counter()
         try:
@@ -141,10 +175,20 @@ class Pipeline:
                 completion = await call
         except UpstreamError as exc:
             raise exc.during(name, stage.role) from None
+        except ValueError as exc:
+            # The in-process engine rejects an input it cannot take (a prompt past
+            # the model's context) with ValueError, as vLLM's own server maps to 400.
+            raise InvalidRequest(
+                f"{stage.role} cannot take this input during '{name}': {exc}", stage=name
+            ) from None
         seconds = time.perf_counter() - started
         usage = stage.usage
         # A fallback may have answered: price and label by the model that did.
         model = completion.model or usage.model
+        if not completion.usage_reported:
+            completion = await self._estimate(completion, prompt)
+            usage.estimated = True
+            self._metrics.usage_estimated.labels(name, model).inc()
         cost = self._settings.price(model).cost_usd(
             completion.prompt_tokens, completion.completion_tokens
         )
@@ -156,6 +200,13 @@ class Pipeline:
             usage.answered_by.append(completion.profile)
         self._metrics.model_call(name, model, completion, seconds, cost)
         return completion
+
+    async def _estimate(self, completion: Completion, prompt: str | prompts.Messages) -> Completion:
+        est = self._estimator
+        sent = await (est.text(prompt) if isinstance(prompt, str) else est.chat(prompt))
+        return dataclasses.replace(
+            completion, prompt_tokens=sent, completion_tokens=await est.text(completion.text)
+        )
 
     # --- stages -----------------------------------------------------------------
 
@@ -178,24 +229,29 @@ class Pipeline:
                 request_id=run.next_decomposer_id(),
                 adapter=adapter,
             ),
+            prompt,
         )
         subs, run.repeats_dropped = parse_decomposition(completion.text, cap)
+        run.emit(
+            "decomposition",
+            DecompositionEvent(subquestions=subs, repeats_dropped=run.repeats_dropped),
+        )
         return subs
 
     async def _solve(self, run: _Run, messages: prompts.Messages, stage: str) -> Completion:
         assert run.plan.solver is not None, "a /decompose plan has no solver"
         return await self._call(
-            run.solver, stage, run.plan.solver.chat(messages, request_id=run.request_id)
+            run.solver, stage, run.plan.solver.chat(messages, request_id=run.request_id), messages
         )
 
     async def _answer(
-        self, run: _Run, sub: str, history: list[tuple[str, str]]
+        self, run: _Run, index: int, sub: str, history: list[tuple[str, str]]
     ) -> SubquestionResult:
         ask = prompts.distilled_subquestion if run.plan.solver_distilled else prompts.subquestion
         messages = ask(run.question, sub, history, run.context)
         started = time.perf_counter()
         completion = await self._solve(run, messages, "solve")
-        return SubquestionResult(
+        result = SubquestionResult(
             question=sub,
             answer=completion.text.strip(),
             latency_ms=(time.perf_counter() - started) * 1000.0,
@@ -204,6 +260,9 @@ class Pipeline:
                 completion_tokens=completion.completion_tokens,
             ),
         )
+        if run.events is not None:
+            run.emit("subquestion", SubquestionEvent(index=index, **dict(result)))
+        return result
 
     # --- modes ------------------------------------------------------------------
 
@@ -217,7 +276,7 @@ class Pipeline:
         for group in groups:
             # Independent subquestions (service/dependencies.py) at once; the
             # solver's busy clock counts the wave's wall time, not each call's.
-            batch = await asyncio.gather(*(self._answer(run, subs[i], history) for i in group))
+            batch = await asyncio.gather(*(self._answer(run, i, subs[i], history) for i in group))
             results += batch
             history += [(r.question, r.answer) for r in batch]
         return results, self._final(run, history)
@@ -240,25 +299,29 @@ class Pipeline:
         history: list[tuple[str, str]] = []
         results: list[SubquestionResult] = []
         for _ in range(run.plan.cap):
+            # The distilled question generator learned the format; the base model
+            # needs the few-shot prompt.
+            ask = prompts.socratic_distilled if run.plan.adapter else prompts.socratic_next
+            prompt = ask(run.question, history, run.context)
             completion = await self._call(
                 run.decomposer,
                 "decompose",
                 self._decomposer.complete(
-                    # The distilled question generator learned the format; the
-                    # base model needs the few-shot prompt.
-                    (prompts.socratic_distilled if run.plan.adapter else prompts.socratic_next)(
-                        run.question, history, run.context
-                    ),
+                    prompt,
                     max_tokens=self._settings.decomposer.socratic_max_tokens,
                     stop=prompts.SOCRATIC_STOP,
                     request_id=run.next_decomposer_id(),
                     adapter=run.plan.adapter,
                 ),
+                prompt,
             )
             sub = parse_next_subquestion(completion.text, [q for q, _ in history])
             if sub is None:
                 break
-            result = await self._answer(run, sub, history)
+            run.emit(
+                "decomposition", DecompositionEvent(subquestions=[*(q for q, _ in history), sub])
+            )
+            result = await self._answer(run, len(history), sub, history)
             results.append(result)
             history.append((sub, result.answer))
         return results, self._final(run, history)
@@ -275,11 +338,18 @@ class Pipeline:
 
     # --- entry points -------------------------------------------------------------
 
-    async def solve(self, plan: Plan, *, request_id: str) -> SolveResponse:
-        """Run a ``/solve`` plan (``service.plan.resolve``) to its final answer."""
+    async def solve(
+        self, plan: Plan, *, request_id: str, events: EventSink | None = None
+    ) -> SolveResponse:
+        """Run a ``/solve`` plan (``service.plan.resolve``) to its final answer.
+
+        ``events`` gets ``decomposition`` (static, hinted: once; socratic: each
+        round, the subquestions so far) and ``subquestion`` (each answered one)
+        as they happen; the final answer is the return value.
+        """
         mode = plan.mode
         assert mode is not None, "a /decompose plan cannot be solved"
-        run = self._run(request_id, plan)
+        run = self._run(request_id, plan, events)
         steps = {
             "static": self._static,
             "hinted": self._hinted,

@@ -25,9 +25,10 @@ class DecomposeRequest(_Strict):
     context: str | None = Field(None, description="Optional passage the question is about.")
     timeout_s: float | None = Field(
         None,
-        gt=0,
-        description="Deadline for this request; default DIVCONQ_REQUEST_TIMEOUT_S, at most "
-        "DIVCONQ_MAX_REQUEST_TIMEOUT_S.",
+        ge=1,
+        allow_inf_nan=False,
+        description="Deadline for this request, in seconds (at least 1); default "
+        "DIVCONQ_REQUEST_TIMEOUT_S, at most DIVCONQ_MAX_REQUEST_TIMEOUT_S.",
     )
 
     @field_validator("question")
@@ -43,6 +44,11 @@ class SolveRequest(DecomposeRequest):
     solver: str | None = Field(
         None, description="Solver profile name; default from config (DIVCONQ_DEFAULT_SOLVER)."
     )
+    stream: bool = Field(
+        False,
+        description="Answer text/event-stream: decomposition, subquestion, answer, usage "
+        "(and error) events as they happen, then done.",
+    )
 
 
 class TokenUsage(BaseModel):
@@ -57,6 +63,11 @@ class StageUsage(BaseModel):
     completion_tokens: int = 0
     latency_ms: float = 0.0
     cost_usd: float = Field(0.0, description="From DIVCONQ_PRICES; 0 where unset.")
+    estimated: bool = Field(
+        False,
+        description="Some call's backend reported no usage: its tokens were counted with a "
+        "tokenizer here.",
+    )
     adapter: str | None = Field(
         None, description="Decomposer only: the LoRA adapter that served it (None = base)."
     )
@@ -116,3 +127,35 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# --- streamed /solve: the data of each server-sent event -----------------------------
+
+
+class DecompositionEvent(BaseModel):
+    """``decomposition``: the subquestions written so far (socratic: one more each round)."""
+
+    subquestions: list[str]
+    repeats_dropped: int = 0
+
+
+class SubquestionEvent(SubquestionResult):
+    """``subquestion``: one answered subquestion (``index`` into the decomposition)."""
+
+    index: int
+
+
+class AnswerEvent(BaseModel):
+    """``answer``: the final answer, as in the non-streamed response."""
+
+    id: str
+    mode: Mode
+    answer: str
+    answer_text: str
+
+
+class DoneEvent(BaseModel):
+    """``done``: the stream ends (after ``usage``, or after ``error``)."""
+
+    id: str
+    latency_ms: float

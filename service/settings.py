@@ -175,12 +175,23 @@ class Settings(BaseSettings):
     serve_openai_api: bool = Field(
         True, description="Expose the embedded model at /v1/chat/completions."
     )
+    pipeline_models: dict[str, Mode] = Field(
+        default_factory=lambda: {f"divconq-{m}": m for m in MODES},
+        description="Model names of the OpenAI-compatible facade, JSON name -> mode: a "
+        "/v1/chat/completions request naming one runs the pipeline in that mode.",
+    )
     calculator: bool = Field(
         True,
         description="Embedded /v1: compute every <<expression=value>> annotation the model "
         "closes and write the true value (GSM8K's calculator in the loop).",
     )
 
+    usage_tokenizer: str | None = Field(
+        None,
+        description="tokenizer.json (or a model directory) that counts the tokens of calls "
+        "whose backend reported no usage; unset = the embedded model's; 'none' = count "
+        "words and punctuation.",
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="Per-model prices, JSON: "
@@ -237,6 +248,11 @@ class Settings(BaseSettings):
         if self.default_solver not in profiles:
             raise ValueError(
                 f"DIVCONQ_DEFAULT_SOLVER names unknown profile {self.default_solver!r}"
+            )
+        if self.decomposer_model_name in self.pipeline_models:
+            raise ValueError(
+                f"DIVCONQ_PIPELINE_MODELS: {self.decomposer_model_name!r} is the embedded "
+                "model's own name"
             )
         if self.max_subquestions > self.max_subquestions_limit:
             raise ValueError("max_subquestions must not exceed max_subquestions_limit")

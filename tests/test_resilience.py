@@ -10,6 +10,7 @@ import email.utils
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -107,13 +108,38 @@ async def test_retry_after_past_the_deadline_fails_at_once() -> None:
     assert elapsed < 1.0
 
 
-async def test_response_without_usage_counts_zero_tokens() -> None:
-    async with serve(settings_for(), ScriptedSolver("nousage")) as client:
+def _tokenizer_file(path: Path) -> Path:
+    """A word-level tokenizer.json: one token per word or punctuation mark."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+    return path
+
+
+async def test_response_without_usage_is_estimated_with_a_tokenizer(tmp_path: Path) -> None:
+    settings = settings_for(usage_tokenizer=str(_tokenizer_file(tmp_path / "tokenizer.json")))
+    solver = ScriptedSolver("nousage", "ok")
+    async with serve(settings, solver) as client:
         resp = await solve(client)
+        reported = await solve(client)
+        counted = await metric(
+            client, "divconq_usage_estimated_calls_total", stage="final", model="big-solver"
+        )
     usage = resp.json()["usage"]["solver"]
-    assert usage["calls"] == 1
-    assert usage["prompt_tokens"] == usage["completion_tokens"] == 0
+    assert usage["calls"] == 1 and usage["estimated"] is True
+    # "The answer is 7." is five tokens; the prompt, its words plus chat formatting.
+    assert usage["completion_tokens"] == 5
+    words = sum(
+        len(m["content"].replace(".", " .").replace("?", " ?").split())
+        for m in solver.bodies[0]["messages"]
+    )
+    assert usage["prompt_tokens"] >= words + 3
+    assert resp.json()["usage"]["total"]["prompt_tokens"] == usage["prompt_tokens"]
     assert resp.json()["answer"] == "7"
+    assert reported.json()["usage"]["solver"]["estimated"] is False
+    assert counted == 1
 
 
 # --- profiles and fallbacks ------------------------------------------------------------

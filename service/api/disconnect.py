@@ -3,7 +3,9 @@
 Starlette does not cancel a handler when the client disconnects, so a
 generation nobody waits for would run to its token cap. Here the work runs
 as a task, a watcher waits for ``http.disconnect``, and cancelling the task
-makes the engine abort its generation (see ``EmbeddedEngine.generate``).
+makes the engine abort its generation (see ``EmbeddedEngine.generate``). The
+handler then raises ``ClientDisconnected``: the request is recorded as 499,
+quietly, never as a server error with a traceback.
 """
 
 from __future__ import annotations
@@ -16,33 +18,42 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from service.deadline import deadline_scope
-from service.errors import DeadlineExceeded
+from service.errors import ClientDisconnected, DeadlineExceeded
 
 T = TypeVar("T")
 
 
 async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     task = asyncio.ensure_future(work)
+    left = False
 
     async def watch() -> None:
+        nonlocal left
         # The body has been read already, so the next message is the disconnect.
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                left = True
                 task.cancel()
                 return
 
     watcher = asyncio.create_task(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not left or (current is not None and current.cancelling()):
+            raise
+        raise ClientDisconnected("the client closed the connection") from None
     finally:
         watcher.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
 
-async def run_request(request: Request, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
-    """``work`` within the request's deadline (504 past it), cancelled on disconnect.
+async def within_deadline(work: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """``work`` within the request's deadline: ``DeadlineExceeded`` (504) past it.
 
     The deadline is also published (``service.deadline``) so that retries and
     HTTP timeouts below never plan past it.
@@ -50,6 +61,11 @@ async def run_request(request: Request, work: Coroutine[Any, Any, T], timeout_s:
     with deadline_scope(timeout_s):
         try:
             async with asyncio.timeout(timeout_s):
-                return await cancel_on_disconnect(request, work)
+                return await work
         except TimeoutError:
             raise DeadlineExceeded(timeout_s) from None
+
+
+async def run_request(request: Request, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """``work`` within the request's deadline (504 past it), cancelled on disconnect."""
+    return await within_deadline(cancel_on_disconnect(request, work), timeout_s)

@@ -10,6 +10,7 @@ traceback goes to the log, never to the client.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -38,10 +39,19 @@ def error_response(
     stage: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, str] = {"type": error_type, "message": message}
+    return JSONResponse(_body(error_type, message, stage), status_code=status, headers=headers)
+
+
+def _body(error_type: str, message: str, stage: str | None) -> dict[str, dict[str, str]]:
+    body = {"type": error_type, "message": message}
     if stage:
         body["stage"] = stage
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return {"error": body}
+
+
+def error_json(exc: ServiceError) -> str:
+    """A ``ServiceError`` as the error body's JSON (a streamed error event)."""
+    return json.dumps(_body(exc.error_type, exc.message, exc.stage))
 
 
 def service_error_response(exc: ServiceError) -> JSONResponse:

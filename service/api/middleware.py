@@ -20,6 +20,11 @@ from service.metrics import Metrics
 access_log = logging.getLogger("divconq.access")
 # The endpoints that get metrics and access lines (the label values).
 _ENDPOINTS = {"/solve": "solve", "/decompose": "decompose"}
+# Paths that are an API endpoint only for some bodies: /v1/chat/completions is
+# the pipeline facade for a pipeline model (label ``chat_completions``), and
+# the raw embedded model (the default solver's own calls) otherwise. The
+# handler says which: ``scope["state"]["endpoint"]`` and ``state["admit"]()``.
+_DECIDED_BY_HANDLER = frozenset({"/v1/chat/completions"})
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_ID_LEN = 128
@@ -28,6 +33,10 @@ _MAX_ID_LEN = 128
 def _endpoint(scope: Scope) -> str | None:
     """The metric label of an API endpoint; None for probes, docs and /v1."""
     return _ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+
+
+def _decided_by_handler(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope.get("path", "") in _DECIDED_BY_HANDLER
 
 
 def _clean_id(raw: str) -> str | None:
@@ -94,6 +103,8 @@ class BodyLimitMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                # Gone before its body arrived: recorded as 499, nothing answered.
+                scope.setdefault("state", {})["status"] = 499
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -117,10 +128,14 @@ class BodyLimitMiddleware:
 
 
 class AdmissionMiddleware:
-    """The in-flight bound: past ``max_in_flight`` concurrent ``/solve`` and
-    ``/decompose`` requests the answer is 429 at once (``Retry-After: 1``). A
-    bounded service, never an unbounded queue. It keeps the in-flight count
-    (``metrics.active`` and its gauge) that ``/readyz`` and the HPA read.
+    """The in-flight bound: past ``max_in_flight`` concurrent ``/solve``,
+    ``/decompose`` and pipeline-facade requests the answer is 429 at once
+    (``Retry-After: 1``). A bounded service, never an unbounded queue. It keeps
+    the in-flight count (``metrics.active`` and its gauge) that ``/readyz`` and
+    the HPA read. A slot is held until the response (a stream included) ends.
+
+    ``/v1/chat/completions`` is admitted only once its handler knows it runs
+    the pipeline: it calls ``scope["state"]["admit"]()`` (raises ``Overloaded``).
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int) -> None:
@@ -128,33 +143,68 @@ class AdmissionMiddleware:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
 
+    def _overloaded(self) -> Overloaded | None:
+        if self.metrics.active < self.max_in_flight:
+            return None
+        return Overloaded(
+            f"{self.max_in_flight} requests already in flight; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    def _enter(self) -> None:
+        self.metrics.active += 1
+        self.metrics.in_flight.inc()
+
+    def _leave(self) -> None:
+        self.metrics.active -= 1
+        self.metrics.in_flight.dec()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _decided_by_handler(scope):
+            await self._on_demand(scope, receive, send)
+            return
         if _endpoint(scope) is None:
             await self.app(scope, receive, send)
             return
-        if self.metrics.active >= self.max_in_flight:
-            exc = Overloaded(
-                f"{self.max_in_flight} requests already in flight; retry shortly",
-                headers={"Retry-After": "1"},
-            )
+        if (exc := self._overloaded()) is not None:
             await service_error_response(exc)(scope, receive, send)
             return
-        self.metrics.active += 1
-        self.metrics.in_flight.inc()
+        self._enter()
         try:
             await self.app(scope, receive, send)
         finally:
-            self.metrics.active -= 1
-            self.metrics.in_flight.dec()
+            self._leave()
+
+    async def _on_demand(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admitted = False
+
+        def admit() -> None:
+            nonlocal admitted
+            if admitted:
+                return
+            if (exc := self._overloaded()) is not None:
+                raise exc
+            self._enter()
+            admitted = True
+
+        scope.setdefault("state", {})["admit"] = admit
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if admitted:
+                self._leave()
 
 
 class ObservabilityMiddleware:
     """Records each API request: its metrics and one JSON access log line.
 
     Handlers put bounded facts in ``scope["state"]``: ``mode`` (the metric
-    label) and ``log_fields`` (stage timings for the log line). It decides
-    nothing: 413s and 429s from the middleware inside it are recorded like
-    any other answer.
+    label), ``log_fields`` (stage timings for the log line), ``endpoint`` (the
+    label, where the path alone does not say: the facade) and ``status`` (what
+    the request came to, where the status line cannot say: a stream that
+    failed or lost its client after it began, a client gone before its body).
+    It decides nothing: 413s and 429s from the middleware inside it are
+    recorded like any other answer; a client that left is a 499.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -163,7 +213,7 @@ class ObservabilityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = _endpoint(scope)
-        if endpoint is None:
+        if endpoint is None and not _decided_by_handler(scope):
             await self.app(scope, receive, send)
             return
         status = 500  # what the client gets if the app dies before answering
@@ -180,17 +230,23 @@ class ObservabilityMiddleware:
         finally:
             seconds = time.perf_counter() - started
             state = scope.get("state", {})
-            mode = str(state.get("mode") or "none")
-            self.metrics.requests.labels(endpoint, mode, str(status)).inc()
-            self.metrics.request_duration.labels(endpoint, mode).observe(seconds)
-            access_log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "mode": mode,
-                    "latency_ms": round(seconds * 1000.0, 2),
-                    **state.get("log_fields", {}),
-                },
-            )
+            endpoint = endpoint or state.get("endpoint")
+            if endpoint is not None:
+                self._record(scope, endpoint, int(state.get("status", status)), seconds)
+
+    def _record(self, scope: Scope, endpoint: str, status: int, seconds: float) -> None:
+        state = scope.get("state", {})
+        mode = str(state.get("mode") or "none")
+        self.metrics.requests.labels(endpoint, mode, str(status)).inc()
+        self.metrics.request_duration.labels(endpoint, mode).observe(seconds)
+        access_log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "mode": mode,
+                "latency_ms": round(seconds * 1000.0, 2),
+                **state.get("log_fields", {}),
+            },
+        )

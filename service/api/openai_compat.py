@@ -1,8 +1,16 @@
-"""A minimal OpenAI-compatible API over the in-process engine.
+"""The OpenAI-compatible API: the pipeline models and the embedded model.
 
-``POST /v1/chat/completions`` and ``GET /v1/models`` let the embedded model act
-as the default solver (over real HTTP, like any hosted one) with no network
-and no key, and let operators poke the model with any OpenAI client.
+``POST /v1/chat/completions`` serves two kinds of model, by the request's
+``model``:
+
+- a pipeline model (``DIVCONQ_PIPELINE_MODELS``: ``divconq-static`` ...) runs
+  decompose-then-solve (``service/api/facade.py``): a drop-in for OpenAI
+  clients;
+- the embedded model (its own name, or no ``model``) answers raw, as before:
+  it is the default solver (over real HTTP, like any hosted one), with no
+  network and no key, and operators may poke it with any OpenAI client.
+
+``GET /v1/models`` lists both.
 """
 
 from __future__ import annotations
@@ -10,35 +18,57 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
 
+from service.api import facade
 from service.api.auth import require_api_key
 from service.api.disconnect import cancel_on_disconnect
+from service.api.openai_schemas import (
+    ChatCompletion,
+    ChatRequest,
+    ChatUsage,
+    Choice,
+    ModelCard,
+    ModelList,
+    ReplyMessage,
+)
+from service.api.routes import ERRORS
 from service.calculator import generate_with_calculator
 from service.completion import Completion
 from service.engine import EmbeddedEngine
-from service.errors import NotReady
+from service.errors import InvalidRequest, ModelNotFound, NotReady
+from service.schemas import ErrorResponse
+from service.settings import Settings
 from service.state import get_services
 
 # Behind the API keys too when they are set: it serves the model to anyone.
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
+_STREAM = {
+    "description": 'With "stream": true: chat.completion.chunk server-sent events, then '
+    "[DONE] (pipeline models only).",
+    # One server-sent event: a chat.completion.chunk, an error, or [DONE].
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "properties": {"data": {"type": "string"}},
+                "required": ["data"],
+            }
+        }
+    },
+}
 
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
+_UNKNOWN_MODEL = {"model": ErrorResponse, "description": "Unknown model"}
 
 
-class ChatRequest(BaseModel):
-    model: str | None = None
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    stop: str | list[str] | None = None
+def embedded_name(settings: Settings) -> str | None:
+    """The embedded model's name at /v1, or None where it is not served here."""
+    if settings.serve_openai_api and settings.decomposer.backend == "vllm":
+        return settings.decomposer_model_name
+    return None
 
 
 def _engine(request: Request) -> EmbeddedEngine:
@@ -48,13 +78,16 @@ def _engine(request: Request) -> EmbeddedEngine:
     return engine
 
 
-@router.get("/models")
-async def models(request: Request) -> dict[str, Any]:
-    engine = _engine(request)
-    return {
-        "object": "list",
-        "data": [{"id": engine.served_name, "object": "model", "owned_by": "divconq"}],
-    }
+@router.get("/models", response_model=ModelList, response_model_exclude_none=True)
+async def models(request: Request) -> ModelList:
+    """The pipeline models, and the embedded model where this service serves it."""
+    settings = get_services(request).settings
+    cards = [
+        ModelCard(id=name, divconq_mode=mode) for name, mode in settings.pipeline_models.items()
+    ]
+    if (name := embedded_name(settings)) is not None:
+        cards.append(ModelCard(id=name))
+    return ModelList(data=cards)
 
 
 async def _reply(
@@ -63,24 +96,35 @@ async def _reply(
     """One chat reply; with the calculator on, every annotation it closes is computed."""
     services = get_services(request)
     settings = services.settings
-    prompt = engine.render_chat([m.model_dump() for m in body.messages])
+    messages = [
+        # Gemma's template knows system, user and assistant turns.
+        {"role": {"developer": "system", "tool": "user"}.get(m.role, m.role), "content": m.text}
+        for m in body.messages
+    ]
+    prompt = engine.render_chat(messages)
     stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.solver_max_tokens
+    temperature = body.temperature or 0.0
     calls = 0
 
     async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
         nonlocal calls
         calls += 1
-        return await engine.generate(
-            text,
-            # vLLM wants a unique id per generation.
-            request_id=completion_id if calls == 1 else f"{completion_id}-{calls}",
-            max_tokens=budget,
-            temperature=body.temperature,
-            stop=stops,
-            # A chat reply ends with its turn.
-            stop_token_ids=engine.turn_end_ids,
-        )
+        try:
+            return await engine.generate(
+                text,
+                # vLLM wants a unique id per generation.
+                request_id=completion_id if calls == 1 else f"{completion_id}-{calls}",
+                max_tokens=budget,
+                temperature=temperature,
+                stop=stops,
+                # A chat reply ends with its turn.
+                stop_token_ids=engine.turn_end_ids,
+            )
+        except ValueError as exc:
+            # vLLM rejects what it cannot take (a prompt past the model's context)
+            # with ValueError, which its own OpenAI server answers with a 400.
+            raise InvalidRequest(f"the embedded model cannot take this request: {exc}") from None
 
     if not settings.calculator:
         return await generate(prompt, max_tokens, stop)
@@ -90,26 +134,56 @@ async def _reply(
     return run.completion
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, request: Request) -> dict[str, Any]:
+async def _raw(body: ChatRequest, request: Request) -> ChatCompletion:
+    """The embedded model's own reply, no pipeline."""
+    if body.stream:
+        raise InvalidRequest("stream: the embedded model answers whole; pipeline models stream")
+    settings = get_services(request).settings
+    cap = settings.decomposer.max_model_len
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(body, name)
+        if value is not None and value > cap:
+            raise InvalidRequest(f"{name}: must be at most {cap} (the model's context)")
     engine = _engine(request)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     gen = await cancel_on_disconnect(request, _reply(request, engine, body, completion_id))
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": engine.served_name,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": gen.text},
-                "finish_reason": gen.finish_reason,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": gen.prompt_tokens,
-            "completion_tokens": gen.completion_tokens,
-            "total_tokens": gen.prompt_tokens + gen.completion_tokens,
-        },
-    }
+    return ChatCompletion(
+        id=completion_id,
+        created=int(time.time()),
+        model=engine.served_name,
+        choices=[Choice(message=ReplyMessage(content=gen.text), finish_reason=gen.finish_reason)],
+        usage=ChatUsage(
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            total_tokens=gen.prompt_tokens + gen.completion_tokens,
+        ),
+    )
+
+
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={
+        **ERRORS,
+        404: {"model": ErrorResponse, "description": "Unknown model"},
+        200: {"model": ChatCompletion, **_STREAM},
+    },
+)
+async def chat_completions(body: ChatRequest, request: Request) -> Response:
+    """A chat completion: by the pipeline (a pipeline model) or the embedded model."""
+    settings = get_services(request).settings
+    mode = settings.pipeline_models.get(body.model or "")
+    embedded = embedded_name(settings)
+    if mode is not None:
+        answer = await facade.chat(body, mode, request)
+    elif embedded is not None and body.model in (None, embedded):
+        answer = await _raw(body, request)
+    else:
+        known = [*settings.pipeline_models, *([embedded] if embedded else [])]
+        raise ModelNotFound(f"model {body.model!r} does not exist; available: {', '.join(known)}")
+    if isinstance(answer, Response):
+        return answer  # a stream
+    # The extension field only where there is one (pipeline models).
+    return JSONResponse(
+        answer.model_dump(mode="json", exclude={"divconq"} if answer.divconq is None else None)
+    )

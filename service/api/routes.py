@@ -2,34 +2,42 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from service.api.auth import require_api_key
-from service.api.disconnect import run_request
+from service.api.disconnect import run_request, within_deadline
+from service.api.errors import error_json
+from service.api.streaming import EventStream, sse
 from service.metrics import CONTENT_TYPE
-from service.plan import resolve
+from service.plan import Plan, resolve
 from service.schemas import (
+    AnswerEvent,
     DecomposeRequest,
     DecomposeResponse,
+    DoneEvent,
     ErrorResponse,
     SolveRequest,
     SolveResponse,
 )
-from service.state import get_services
+from service.state import Services, get_services
 
 router = APIRouter()
 _AUTH = [Depends(require_api_key)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         401: "Missing or invalid API key (when DIVCONQ_API_KEYS is set)",
         413: "Request body over DIVCONQ_MAX_BODY_BYTES",
         429: "Too many requests in flight (Retry-After)",
         422: "Invalid request (empty or too long question, unknown mode, bad cap)",
+        499: "The client closed the connection (recorded, never answered)",
         502: "A model backend was unreachable or failed (the error names the stage)",
         503: "Decomposer not loaded yet (Retry-After)",
         504: "A model backend timed out",
@@ -37,24 +45,42 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Streamed /solve: event name -> the model of its data.
+EVENTS = {
+    "decomposition": "DecompositionEvent",
+    "subquestion": "SubquestionEvent",
+    "answer": "AnswerEvent",
+    "usage": "SolveUsage",
+    "error": "ErrorResponse",
+    "done": "DoneEvent",
+}
+_STREAM = {
+    "description": 'With "stream": true, server-sent events: decomposition, subquestion '
+    "(each), answer, usage, error (a failure after the stream began), done.",
+    # One server-sent event; its data is the JSON of that event's model.
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "event": {"enum": list(EVENTS)},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                },
+                "required": ["event", "data"],
+            }
+        }
+    },
+}
+
+
 def _request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 
-@router.post("/solve", response_model=SolveResponse, responses=_ERRORS, dependencies=_AUTH)
-async def solve(body: SolveRequest, request: Request) -> SolveResponse:
-    """Decompose the question and solve it in the chosen mode."""
-    services = get_services(request)
-    plan = resolve(body, services)
-    request.state.mode = plan.mode
-    services.require_ready(plan)
-    result = await run_request(
-        request,
-        services.pipeline.solve(plan, request_id=_request_id(request)),
-        plan.timeout_s,
-    )
+def log_fields(result: SolveResponse) -> dict[str, Any]:
+    """The access log's facts about a solved request (``scope["state"]["log_fields"]``)."""
     usage = result.usage
-    request.state.log_fields = {
+    return {
         "subquestions": len(result.subquestions),
         "decomposer_ms": round(usage.decomposer.latency_ms, 2),
         "decomposer_calls": usage.decomposer.calls,
@@ -63,11 +89,68 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse:
         "prompt_tokens": usage.total.prompt_tokens,
         "completion_tokens": usage.total.completion_tokens,
         "answered_by": usage.solver.answered_by,
+        "estimated_usage": usage.solver.estimated or usage.decomposer.estimated,
     }
+
+
+def solve_plan(body: SolveRequest, request: Request) -> tuple[Services, Plan]:
+    """Resolve a solve request (``/solve``, the facade): any 422 or 503 before work starts."""
+    services = get_services(request)
+    plan = resolve(body, services)
+    request.state.mode = plan.mode
+    services.require_ready(plan)
+    return services, plan
+
+
+@router.post(
+    "/solve",
+    response_model=SolveResponse,
+    responses={**ERRORS, 200: _STREAM},
+    dependencies=_AUTH,
+)
+async def solve(body: SolveRequest, request: Request) -> SolveResponse | EventStream:
+    """Decompose the question and solve it in the chosen mode."""
+    services, plan = solve_plan(body, request)
+    if body.stream:
+        return _solve_stream(request, services, plan)
+    result = await run_request(
+        request,
+        services.pipeline.solve(plan, request_id=_request_id(request)),
+        plan.timeout_s,
+    )
+    request.state.log_fields = log_fields(result)
     return result
 
 
-@router.post("/decompose", response_model=DecomposeResponse, responses=_ERRORS, dependencies=_AUTH)
+def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStream:
+    """``/solve`` as server-sent events: the same pipeline run, its progress as it happens."""
+    request_id = _request_id(request)
+    started = time.perf_counter()
+    latency_ms: float | None = None
+    request.state.log_fields = {"stream": True}
+
+    async def work(emit: Callable[[bytes], None]) -> None:
+        nonlocal latency_ms
+
+        def event(name: str, data: BaseModel) -> None:
+            emit(sse(name, data.model_dump_json()))
+
+        result = await within_deadline(
+            services.pipeline.solve(plan, request_id=request_id, events=event), plan.timeout_s
+        )
+        latency_ms = result.latency_ms
+        request.state.log_fields = {"stream": True, **log_fields(result)}
+        event("answer", AnswerEvent(**dict(result)))
+        event("usage", result.usage)
+
+    def done() -> bytes:
+        ms = latency_ms if latency_ms is not None else (time.perf_counter() - started) * 1000.0
+        return sse("done", DoneEvent(id=request_id, latency_ms=ms).model_dump_json())
+
+    return EventStream(work, error=lambda exc: sse("error", error_json(exc)), close=done)
+
+
+@router.post("/decompose", response_model=DecomposeResponse, responses=ERRORS, dependencies=_AUTH)
 async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
     """Only the decomposer's plan: the subquestions, no solving."""
     services = get_services(request)

@@ -73,8 +73,13 @@ class OpenAIDecomposer:
             text = str(choice["text"])
         except (KeyError, IndexError, TypeError):
             raise UpstreamInvalidResponse("returned no choices") from None
-        prompt_tokens, completion_tokens = usage_of(body)
-        return Completion(text, prompt_tokens, completion_tokens, str(choice.get("finish_reason")))
+        usage = usage_of(body)
+        return Completion(
+            text,
+            *(usage or (0, 0)),
+            str(choice.get("finish_reason")),
+            usage_reported=usage is not None,
+        )
 
     async def aclose(self) -> None:
         return None

@@ -14,7 +14,7 @@ import httpx2
 
 from service.completion import Completion
 from service.errors import UpstreamInvalidResponse
-from service.http_calls import post_json
+from service.http_calls import post_json, usage_of
 from service.settings import Settings, SolverSettings
 from service.solver.base import call_timeout, register, split_system
 
@@ -65,11 +65,10 @@ class AnthropicSolver:
             for block in content
             if isinstance(block, dict) and block.get("type") == "text"
         )
-        raw_usage = body.get("usage")
-        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        usage = usage_of(body, "input_tokens", "output_tokens")
         return Completion(
             text,
-            int(usage.get("input_tokens") or 0),
-            int(usage.get("output_tokens") or 0),
+            *(usage or (0, 0)),
             str(body.get("stop_reason") or "stop"),
+            usage_reported=usage is not None,
         )

@@ -69,7 +69,10 @@ class OpenAIChatSolver:
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise UpstreamInvalidResponse("returned no message") from None
-        prompt_tokens, completion_tokens = usage_of(body)
+        usage = usage_of(body)
         return Completion(
-            str(text), prompt_tokens, completion_tokens, str(choice.get("finish_reason"))
+            str(text),
+            *(usage or (0, 0)),
+            str(choice.get("finish_reason")),
+            usage_reported=usage is not None,
         )

@@ -1,0 +1,122 @@
+"""Server-sent events: a response that runs the request's work and streams what it emits.
+
+``EventStream`` is a pure-ASGI response. It sends the headers at once, runs
+the work as a task and writes each event the work emits as it comes. A
+watcher waits for ``http.disconnect``: a client that leaves cancels the work
+(the engine aborts its generation, solver calls are cancelled) and the request
+is recorded as 499. A failure after the headers went out cannot change the
+status line: it is sent as an error event, and the status it would have had is
+what the metrics and the access log record (``scope["state"]["status"]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from service.errors import ClientDisconnected, ServiceError
+
+log = logging.getLogger(__name__)
+
+# Emits one encoded event (``sse(...)``); the stream writes it as it comes.
+Emit = Callable[[bytes], None]
+# The work: emits its events; a ServiceError it raises becomes the error event.
+Work = Callable[[Emit], Awaitable[None]]
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Proxies (nginx) must pass each event on at once, not buffer the stream.
+    (b"x-accel-buffering", b"no"),
+]
+_END = b""
+
+
+def sse(event: str | None, data: str) -> bytes:
+    """One server-sent event; ``data`` is one line of JSON."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+class EventStream(Response):
+    """A response streaming ``work``'s events as ``text/event-stream``.
+
+    ``error`` encodes the event for a failure; ``close`` the last event,
+    sent after the work ended, failed or not (not when the client left).
+    """
+
+    def __init__(
+        self,
+        work: Work,
+        *,
+        error: Callable[[ServiceError], bytes],
+        close: Callable[[], bytes],
+    ) -> None:
+        super().__init__(media_type="text/event-stream")
+        self._work = work
+        self._error = error
+        self._close = close
+
+    async def _produce(self, scope: Scope, emit: Emit) -> int:
+        """Run the work; the status to record for it."""
+        status = 200
+        try:
+            await self._work(emit)
+        except ServiceError as exc:
+            status = exc.status_code
+            if status >= 500:
+                log.warning("streamed request failed: %s", exc.message, extra={"status": status})
+            emit(self._error(exc))
+        except Exception:
+            rid = scope.get("state", {}).get("request_id", "-")
+            log.exception("unhandled error in a stream", extra={"request_id": rid})
+            status = 500
+            emit(
+                self._error(ServiceError(f"internal error; see the service log for request {rid}"))
+            )
+        emit(self._close())
+        return status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def produce() -> int:
+            try:
+                return await self._produce(scope, queue.put_nowait)
+            finally:
+                queue.put_nowait(_END)
+
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        task = asyncio.create_task(produce())
+        left = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left.set()
+            task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        status = ClientDisconnected.status_code
+        try:
+            while (chunk := await queue.get()) is not _END:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not left.is_set():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                status = await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the server is shutting down, not the client leaving
+        finally:
+            watcher.cancel()
+            task.cancel()
+            for t in (watcher, task):
+                with contextlib.suppress(BaseException):
+                    await t
+        scope.setdefault("state", {})["status"] = status

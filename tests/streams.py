@@ -1,0 +1,54 @@
+"""Test helpers for streamed answers: the app with its fakes on a real socket, and
+server-sent events read as they arrive."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from service import procs
+from service.app import create_app
+from service.settings import Settings
+from tests.fakes import FakeDecomposer, ScriptedSolver, transport
+from tests.support import free_port, wait_until
+
+
+@contextlib.contextmanager
+def live(
+    settings: Settings, solver: ScriptedSolver, decomposer: FakeDecomposer | None = None
+) -> Iterator[str]:
+    """``create_app`` with the fakes, under uvicorn on loopback (real streaming and
+    disconnects; the in-process ASGI client buffers whole responses)."""
+    app = create_app(
+        settings, transport=transport({"solver": solver}), decomposer=decomposer or FakeDecomposer()
+    )
+    with procs.serve_in_thread(app, free_port()) as url:
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout_s=30, what="app")
+        yield url
+
+
+def events(lines: Iterator[str]) -> Iterator[tuple[str | None, str, float]]:
+    """(event name, data, perf_counter when it arrived) for each server-sent event."""
+    name: str | None = None
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data.append(line.removeprefix("data: "))
+        elif line == "" and data:
+            yield name, "\n".join(data), time.perf_counter()
+            name, data = None, []
+
+
+def parse(text: str) -> list[tuple[str | None, Any]]:
+    """A whole event stream's (name, JSON data) pairs (``[DONE]`` stays a string)."""
+    return [
+        (name, data if data == "[DONE]" else json.loads(data))
+        for name, data, _ in events(iter(text.splitlines()))
+    ]

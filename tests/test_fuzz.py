@@ -1,0 +1,85 @@
+"""schemathesis against /openapi.json: no input gets a 5xx, every answer fits the schema.
+
+Property-based requests from the published schema (with the limits the
+service enforces written into it, ``service/api/openapi.py``), a fixed seed
+and a bounded number of examples per operation, checked with
+``not_a_server_error`` and ``response_schema_conformance``:
+
+- against the app with the fake decomposer and a scripted solver on a real
+  socket (fast tier: every operation, more examples);
+- against the live service of the session (the real engine, ``vllm serve``
+  as the solver; slow tier), where the embedded model's own
+  ``/v1/chat/completions`` is served too. Generation there is real CPU
+  decoding, so a generated ``max_tokens`` is capped at 8 and the examples
+  are fewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from tests.fakes import FakeDecomposer, ScriptedSolver, settings_for
+from tests.streams import live
+
+CHECKS = [not_a_server_error, response_schema_conformance]
+
+
+def fuzz(max_examples: int) -> settings:
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,  # a fixed seed: the same examples every run
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def run(schema: Any, max_examples: int, prepare: Callable[[Any], None] | None = None) -> int:
+    """Every operation of ``schema``, ``max_examples`` generated requests each; returns
+    how many requests were sent. The first failing check fails the test."""
+    sent = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @fuzz(max_examples)
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            nonlocal sent
+            if prepare is not None:
+                prepare(case)
+            sent += 1
+            case.call_and_validate(checks=CHECKS, timeout=300)
+
+        check()
+    return sent
+
+
+def test_no_server_error_with_fakes() -> None:
+    decomposer = FakeDecomposer("1. How many apples does Tom have?\n2. How many in total?")
+    # No embedded model (the fake has no engine): pipeline models and /solve only.
+    settings = settings_for(serve_openai_api=False)
+    with live(settings, ScriptedSolver("ok"), decomposer) as url:
+        sent = run(schemathesis.openapi.from_url(f"{url}/openapi.json"), 40)
+    assert sent >= 6 * 10
+
+
+def _cheap(case: Any) -> None:
+    """Bound the CPU a generated request may cost the real engine."""
+    body = case.body
+    if isinstance(body, dict):
+        for key in ("max_tokens", "max_completion_tokens"):
+            if isinstance(body.get(key), int):
+                body[key] = min(body[key], 8)
+        if isinstance(body.get("max_subquestions"), int):
+            body["max_subquestions"] = min(body["max_subquestions"], 2)
+
+
+def test_no_server_error_live(service_url: str) -> None:
+    sent = run(schemathesis.openapi.from_url(f"{service_url}/openapi.json"), 12, _cheap)
+    assert sent >= 6 * 5

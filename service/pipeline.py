@@ -22,13 +22,9 @@ run (mode, cap, solver chain, adapter) comes settled in a ``Plan``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-
-from pydantic import BaseModel
+from collections.abc import Awaitable
 
 from service import prompts
 from service.completion import Completion
@@ -38,6 +34,7 @@ from service.errors import InvalidRequest, UpstreamError
 from service.metrics import Metrics
 from service.parsing import extract_answer, parse_decomposition, parse_next_subquestion
 from service.plan import Plan
+from service.run_state import EventSink, Run, Stage
 from service.schemas import (
     DecomposeResponse,
     DecomposeUsage,
@@ -53,82 +50,6 @@ from service.schemas import (
 from service.settings import Settings
 from service.token_estimate import TokenEstimator
 
-# Receives progress as it happens: (event name, its data). Called synchronously;
-# it must not block (the streaming route puts the event on a queue).
-EventSink = Callable[[str, BaseModel], None]
-
-
-class _BusyClock:
-    """A stage's latency: the wall time during which at least one of its calls ran.
-
-    Sequential calls add up; calls that overlap (a wave of independent
-    subquestions) count once, for as long as any of them is running.
-    """
-
-    def __init__(self, usage: StageUsage) -> None:
-        self._usage = usage
-        self._running = 0
-        self._since = 0.0
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        if self._running == 0:
-            self._since = time.perf_counter()
-        self._running += 1
-        try:
-            yield
-        finally:
-            self._running -= 1
-            if self._running == 0:
-                self._usage.latency_ms += (time.perf_counter() - self._since) * 1000.0
-
-
-@dataclass
-class _Stage:
-    """One role's running account in a request: its usage and its clock."""
-
-    role: str
-    usage: StageUsage
-    clock: _BusyClock = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.clock = _BusyClock(self.usage)
-
-
-@dataclass
-class _Run:
-    """One request's state: its id, its plan and running accounts."""
-
-    request_id: str
-    plan: Plan
-    decomposer: _Stage
-    solver: _Stage
-    started: float = field(default_factory=time.perf_counter)
-    decomposer_calls: int = 0
-    repeats_dropped: int = 0
-    events: EventSink | None = None
-
-    def emit(self, name: str, data: BaseModel) -> None:
-        if self.events is not None:
-            self.events(name, data)
-
-    @property
-    def question(self) -> str:
-        return self.plan.question
-
-    @property
-    def context(self) -> str | None:
-        return self.plan.context
-
-    def next_decomposer_id(self) -> str:
-        # vLLM needs unique ids per generation; socratic makes several.
-        self.decomposer_calls += 1
-        return f"{self.request_id}-d{self.decomposer_calls}"
-
-    @property
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000.0
-
 
 class Pipeline:
     def __init__(
@@ -143,21 +64,21 @@ class Pipeline:
         self._metrics = metrics
         self._estimator = estimator or TokenEstimator(None)
 
-    def _run(self, request_id: str, plan: Plan, events: EventSink | None = None) -> _Run:
+    def _run(self, request_id: str, plan: Plan, events: EventSink | None = None) -> Run:
         solver_model = plan.solver.model_name if plan.solver else ""
-        return _Run(
+        return Run(
             request_id=request_id,
             plan=plan,
             events=events,
-            decomposer=_Stage(
+            decomposer=Stage(
                 "decomposer", StageUsage(model=self._decomposer.model_name, adapter=plan.adapter)
             ),
-            solver=_Stage("solver", StageUsage(model=solver_model)),
+            solver=Stage("solver", StageUsage(model=solver_model)),
         )
 
     async def _call(
         self,
-        stage: _Stage,
+        stage: Stage,
         name: str,
         call: Awaitable[Completion],
         prompt: str | prompts.Messages,
@@ -210,7 +131,7 @@ class Pipeline:
 
     # --- stages -----------------------------------------------------------------
 
-    async def _decompose_static(self, run: _Run) -> list[str]:
+    async def _decompose_static(self, run: Run) -> list[str]:
         # A distilled adapter learned the format: it gets the short zero-shot
         # prompt; the base model needs the few-shot one.
         adapter, cap = run.plan.adapter, run.plan.cap
@@ -238,14 +159,14 @@ class Pipeline:
         )
         return subs
 
-    async def _solve(self, run: _Run, messages: prompts.Messages, stage: str) -> Completion:
+    async def _solve(self, run: Run, messages: prompts.Messages, stage: str) -> Completion:
         assert run.plan.solver is not None, "a /decompose plan has no solver"
         return await self._call(
             run.solver, stage, run.plan.solver.chat(messages, request_id=run.request_id), messages
         )
 
     async def _answer(
-        self, run: _Run, index: int, sub: str, history: list[tuple[str, str]]
+        self, run: Run, index: int, sub: str, history: list[tuple[str, str]]
     ) -> SubquestionResult:
         ask = prompts.distilled_subquestion if run.plan.solver_distilled else prompts.subquestion
         messages = ask(run.question, sub, history, run.context)
@@ -266,7 +187,7 @@ class Pipeline:
 
     # --- modes ------------------------------------------------------------------
 
-    async def _static(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+    async def _static(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         subs = await self._decompose_static(run)
         history: list[tuple[str, str]] = []
         results: list[SubquestionResult] = []
@@ -281,7 +202,7 @@ class Pipeline:
             history += [(r.question, r.answer) for r in batch]
         return results, self._final(run, history)
 
-    async def _hinted(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+    async def _hinted(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         subs = await self._decompose_static(run)
         # Hints are not answered one by one; they are listed with empty answers.
         results = [
@@ -295,7 +216,7 @@ class Pipeline:
         ]
         return results, prompts.hinted(run.question, subs, run.context)
 
-    async def _socratic(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+    async def _socratic(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         history: list[tuple[str, str]] = []
         results: list[SubquestionResult] = []
         for _ in range(run.plan.cap):
@@ -326,13 +247,13 @@ class Pipeline:
             history.append((sub, result.answer))
         return results, self._final(run, history)
 
-    async def _direct(self, run: _Run) -> tuple[list[SubquestionResult], prompts.Messages]:
+    async def _direct(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         if run.plan.solver_distilled:
             # The distilled solver's answer step, with no subquestions before it.
             return [], prompts.distilled_final(run.question, [], run.context)
         return [], prompts.direct(run.question, run.context)
 
-    def _final(self, run: _Run, history: list[tuple[str, str]]) -> prompts.Messages:
+    def _final(self, run: Run, history: list[tuple[str, str]]) -> prompts.Messages:
         final = prompts.distilled_final if run.plan.solver_distilled else prompts.final
         return final(run.question, history, run.context)
 

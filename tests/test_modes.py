@@ -8,7 +8,7 @@ import time
 import pytest
 
 from service import prompts
-from service.pipeline import _BusyClock
+from service.run_state import BusyClock
 from service.schemas import StageUsage
 from service.settings import Settings
 from tests.fakes import FakeDecomposer, Q, ScriptedSolver, serve, settings_for, solve
@@ -206,7 +206,7 @@ def test_busy_clock_counts_overlapping_calls_once(monkeypatch: pytest.MonkeyPatc
     now = [0.0]
     monkeypatch.setattr(time, "perf_counter", lambda: now[0])
     usage = StageUsage(model="m")
-    clock = _BusyClock(usage)
+    clock = BusyClock(usage)
     with clock.running():  # 0.0 .. 0.3
         now[0] = 0.1
         with clock.running():  # 0.1 .. 0.4, overlapping

@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,6 +293,7 @@ async def closed_loop(
     duration_s: float | None = None,
     total: int | None = None,
     stagger_s: float = 0.0,
+    client: Callable[[str, int], KeepAliveClient] = KeepAliveClient,
 ) -> tuple[list[Result], float]:
     """``concurrency`` clients, each sending its next request when the last returns.
 
@@ -300,7 +301,8 @@ async def closed_loop(
     ``stagger_s`` spreads the clients' first requests evenly over that many
     seconds; without it every client starts at once, and against a server
     with a fixed answer time they stay in lockstep, arriving as one burst per
-    cycle. Returns every result and the wall time.
+    cycle. ``client`` makes each worker's connection (a streaming reader, say).
+    Returns every result and the wall time.
     """
     host, port = url.removeprefix("http://").split(":")
     bodies = [json.dumps(p).encode() for p in payloads]
@@ -311,7 +313,7 @@ async def closed_loop(
 
     async def worker(k: int) -> None:
         nonlocal sent
-        client = KeepAliveClient(host, int(port))
+        conn = client(host, int(port))
         await asyncio.sleep(stagger_s * k / concurrency)
         try:
             while time.perf_counter() < stop_at and (total is None or sent < total):
@@ -319,16 +321,16 @@ async def closed_loop(
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    status, raw = await client.post(path, body)
+                    status, raw = await conn.post(path, body)
                 except (OSError, asyncio.IncompleteReadError):
-                    client.close()
+                    conn.close()
                     results.append(Result(0, time.perf_counter() - t0, None, t0))
                     continue
                 seconds = time.perf_counter() - t0
                 parsed = json.loads(raw) if raw else None
                 results.append(Result(status, seconds, parsed, t0))
         finally:
-            client.close()
+            conn.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return results, time.perf_counter() - started

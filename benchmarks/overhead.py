@@ -6,10 +6,13 @@ serve``, ``openai`` decomposer backend on the stub, so no model is needed),
 then runs closed-loop clients at each concurrency level in ``direct`` mode
 (one solver call) and ``static`` mode with a fixed plan of four
 subquestions (one decomposer call, then the solver: three independent
-subquestions in one parallel wave, the fourth, the final answer: five calls).
+subquestions in one parallel wave, the fourth, the final answer: five calls),
+and ``static-stream``: the same ``static`` request with ``"stream": true``,
+read as server-sent events to the last (``done``) event.
 
 Per request it takes the stage latencies the response reports
-(``usage.decomposer.latency_ms + usage.solver.latency_ms``) and reports two
+(``usage.decomposer.latency_ms + usage.solver.latency_ms``; streamed: the
+``usage`` event, and ``latency_ms`` from the ``done`` event) and reports two
 overheads:
 
 - server: the response's own ``latency_ms`` minus the stage sum - pure
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
 from typing import Any
@@ -36,6 +40,7 @@ from typing import Any
 from _bench import (
     INDEPENDENT_PLAN,
     RESULTS,
+    KeepAliveClient,
     Result,
     closed_loop,
     machine,
@@ -87,12 +92,62 @@ def summarise(mode: str, concurrency: int, results: list[Result], wall: float, c
     }
 
 
+STREAMED = "-stream"
+
+
 def payloads(mode: str) -> list[dict[str, Any]]:
-    return [{"question": q, "mode": mode, "max_subquestions": 4} for q in QUESTIONS]
+    base = mode.removesuffix(STREAMED)
+    extra = {"stream": True} if mode.endswith(STREAMED) else {}
+    return [{"question": q, "mode": base, "max_subquestions": 4, **extra} for q in QUESTIONS]
 
 
 # Model calls in series per request (stub plan): the length of one client cycle.
-SERIAL_STAGES = {"direct": 1, "static": 4}
+SERIAL_STAGES = {"direct": 1, "static": 4, "static-stream": 4}
+
+
+class StreamingClient(KeepAliveClient):
+    """Reads a streamed /solve (chunked ``text/event-stream``) to its ``done`` event.
+
+    Returns, as the body, what the non-streamed response would say of the
+    figures measured here: ``usage`` (its event) and ``latency_ms`` (``done``'s).
+    The client's latency is the time to the last event.
+    """
+
+    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        reader, writer = await self._connect()
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(b":") for line in lines[1:] if line)
+        )
+        if headers.get(b"transfer-encoding") == b"chunked":
+            chunks = []
+            while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                chunks.append((await reader.readexactly(size + 2))[:-2])
+            await reader.readuntil(b"\r\n")
+            raw = b"".join(chunks)
+        else:
+            raw = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+        if status != 200 or not headers.get(b"content-type", b"").startswith(b"text/event"):
+            return status, raw
+        body: dict[str, Any] = {}
+        for event in raw.split(b"\n\n"):
+            fields = dict(line.split(b": ", 1) for line in event.split(b"\n") if b": " in line)
+            data = json.loads(fields.get(b"data", b"null"))
+            if fields.get(b"event") == b"usage":
+                body["usage"] = data
+            elif fields.get(b"event") == b"done":
+                body["latency_ms"] = data["latency_ms"]
+            elif fields.get(b"event") == b"error":
+                return 502, json.dumps(data).encode()
+        return status, json.dumps(body).encode()
 
 
 async def measure(
@@ -118,6 +173,7 @@ async def measure(
             concurrency,
             duration_s=args.warmup_s + args.duration_s,
             stagger_s=stagger,
+            client=StreamingClient if mode.endswith(STREAMED) else KeepAliveClient,
         )
     )
     await asyncio.sleep(args.warmup_s)
@@ -174,12 +230,43 @@ def _print_row(row: dict[str, Any]) -> None:
     )
 
 
+def stream_cost(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per configuration and level: the streamed request's overheads minus the plain one's."""
+    key = ("limits", "arrival", "concurrency")
+    plain = {tuple(r[k] for k in key): r for r in rows if r["mode"] == "static"}
+    out = []
+    for r in rows:
+        base = plain.get(tuple(r[k] for k in key))
+        if r["mode"] != "static-stream" or base is None:
+            continue
+        out.append(
+            {
+                "limits": r["limits"],
+                "arrival": r["arrival"],
+                "concurrency": r["concurrency"],
+                "server_p50_added_ms": round(
+                    r["overhead_server_p50_ms"] - base["overhead_server_p50_ms"], 3
+                ),
+                "client_p50_added_ms": round(
+                    r["overhead_client_p50_ms"] - base["overhead_client_p50_ms"], 2
+                ),
+                "cpu_ms_per_request_added": round(
+                    r["cpu_ms_per_request"] - base["cpu_ms_per_request"], 3
+                ),
+            }
+        )
+    met = all(o["server_p50_added_ms"] <= 1.0 for o in out) if out else None
+    return {"rows": out, "server_p50_le_1ms": met}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
-    parser.add_argument("--modes", default="direct,static")
+    parser.add_argument(
+        "--modes", default="direct,static,static-stream", help="static-stream: streamed static"
+    )
     parser.add_argument(
         "--limits",
         default="default,raised",
@@ -227,6 +314,7 @@ def main() -> int:
         }
         for limits, arrival in configs
     }
+    streaming = stream_cost(rows)
     report = {
         "benchmark": "overhead",
         "machine": info,
@@ -241,6 +329,8 @@ def main() -> int:
         },
         "rows": rows,
         "targets_at_64": targets,
+        # What streaming adds: static-stream minus static, same limits, arrival, level.
+        "streaming": streaming,
     }
     columns = [
         "limits",
@@ -262,6 +352,10 @@ def main() -> int:
     print("\ntargets at 64 concurrent (p50 <= 1 ms, p99 <= 5 ms):")
     for config, result in targets.items():
         print(f"  {config}: {result}")
+    if streaming["rows"]:
+        print("\nstreaming adds (static-stream - static, p50 ms):")
+        print(table(streaming["rows"], list(streaming["rows"][0])))
+        print(f"  server p50 <= 1 ms at every level: {streaming['server_p50_le_1ms']}")
     write_json(args.out, report)
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 

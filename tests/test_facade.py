@@ -178,11 +178,14 @@ async def test_facade_behaves_as_solve_auth_admission_metrics() -> None:
         done = await held
         # The embedded solver's own calls on /v1 are neither admitted nor counted.
         raw = await client.post("/v1/chat/completions", json={"messages": MESSAGES}, headers=auth)
+        bad = await client.post(
+            "/v1/chat/completions", json={**chat, "temperature": 9}, headers=auth
+        )
         counts = {
             status: await metric(
                 client, "divconq_requests_total", endpoint="chat_completions", status=status
             )
-            for status in ("200", "429")
+            for status in ("200", "422", "429")
         }
         direct = await metric(
             client, "divconq_requests_total", endpoint="chat_completions", mode="direct"
@@ -191,7 +194,8 @@ async def test_facade_behaves_as_solve_auth_admission_metrics() -> None:
     error_of(refused, 429, "overloaded")
     error_of(refused_solve, 429, "overloaded")
     error_of(raw, 503, "not_ready")  # not admitted or counted: the fake has no engine
-    assert counts == {"200": 1, "429": 1} and direct == 1
+    error_of(bad, 422, "invalid_request")
+    assert counts == {"200": 1, "422": 1, "429": 1} and direct == 1
     assert KEY not in done.text
 
 

@@ -81,6 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from service.api.facade import claim  # the facade imports this module
+
+        claim(request, exc.body)
         return error_response(422, "invalid_request", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)

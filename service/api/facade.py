@@ -42,6 +42,7 @@ from service.api.streaming import Emit, EventStream, sse
 from service.errors import InvalidRequest
 from service.schemas import SolveRequest, SolveResponse
 from service.settings import Mode
+from service.state import get_services
 
 ENDPOINT = "chat_completions"
 _SPEAKERS = {"user": "User", "assistant": "Assistant", "tool": "Tool"}
@@ -104,6 +105,15 @@ def _detail(result: SolveResponse) -> PipelineDetail:
         usage=result.usage,
         latency_ms=result.latency_ms,
     )
+
+
+def claim(request: Request, body: Any) -> None:
+    """Count as the facade's a pipeline-model request whose body failed its schema (a
+    422 before any handler ran), as /solve's 422s are counted."""
+    model = body.get("model") if isinstance(body, dict) else None
+    pipeline = get_services(request).settings.pipeline_models
+    if request.url.path == "/v1/chat/completions" and isinstance(model, str) and model in pipeline:
+        request.state.endpoint = ENDPOINT
 
 
 async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletion | EventStream:

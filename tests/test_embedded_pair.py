@@ -1,0 +1,59 @@
+"""The embedded default does the whole job: the distilled Socratic pair, real engine.
+
+The service runs with nothing configured: the distilled decomposer (static
+and socratic question generator) in process, the distilled subproblem solver
+at its own /v1 with the calculator in the loop. Greedy decoding is
+deterministic, so the README's example problems must come out right.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# The README's example problems and their answers (README, "Try it").
+EXAMPLES = [
+    (
+        "Ben earns $15 an hour. He works 6 hours on Monday and 4 hours on Tuesday. "
+        "How much does he earn in total?",
+        "150",
+    ),
+    ("Lily reads 10 pages a day. How many pages does she read in 7 days?", "70"),
+]
+
+
+def test_examples_are_the_readmes() -> None:
+    text = README.read_text()
+    for question, _ in EXAMPLES:
+        assert question.replace("$", "\\$") in text or question in text
+
+
+@pytest.mark.parametrize("mode", ["static", "socratic"])
+@pytest.mark.parametrize(("question", "answer"), EXAMPLES)
+def test_readme_examples_answered_right(
+    embedded_url: str, mode: str, question: str, answer: str
+) -> None:
+    resp = httpx.post(
+        f"{embedded_url}/solve", json={"question": question, "mode": mode}, timeout=300
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["answer"] == answer, body
+    # Worked steps in GSM8K's style, the arithmetic done by the calculator.
+    steps = " ".join(s["answer"] for s in body["subquestions"])
+    if body["subquestions"]:
+        assert re.search(r"<<[\d.+\-*/() ]+=[\d.\-]+>>", steps), body["subquestions"]
+
+
+def test_calculator_is_counted(embedded_url: str) -> None:
+    httpx.post(
+        f"{embedded_url}/solve", json={"question": EXAMPLES[0][0], "mode": "static"}, timeout=300
+    )
+    metrics = httpx.get(f"{embedded_url}/metrics").text
+    counted = re.findall(r'divconq_calculator_calls_total\{outcome="(\w+)"\} (\d+)', metrics)
+    assert sum(int(n) for _, n in counted) > 0, metrics[:2000]

@@ -35,6 +35,8 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 _END = b""
+# How long an event waits for the work to move on before it is written.
+WRITE_DELAY_S = 0.002
 
 
 def sse(event: str | None, data: str) -> bytes:
@@ -82,14 +84,39 @@ class EventStream(Response):
         emit(self._close())
         return status
 
+    @staticmethod
+    async def _next(queue: asyncio.Queue[bytes], finished: asyncio.Event) -> bytes:
+        """The events ready to write, as one chunk; ``_END`` when the work is over.
+
+        An event is written ``WRITE_DELAY_S`` after it was emitted, with any
+        emitted meanwhile: by then the work has started its next model call, so
+        writing (a syscall that wakes the client, which on a small box may take
+        the CPU) happens while it waits on a model, never between its calls.
+        The last events (the work is over) go out at once.
+        """
+        chunk = await queue.get()
+        if chunk is _END:
+            return chunk
+        if not finished.is_set():
+            await asyncio.sleep(WRITE_DELAY_S)
+        while not queue.empty():
+            more = queue.get_nowait()
+            if more is _END:
+                queue.put_nowait(more)  # written next time round
+                break
+            chunk += more
+        return chunk
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
+        finished = asyncio.Event()
 
         async def produce() -> int:
             try:
                 return await self._produce(scope, queue.put_nowait)
             finally:
                 queue.put_nowait(_END)
+                finished.set()
 
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         task = asyncio.create_task(produce())
@@ -104,7 +131,7 @@ class EventStream(Response):
         watcher = asyncio.create_task(watch())
         status = ClientDisconnected.status_code
         try:
-            while (chunk := await queue.get()) is not _END:
+            while (chunk := await self._next(queue, finished)) is not _END:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not left.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

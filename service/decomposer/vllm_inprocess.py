@@ -164,14 +164,19 @@ class VllmDecomposer:
         adapter: str | None = None,
     ) -> Completion:
         engine, lora = await self._route(adapter)
-        return await engine.generate(
-            prompt,
-            request_id=request_id,
-            max_tokens=max_tokens,
-            temperature=self._settings.decomposer.temperature,
-            stop=stop,
-            adapter=lora,
-        )
+        try:
+            return await engine.generate(
+                prompt,
+                request_id=request_id,
+                max_tokens=max_tokens,
+                temperature=self._settings.decomposer.temperature,
+                stop=stop,
+                adapter=lora,
+            )
+        except ValueError as exc:
+            # vLLM validates its input here (a prompt longer than the model
+            # takes): the request's fault, not the server's.
+            raise InvalidRequest(f"the decomposer cannot take this input: {exc}") from None
 
     async def aclose(self) -> None:
         engines = [self.engine, self._base]

@@ -3,7 +3,6 @@ real `vllm serve` solver. Checks the response contract a client relies on."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,10 @@ def _check_stage(stage: dict[str, Any], *, called: bool) -> None:
         "cost_usd",
         "answered_by",
         "adapter",
+        "estimated",
     }
+    # Both backends here report their own token counts: nothing is estimated.
+    assert stage["estimated"] is False
     if called:
         assert stage["calls"] >= 1
         assert stage["prompt_tokens"] > 0
@@ -61,8 +63,8 @@ def _check_contract(body: dict[str, Any], mode: str) -> None:
     assert sol["model"] == SOLVER_NAME
     assert sol["answered_by"] == ["default"]
     assert dec["answered_by"] == []
-    # The shipped distilled adapter serves static decomposition by default.
-    assert dec["adapter"] == ("gsm8k-socratic" if mode in ("static", "hinted") else None)
+    # The shipped distilled adapter decomposes (static and socratic) by default.
+    assert dec["adapter"] == (None if mode == "direct" else "gsm8k-socratic")
     assert sol["adapter"] is None
     assert dec["model"] == "gemma-3-270m"
     # Totals are exactly the sums of the stages.
@@ -226,7 +228,8 @@ def test_health_ready_docs(client: httpx.Client) -> None:
 
 def test_embedded_openai_api(client: httpx.Client) -> None:
     """The service's own /v1 (the default solver) answers in OpenAI's shape."""
-    assert client.get("/v1/models").json()["data"][0]["id"] == "gemma-3-270m"
+    # The embedded model beside the facade's pipeline models.
+    assert "gemma-3-270m" in [m["id"] for m in client.get("/v1/models").json()["data"]]
     resp = client.post(
         "/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8},
@@ -242,39 +245,6 @@ def test_embedded_openai_api(client: httpx.Client) -> None:
 @pytest.mark.parametrize("mode", ["static", "hinted", "socratic", "direct"])
 def test_every_mode_with_context(client: httpx.Client, mode: str) -> None:
     _solve(client, mode, context="Stickers come in packs of 5.", max_subquestions=2)
-
-
-def test_disconnect_aborts_generation(client: httpx.Client, service_url: str) -> None:
-    """A client that gives up takes its generation with it."""
-
-    def engine_requests() -> int:
-        return int(client.get("/readyz").json()["decomposer"]["engine_requests"])
-
-    assert engine_requests() == 0
-    long_story = {
-        "messages": [{"role": "user", "content": "Tell me a very long story."}],
-        "max_tokens": 1500,  # over a minute of CPU decoding if it ran to the end
-    }
-    outcome: list[BaseException] = []
-
-    def impatient_client() -> None:
-        try:
-            httpx.post(f"{service_url}/v1/chat/completions", json=long_story, timeout=3.0)
-        except httpx.ReadTimeout as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=impatient_client)
-    thread.start()
-    seen_running = False
-    while thread.is_alive():
-        seen_running = seen_running or engine_requests() == 1
-        time.sleep(0.2)
-    assert outcome, "the client should have timed out"
-    assert seen_running, "the generation never showed as running"
-    deadline = time.monotonic() + 10
-    while engine_requests() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert engine_requests() == 0
 
 
 def test_disconnect_mid_solve_leaves_nothing_running(

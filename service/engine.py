@@ -88,6 +88,7 @@ class EmbeddedEngine:
         model_path: str,
         served_name: str,
         adapters: dict[str, str] | None = None,
+        hardware: EngineHardware | None = None,
     ) -> None:
         self._settings = settings
         self._adapters = adapters or {}
@@ -96,7 +97,9 @@ class EmbeddedEngine:
         self._engine: AsyncLLM | None = None
         self._loras: dict[str, Any] = {}
         self._tokenizer: Any = None
-        self.hardware: EngineHardware | None = None
+        # Resolved once: by the caller when it already has it, else in _build.
+        self.hardware: EngineHardware | None = hardware
+        self._turn_end_ids: list[int] = []
 
     @property
     def ready(self) -> bool:
@@ -120,6 +123,7 @@ class EmbeddedEngine:
                 for i, (name, path) in enumerate(sorted(self._adapters.items()), 1)
             }
         self._tokenizer = engine.tokenizer
+        self._turn_end_ids = self._find_turn_end_ids()
         self._engine = engine
         hw = self.hardware
         log.info(
@@ -133,7 +137,7 @@ class EmbeddedEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self._settings
-        hw = self.hardware = local_hardware(s)
+        hw = self.hardware = self.hardware or local_hardware(s)
         apply_engine_env(engine_env(s, hw))
         args = AsyncEngineArgs(
             model=self._model_path,
@@ -209,6 +213,10 @@ class EmbeddedEngine:
 
     @property
     def turn_end_ids(self) -> list[int]:
+        """Token ids that end a chat turn, looked up once at start-up."""
+        return self._turn_end_ids
+
+    def _find_turn_end_ids(self) -> list[int]:
         """Token ids that end a chat turn (Gemma's ``<end_of_turn>``): a chat reply stops there.
 
         The GGUF-derived checkpoint's end-of-sequence token is ``<eos>`` only,

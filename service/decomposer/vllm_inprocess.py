@@ -28,6 +28,7 @@ from service.completion import Completion
 from service.decomposer.base import register
 from service.engine import EmbeddedEngine, local_hardware
 from service.errors import InvalidRequest, NotReady
+from service.hardware import EngineHardware
 from service.settings import SHIPPED_ADAPTER, Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class VllmDecomposer:
         self._base_dir: str | None = None
         self._base: EmbeddedEngine | None = None
         self._user_adapters: dict[str, str] = {}
+        # Resolved once for the merge's dtype and handed to the engines.
+        self._hardware: EngineHardware | None = None
         self._base_lock = asyncio.Lock()
         self._state = "loading"
 
@@ -72,7 +75,11 @@ class VllmDecomposer:
             path, adapters = await self._checkpoints()
             self._state = "loading: starting the vLLM engine"
             engine = EmbeddedEngine(
-                self._settings.decomposer, path, self.model_name, adapters=adapters
+                self._settings.decomposer,
+                path,
+                self.model_name,
+                adapters=adapters,
+                hardware=self._hardware,
             )
             await engine.start()
             self.engine = engine
@@ -114,7 +121,7 @@ class VllmDecomposer:
             return str(base_dir), {}
         self._state = "loading: merging the distilled weights"
         # Saved in the dtype the engine will run, so it loads with no cast.
-        hw = await asyncio.to_thread(local_hardware, s.decomposer)
+        hw = self._hardware = await asyncio.to_thread(local_hardware, s.decomposer)
         merged = await asyncio.to_thread(
             prepare_distilled_model, base_dir, Path(shipped), dtype=hw.dtype
         )
@@ -138,6 +145,7 @@ class VllmDecomposer:
                     self._base_dir,
                     f"{self.model_name}-base",
                     adapters=self._user_adapters,
+                    hardware=self._hardware,
                 )
                 self._base = engine
                 await engine.start()

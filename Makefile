@@ -27,7 +27,7 @@ unit: $(STAMP)
 
 # Dockerfile lint, `docker compose config`, Kubernetes schema validation.
 deploy-check: $(STAMP)
-	$(VENV)/bin/python -m pytest tests/test_deploy.py
+	$(VENV)/bin/python -m pytest tests/test_deploy_compose.py tests/test_deploy_docker.py tests/test_deploy_k8s.py
 
 test: lint
 	$(VENV)/bin/python -m pytest

@@ -156,40 +156,10 @@ def measure(label: str, env: dict[str, str], args: argparse.Namespace) -> dict[s
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--load-concurrency", type=int, default=16)
-    parser.add_argument("--load-s", type=float, default=30.0, help="seconds of load")
-    parser.add_argument("--settle-s", type=float, default=2.0)
-    parser.add_argument(
-        "--prepare", action=argparse.BooleanOptionalAction, default=True, help="time prepare-model"
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--out", default=str(RESULTS / "cold_start.json"))
-    args = parser.parse_args()
-    embedded_env: dict[str, str] = {}
-    if args.smoke:
-        args.load_concurrency, args.load_s, args.settle_s, args.prepare = 2, 2.0, 0.5, False
-        embedded_env["DIVCONQ_SOLVER__MAX_TOKENS"] = "4"
-
-    info = machine()
-    prep = first_prepare() if args.prepare else {}
-    if prep:
-        print(f"  {prep}", flush=True)
-    rows = [measure("embedded (vLLM in process)", embedded_env, args)]
-    print(f"  {rows[-1]}", flush=True)
-    stub = start_stub(0.05, "1. How many apples does Tom have?")
-    with running(stub):
-        stub_env = {
-            "DIVCONQ_DECOMPOSER__BACKEND": "openai",
-            "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub.url}/v1",
-            "DIVCONQ_SOLVER__BASE_URL": f"{stub.url}/v1",
-            "DIVCONQ_SOLVER__MODEL": "stub",
-        }
-        rows.append(measure("HTTP models only (stub, no engine)", stub_env, args))
-        print(f"  {rows[-1]}", flush=True)
+def finish(
+    info: dict[str, Any], args: argparse.Namespace, prep: dict[str, Any], rows: list[dict[str, Any]]
+) -> int:
+    """Print the table, write the JSON; non-zero when a load request failed."""
     report = {
         "benchmark": "cold_start",
         "machine": info,
@@ -223,6 +193,58 @@ def main() -> int:
         )
     write_json(args.out, report)
     return 0 if all(r["load_errors"] == 0 for r in rows) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--load-concurrency", type=int, default=16)
+    parser.add_argument("--load-s", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--settle-s", type=float, default=2.0)
+    parser.add_argument(
+        "--prepare", action=argparse.BooleanOptionalAction, default=True, help="time prepare-model"
+    )
+    parser.add_argument(
+        "--rows", default="embedded,stub", help="which services to start: embedded, stub or both"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny run for the test suite: the stub row only (the embedded start is what "
+        "every slow-tier service fixture already goes through)",
+    )
+    parser.add_argument("--out", default=str(RESULTS / "cold_start.json"))
+    args = parser.parse_args()
+    embedded_env: dict[str, str] = {}
+    if args.smoke:
+        args.load_concurrency, args.load_s, args.settle_s, args.prepare = 2, 2.0, 0.5, False
+        args.rows = "stub"
+    wanted = set(args.rows.split(","))
+    if not wanted or wanted - {"embedded", "stub"}:
+        parser.error("--rows takes embedded, stub or embedded,stub")
+
+    info = machine()
+    prep = first_prepare() if args.prepare else {}
+    if prep:
+        print(f"  {prep}", flush=True)
+    rows = []
+    if "embedded" in wanted:
+        rows.append(measure("embedded (vLLM in process)", embedded_env, args))
+        print(f"  {rows[-1]}", flush=True)
+    if "stub" not in wanted:
+        return finish(info, args, prep, rows)
+    stub = start_stub(0.05, "1. How many apples does Tom have?")
+    with running(stub):
+        stub_env = {
+            "DIVCONQ_DECOMPOSER__BACKEND": "openai",
+            "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub.url}/v1",
+            "DIVCONQ_SOLVER__BASE_URL": f"{stub.url}/v1",
+            "DIVCONQ_SOLVER__MODEL": "stub",
+        }
+        rows.append(measure("HTTP models only (stub, no engine)", stub_env, args))
+        print(f"  {rows[-1]}", flush=True)
+    return finish(info, args, prep, rows)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ with ``false``. The real model's plans mostly chain (each step uses the
 last), so the stub shows what parallel waves can save.
 
     .venv/bin/python benchmarks/modes.py
+    .venv/bin/python benchmarks/modes.py --url http://127.0.0.1:8000  # a running service
     .venv/bin/python benchmarks/modes.py --smoke
 """
 
@@ -95,26 +96,32 @@ def summarise(
     }
 
 
-def real_model(args: argparse.Namespace, logs: Path) -> tuple[list[dict[str, Any]], dict]:
-    env = {"DIVCONQ_MAX_IN_FLIGHT": "64"}
-    if args.smoke:
-        env |= {"DIVCONQ_SOLVER__MAX_TOKENS": "8", "DIVCONQ_DECOMPOSER__MAX_TOKENS": "24"}
-    service = start_service(env, log=logs / "modes-service.log")
+def measure_modes(url: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
     questions = problems(args.problems)
+    solve_all(url, problems(1, offset=0), "direct")  # warm-up
     rows = []
-    with running(service):
-        ready = wait_http(f"{service.url}/readyz", timeout_s=900, proc=service.proc)
-        print(f"  service ready in {ready - service.started:.1f} s", flush=True)
-        solve_all(service.url, problems(1, offset=0), "direct")  # warm-up
-        for mode in args.modes.split(","):
-            rows.append(summarise(mode, solve_all(service.url, questions, mode), args.price))
-            print(f"  {rows[-1]}", flush=True)
-        config = httpx.get(f"{service.url}/readyz").json()
+    for mode in args.modes.split(","):
+        rows.append(summarise(mode, solve_all(url, questions, mode), args.price))
+        print(f"  {rows[-1]}", flush=True)
+    config = httpx.get(f"{url}/readyz").json()
     return rows, {
         "decomposer": config["decomposer"]["model"],
         "solver": config["solvers"]["default"]["model"],
         "solver_base_url": config["solvers"]["default"]["base_url"],
     }
+
+
+def real_model(args: argparse.Namespace, logs: Path) -> tuple[list[dict[str, Any]], dict]:
+    if args.url:
+        return measure_modes(args.url, args)
+    env = {"DIVCONQ_MAX_IN_FLIGHT": "64"}
+    if args.smoke:
+        env |= {"DIVCONQ_SOLVER__MAX_TOKENS": "8", "DIVCONQ_DECOMPOSER__MAX_TOKENS": "24"}
+    service = start_service(env, log=logs / "modes-service.log")
+    with running(service):
+        ready = wait_http(f"{service.url}/readyz", timeout_s=900, proc=service.proc)
+        print(f"  service ready in {ready - service.started:.1f} s", flush=True)
+        return measure_modes(service.url, args)
 
 
 def parallel_vs_sequential(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -154,6 +161,11 @@ def main() -> int:
     )
     parser.add_argument("--stub-delay-s", type=float, default=0.5, help="stub solver delay")
     parser.add_argument("--stub-requests", type=int, default=10)
+    parser.add_argument(
+        "--url",
+        help="measure this running service (e.g. a deployment) instead of starting "
+        "`python -m service serve` with its defaults",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--out", default=str(RESULTS / "modes.json"))
     args = parser.parse_args()
@@ -174,6 +186,7 @@ def main() -> int:
         "machine": info,
         "settings": {
             "problems": args.problems,
+            "service_url": args.url,
             "models": models,
             "solver_price_usd_per_mtok": {"input": p_in, "output": p_out},
             "stub_delay_s": args.stub_delay_s,

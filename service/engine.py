@@ -19,8 +19,10 @@ from service.hardware import (
     EngineHardware,
     cpu_model,
     native_bf16,
+    omp_env,
     read_cpu_flags,
     resolve_dtype,
+    resolve_executor,
     resolve_threads_bind,
     usable_cpus,
 )
@@ -40,6 +42,7 @@ def engine_hardware(s: DecomposerSettings, *, gpu: bool = False) -> EngineHardwa
         omp_threads_bind=resolve_threads_bind(s.omp_threads_bind, usable_cpus()),
         cpu_model=cpu_model(),
         native_bf16=native_bf16(flags),
+        executor=resolve_executor(s.executor),
     )
 
 
@@ -68,10 +71,27 @@ def engine_env(s: DecomposerSettings, hw: EngineHardware) -> dict[str, str]:
     the engine core is a spawned process that inherits the environment.
     Variables already set by the operator win.
     """
-    return {
+    env = {
         "VLLM_CPU_KVCACHE_SPACE": str(s.kv_cache_gib),
         "VLLM_CPU_OMP_THREADS_BIND": hw.omp_threads_bind,
     }
+    if hw.executor == "uni":
+        # The model runs in the engine-core process: it must start bound.
+        env |= omp_env(hw.omp_threads_bind)
+    return env
+
+
+def executor_backend(hw: EngineHardware) -> Any:
+    """vLLM's ``distributed_executor_backend`` for ``hw.executor``.
+
+    The class, not the name ``"uni"``: vLLM's CPU platform turns the name
+    into ``"mp"``; a class it leaves alone.
+    """
+    if hw.executor != "uni":
+        return hw.executor
+    from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
+    return UniProcExecutor
 
 
 def apply_engine_env(env: dict[str, str]) -> None:
@@ -128,7 +148,8 @@ class EmbeddedEngine:
         hw = self.hardware
         log.info(
             f"vLLM engine ready: {self._model_path} ({hw.dtype if hw else '?'}, "
-            f"OpenMP threads bound to CPUs {hw.omp_threads_bind if hw else '?'})",
+            f"OpenMP threads bound to CPUs {hw.omp_threads_bind if hw else '?'}, "
+            f"executor {hw.executor if hw else '?'})",
             extra={"model": self._model_path, **(hw.as_dict() if hw else {})},
         )
 
@@ -146,6 +167,7 @@ class EmbeddedEngine:
             enable_lora=bool(self._adapters),
             max_loras=max(1, len(self._adapters)),
             max_lora_rank=cast(Any, s.max_lora_rank),  # validated in settings
+            distributed_executor_backend=executor_backend(hw),
         )
         return AsyncLLM.from_engine_args(args)
 

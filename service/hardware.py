@@ -96,6 +96,47 @@ def resolve_threads_bind(requested: str, cpus: Sequence[int], *, reserve: int = 
     return cpu_ranges(keep)
 
 
+def parse_cpu_ranges(spec: str) -> list[int]:
+    """``"0-2,5"`` -> ``[0, 1, 2, 5]``; the inverse of ``cpu_ranges``. Not a list: ``[]``."""
+    cpus: list[int] = []
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return []
+        cpus.extend(range(int(first), int(last if dash else first) + 1))
+    return sorted(set(cpus))
+
+
+def omp_env(threads_bind: str) -> dict[str, str]:
+    """OpenMP's own variables for a thread binding such as ``"0-1"``.
+
+    vLLM's multiprocess CPU executor sets these for the worker process it
+    spawns. When the model runs in the engine-core process instead
+    (``executor="uni"``), that process must start with them, because
+    OpenMP reads them once, when it loads. ``nobind`` (or anything that is
+    not a CPU list) binds nothing.
+    """
+    cpus = parse_cpu_ranges(threads_bind)
+    if not cpus:
+        return {}
+    return {
+        "OMP_NUM_THREADS": str(len(cpus)),
+        "OMP_PLACES": "{" + ",".join(map(str, cpus)) + "}",
+        "OMP_PROC_BIND": "true",
+    }
+
+
+def resolve_executor(requested: str) -> str:
+    """``auto`` runs the model inside vLLM's engine-core process (``uni``).
+
+    vLLM's CPU default (``mp``) starts a third process for the model worker:
+    one more interpreter to import torch, vLLM and the tokenizer into, about
+    17 s of a 2-core cold start, measured in docs/benchmarks.md, and no
+    faster decoding.
+    """
+    return "uni" if requested == "auto" else requested
+
+
 @dataclass(frozen=True)
 class EngineHardware:
     """The resolved engine settings, shown in /readyz and the start-up log."""
@@ -104,11 +145,13 @@ class EngineHardware:
     omp_threads_bind: str
     cpu_model: str
     native_bf16: bool
+    executor: str = "uni"
 
     def as_dict(self) -> dict[str, str | bool]:
         return {
             "dtype": self.dtype,
             "omp_threads_bind": self.omp_threads_bind,
+            "executor": self.executor,
             "cpu": self.cpu_model,
             "native_bf16": self.native_bf16,
         }

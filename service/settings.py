@@ -78,6 +78,11 @@ class DecomposerSettings(BaseModel):
         description="CPU engine: VLLM_CPU_OMP_THREADS_BIND. 'auto' binds every CPU this "
         "process may use; or a list such as '0-3' or '0,2'.",
     )
+    executor: Literal["auto", "uni", "mp"] = Field(
+        "auto",
+        description="Where the model runs: 'auto'/'uni' in vLLM's engine-core process; 'mp' "
+        "in a worker process of its own (vLLM's CPU default: one more process to start).",
+    )
     base_engine: Literal["lazy", "eager", "off"] = Field(
         "lazy",
         description="Embedded model only: the base checkpoint (for 'decomposer_adapter': "

@@ -1,16 +1,25 @@
 """Session fixtures: the embedded model, a real ``vllm serve`` solver, and the
 service itself as a subprocess with the real in-process vLLM decomposer.
 
-These are expensive (tens of seconds each on CPU), so they are started once
-per test session, in parallel, and shared. A test that uses one of them
-(``REAL_STACK``) is marked ``slow`` here, whether or not it says so itself:
-``make unit`` (``pytest -m "not slow"``) never waits for an engine.
+These are expensive (about a minute of CPU each on a 2-core box), so they are
+started once per test session, overlapped where they can be, and shared:
+
+- ``stack``: ``vllm serve`` as the solver and the service beside it, with a
+  tiny adapter of the suite's own training (``tiny_adapter``) next to the
+  shipped one; contract, observability, SDK, fuzz and adapter tests use it;
+- ``embedded_url``: the service on the embedded default, as ``make serve``
+  starts it; the distilled pair's and the benchmarks' tests use it.
+
+A test that uses one of them (``REAL_STACK``) is marked ``slow`` here,
+whether or not it says so itself: ``make unit`` (``pytest -m "not slow"``)
+never waits for an engine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +33,7 @@ import pytest
 from service.engine import engine_env, engine_hardware
 from service.model_prep import prepare_embedded_model
 from service.settings import DecomposerSettings, Settings
-from tests.support import Proc, free_port, start_process, wait_until
+from tests.support import Proc, free_port, service_cli, start_process, wait_until
 
 SOLVER_NAME = "solver-gemma"
 # Short answers keep the CPU test suite fast; the contract does not care.
@@ -36,7 +45,16 @@ SOLVER_API_KEY = "sk-test-9c1f0e7d"
 
 # Fixtures that need the prepared model, the vLLM engine or `vllm serve`.
 REAL_STACK = frozenset(
-    {"model_dir", "stack", "service_url", "solver_url", "client", "embedded_url"}
+    {
+        "model_dir",
+        "stack",
+        "service_url",
+        "solver_url",
+        "client",
+        "embedded_url",
+        "tiny_adapter",
+        "solver_proc",
+    }
 )
 
 
@@ -66,14 +84,35 @@ class Stack:
     early_solve: httpx.Response
 
 
+@dataclass
+class TinyAdapter:
+    """A real LoRA run on a tiny slice: 2 steps, then resumed to 3."""
+
+    path: Path
+    data: Path
+    first: subprocess.CompletedProcess[str]
+    resumed: subprocess.CompletedProcess[str]
+
+
 def _chat_template_file() -> str:
     return str(resources.files("service").joinpath("templates/chat_template.jinja"))
 
 
 @pytest.fixture(scope="session")
-def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
-    """`vllm serve` as the solver and `python -m service serve`, started together."""
-    solver_port, service_port = free_port(), free_port()
+def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> TinyAdapter:
+    tmp = tmp_path_factory.mktemp("distill")
+    service_cli("distill", "data", "--limit", "12", "--held-out", "4", "--out", str(tmp / "data"))
+    common = ["--data", str(tmp / "data"), "--out", str(tmp / "adapter"), "--batch-size", "2"]
+    common += ["--save-every", "1", "--eval-every", "1", "--threads", "2"]
+    first = service_cli("distill", "train", *common, "--max-steps", "2")
+    resumed = service_cli("distill", "train", *common, "--max-steps", "3")
+    return TinyAdapter(tmp / "adapter", tmp / "data", first, resumed)
+
+
+@pytest.fixture(scope="session")
+def solver_proc(model_dir: Path, logs_dir: Path) -> Iterator[Proc]:
+    """`vllm serve` on the embedded checkpoint, started; ``stack`` waits for it."""
+    port = free_port()
     hardware = engine_hardware(DecomposerSettings())
     solver = start_process(
         [
@@ -89,7 +128,7 @@ def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
             "--host",
             "127.0.0.1",
             "--port",
-            str(solver_port),
+            str(port),
             "--max-model-len",
             "2048",
             "--enforce-eager",
@@ -99,24 +138,45 @@ def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
         ],
         env=engine_env(DecomposerSettings(), hardware),
         log=logs_dir / "solver.log",
-        url=f"http://127.0.0.1:{solver_port}/v1",
-    )
-    service = start_process(
-        [sys.executable, "-m", "service", "serve", "--port", str(service_port)],
-        env={
-            "DIVCONQ_SOLVER__BASE_URL": solver.url,
-            "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
-            "DIVCONQ_SOLVER__MAX_TOKENS": str(SOLVER_MAX_TOKENS),
-            "DIVCONQ_SOLVER__API_KEY": SOLVER_API_KEY,
-            "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
-            "DIVCONQ_PRICES": json.dumps(
-                {SOLVER_NAME: {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
-            ),
-        },
-        log=logs_dir / "service.log",
-        url=f"http://127.0.0.1:{service_port}",
+        url=f"http://127.0.0.1:{port}/v1",
     )
     try:
+        yield solver
+    finally:
+        solver.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    solver_proc: Proc, tiny_adapter: TinyAdapter, model_dir: Path, logs_dir: Path
+) -> Iterator[Stack]:
+    """`vllm serve` as the solver and `python -m service serve` with a user
+    adapter ("tiny", trained here while `vllm serve` loads) beside the shipped one.
+
+    One service for the contract, observability, SDK and adapter tests: each
+    engine start costs a minute of CPU on a 2-core box.
+    """
+    # Fixture order is the argument order: `vllm serve` loads while the adapter trains.
+    solver = solver_proc
+    service: Proc | None = None
+    try:
+        service_port = free_port()
+        service = start_process(
+            [sys.executable, "-m", "service", "serve", "--port", str(service_port)],
+            env={
+                "DIVCONQ_SOLVER__BASE_URL": solver.url,
+                "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
+                "DIVCONQ_SOLVER__MAX_TOKENS": str(SOLVER_MAX_TOKENS),
+                "DIVCONQ_SOLVER__API_KEY": SOLVER_API_KEY,
+                "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
+                "DIVCONQ_DECOMPOSER__ADAPTERS": json.dumps({"tiny": str(tiny_adapter.path)}),
+                "DIVCONQ_PRICES": json.dumps(
+                    {SOLVER_NAME: {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+                ),
+            },
+            log=logs_dir / "service.log",
+            url=f"http://127.0.0.1:{service_port}",
+        )
         wait_until(
             lambda: httpx.get(f"{service.url}/healthz").status_code == 200,
             timeout_s=120,
@@ -143,8 +203,8 @@ def stack(model_dir: Path, logs_dir: Path) -> Iterator[Stack]:
         )
         yield Stack(solver, service, early_readyz, early_solve)
     finally:
-        service.stop()
-        solver.stop()
+        if service is not None:
+            service.stop()
 
 
 @pytest.fixture(scope="session")

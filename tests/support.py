@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,15 @@ from service.app import create_app
 from service.procs import free_port
 from service.settings import Settings
 
-__all__ = ["FaultServer", "Proc", "free_port", "live_app", "start_process", "wait_until"]
+__all__ = [
+    "FaultServer",
+    "Proc",
+    "free_port",
+    "live_app",
+    "service_cli",
+    "start_process",
+    "wait_until",
+]
 
 
 @dataclass
@@ -59,6 +68,21 @@ def start_process(args: list[str], env: dict[str, str], log: Path, url: str) -> 
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     return Proc(url=url, proc=proc, log=log)
+
+
+def service_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``python -m service ARGS``; fails the test with the tail of stderr if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DIVCONQ_LOG_LEVEL": "info", **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 @contextlib.contextmanager

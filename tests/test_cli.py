@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support import free_port
+from tests.support import free_port, service_cli
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
+def _cli(*args: str, env: dict[str, str] | None = None) -> str:
+    return service_cli(*args, env=env).stdout
 
 
 def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Path) -> None:

@@ -4,10 +4,8 @@ and serving the result through the vLLM decomposer."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,8 @@ from service import prompts
 from service.distill import data
 from service.evaluation.datasets import solution_steps
 from service.settings import Settings
-from tests.support import Proc, free_port, start_process, wait_until
+from tests.conftest import TinyAdapter
+from tests.support import service_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLD = ROOT / "data/gsm8k/socratic_1000.jsonl"
@@ -84,79 +83,32 @@ def test_distilled_target_format() -> None:
     assert prompts.distilled_target([]) == "none\n"
 
 
-def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "DIVCONQ_LOG_LEVEL": "info"},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
-    """A real LoRA run: 2 steps, then resumed to 3, on a tiny slice."""
-    tmp = tmp_path_factory.mktemp("distill")
-    _cli("distill", "data", "--limit", "12", "--held-out", "4", "--out", str(tmp / "data"))
-    assert len((tmp / "data/train.jsonl").read_text().splitlines()) == 8
-    common = ["--data", str(tmp / "data"), "--out", str(tmp / "adapter"), "--batch-size", "2"]
-    common += ["--save-every", "1", "--eval-every", "1", "--threads", "2"]
-    _cli("distill", "train", *common, "--max-steps", "2")
-    assert (tmp / "adapter/checkpoints/step-1/adapter/adapter_config.json").is_file()
-    resumed = _cli("distill", "train", *common, "--max-steps", "3")
-    assert "resuming from" in resumed.stderr and "step-2" in resumed.stderr
-    history = [
-        json.loads(line) for line in (tmp / "adapter/training.jsonl").read_text().splitlines()
-    ]
+def test_training_resumes_from_checkpoints(tiny_adapter: TinyAdapter) -> None:
+    adapter = tiny_adapter.path
+    assert len((tiny_adapter.data / "train.jsonl").read_text().splitlines()) == 8
+    assert (adapter / "checkpoints/step-1/adapter/adapter_config.json").is_file()
+    stderr = tiny_adapter.resumed.stderr
+    assert "resuming from" in stderr and "step-2" in stderr
+    history = [json.loads(line) for line in (adapter / "training.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history] == [1, 2, 3]  # resumed, not restarted
     assert all(r["loss"] > 0 and "held_out_loss" in r for r in history)
-    summary = json.loads((tmp / "adapter/train_summary.json").read_text())
+    summary = json.loads((adapter / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["train_examples"] == 8
-    assert (tmp / "adapter/adapter_model.safetensors").stat().st_size > 1_000_000
-    return tmp / "adapter"
+    assert (adapter / "adapter_model.safetensors").stat().st_size > 1_000_000
 
 
-@pytest.fixture(scope="module")
-def adapter_service(tiny_adapter: Path, logs_dir: Path, solver_url: str) -> Iterator[Proc]:
-    port = free_port()
-    service = start_process(
-        [sys.executable, "-m", "service", "serve", "--port", str(port)],
-        env={
-            "DIVCONQ_DECOMPOSER__ADAPTERS": json.dumps({"tiny": str(tiny_adapter)}),
-            "DIVCONQ_DECOMPOSER__ADAPTER": "tiny",
-            "DIVCONQ_SOLVER__BASE_URL": solver_url,
-            "DIVCONQ_SOLVER__MODEL": "solver-gemma",
-            "DIVCONQ_SOLVER__MAX_TOKENS": "16",
-        },
-        log=logs_dir / "adapter-service.log",
-        url=f"http://127.0.0.1:{port}",
-    )
-    try:
-        wait_until(
-            lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
-            timeout_s=600,
-            what="adapter service",
-            proc=service.proc,
-            log=service.log,
-        )
-        yield service
-    finally:
-        service.stop()
-
-
-def test_trained_adapter_is_served(adapter_service: Proc, model_dir: Path) -> None:
+def test_trained_adapter_is_served(service_url: str, model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    url = adapter_service.url
+    url = service_url
     ready = httpx.get(f"{url}/readyz").json()["decomposer"]
-    assert "tiny" in ready["adapters"] and ready["default_adapter"] == "tiny"
+    assert "tiny" in ready["adapters"] and ready["default_adapter"] == SHIPPED.name
     question = "A pen costs $3 and a book costs $5 more. How much do both cost?"
-    by_default = httpx.post(f"{url}/decompose", json={"question": question}, timeout=300)
-    assert by_default.status_code == 200, by_default.text
-    usage = by_default.json()["usage"]["decomposer"]
+    tiny = httpx.post(
+        f"{url}/decompose", json={"question": question, "decomposer_adapter": "tiny"}, timeout=300
+    )
+    assert tiny.status_code == 200, tiny.text
+    usage = tiny.json()["usage"]["decomposer"]
     assert usage["adapter"] == "tiny"
     # The adapter gets the short distilled prompt, counted by the engine.
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -178,13 +130,13 @@ def test_trained_adapter_is_served(adapter_service: Proc, model_dir: Path) -> No
 
 
 def test_evaluate_scores_adapters_through_decompose(
-    adapter_service: Proc, tiny_adapter: Path, tmp_path: Path
+    service_url: str, tiny_adapter: TinyAdapter, tmp_path: Path
 ) -> None:
-    held_out = tiny_adapter.parent / "data/held_out.jsonl"
+    held_out = tiny_adapter.data / "held_out.jsonl"
     out = tmp_path / "report.json"
-    run = _cli(
+    run = service_cli(
         "distill", "evaluate", "--data", str(held_out), "--adapters", "none,tiny",
-        "--url", adapter_service.url, "--out", str(out),
+        "--url", service_url, "--out", str(out),
     )  # fmt: skip
     report = json.loads(out.read_text())
     assert set(report) == {"gold", "none", "tiny"}
@@ -201,10 +153,10 @@ def test_evaluate_scores_adapters_through_decompose(
     assert "| tiny |" in run.stdout
 
 
-def test_unknown_adapter_is_422(adapter_service: Proc) -> None:
+def test_unknown_adapter_is_422(service_url: str) -> None:
     for path in ("/decompose", "/solve"):
         resp = httpx.post(
-            f"{adapter_service.url}{path}",
+            f"{service_url}{path}",
             json={"question": "What is 2 + 2?", "decomposer_adapter": "nope"},
         )
         assert resp.status_code == 422
@@ -216,10 +168,10 @@ def test_local_teacher_adds_right_count_decompositions(tmp_path: Path, model_dir
     GSM8K training problems; only those with the gold step count are kept,
     beside the gold split (whose held-out part is unchanged)."""
     merged = tmp_path / "merged"
-    _cli("distill", "merge", "--adapter", str(SHIPPED), "--out", str(merged))
+    service_cli("distill", "merge", "--adapter", str(SHIPPED), "--out", str(merged))
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
     out = tmp_path / "data"
-    _cli(
+    service_cli(
         "distill", "data", "--questions", str(TRAIN), "--limit", "8", "--with-gold",
         "--local-teacher", str(merged), "--recipe", "sd-c", "--samples", "4", "--out", str(out),
     )  # fmt: skip

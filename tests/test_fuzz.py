@@ -6,7 +6,7 @@ and a bounded number of examples per operation, checked with
 ``not_a_server_error`` and ``response_schema_conformance``:
 
 - against the app with the fake decomposer and a scripted solver on a real
-  socket (fast tier: every operation, more examples);
+  socket (fast tier: every operation, 20 examples each);
 - against the live service of the session (the real engine, ``vllm serve``
   as the solver; slow tier), where the embedded model's own
   ``/v1/chat/completions`` is served too. Generation there is real CPU
@@ -64,8 +64,8 @@ def test_no_server_error_with_fakes() -> None:
     # No embedded model (the fake has no engine): pipeline models and /solve only.
     settings = settings_for(serve_openai_api=False)
     with live(settings, ScriptedSolver("ok"), decomposer) as url:
-        sent = run(schemathesis.openapi.from_url(f"{url}/openapi.json"), 40)
-    assert sent >= 6 * 10
+        sent = run(schemathesis.openapi.from_url(f"{url}/openapi.json"), 20)
+    assert sent >= 3 * 15
 
 
 def _cheap(case: Any) -> None:
@@ -89,5 +89,7 @@ def _cheap(case: Any) -> None:
 
 
 def test_no_server_error_live(service_url: str) -> None:
-    sent = run(schemathesis.openapi.from_url(f"{service_url}/openapi.json"), 12, _cheap)
-    assert sent >= 6 * 5
+    # Five per operation: the schema's edges are covered in process above (20
+    # each); here they meet the real engine and `vllm serve`, seconds a request.
+    sent = run(schemathesis.openapi.from_url(f"{service_url}/openapi.json"), 5, _cheap)
+    assert sent >= 3 * 5  # the three POST operations, five examples each

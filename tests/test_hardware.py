@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from service.engine import engine_args, engine_env
+from service.engine import engine_args, engine_env, engine_hardware
 from service.hardware import (
     EngineHardware,
     cpu_ranges,
     native_bf16,
+    omp_env,
     parse_cpu_flags,
+    parse_cpu_ranges,
     resolve_dtype,
+    resolve_executor,
     resolve_threads_bind,
 )
 from service.settings import DecomposerSettings
@@ -71,10 +74,31 @@ def test_engine_args_and_env_are_pure() -> None:
 
     before = dict(os.environ)
     s = DecomposerSettings(kv_cache_gib=2)
-    hw = EngineHardware("float32", "0-1", "AMD EPYC 7B13", native_bf16=False)
+    hw = EngineHardware("float32", "0-1", "AMD EPYC 7B13", native_bf16=False, executor="mp")
     assert engine_args(s, hw)["dtype"] == "float32"
     assert engine_env(s, hw) == {
         "VLLM_CPU_KVCACHE_SPACE": "2",
         "VLLM_CPU_OMP_THREADS_BIND": "0-1",
     }
+    # In the engine-core process (no worker process of vLLM's to set them),
+    # OpenMP's own variables must be there when that process starts.
+    uni = EngineHardware("float32", "0,2-3", "AMD EPYC 7B13", native_bf16=False, executor="uni")
+    assert engine_env(s, uni) == {
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": "0,2-3",
+        "OMP_NUM_THREADS": "3",
+        "OMP_PLACES": "{0,2,3}",
+        "OMP_PROC_BIND": "true",
+    }
     assert dict(os.environ) == before
+
+
+def test_executor_and_cpu_lists() -> None:
+    assert resolve_executor("auto") == "uni" and resolve_executor("mp") == "mp"
+    assert engine_hardware(DecomposerSettings()).executor == "uni"
+    assert engine_hardware(DecomposerSettings(executor="mp")).executor == "mp"
+    assert parse_cpu_ranges("0-2,5") == [0, 1, 2, 5]
+    assert parse_cpu_ranges(cpu_ranges([7, 1, 2, 3])) == [1, 2, 3, 7]
+    # vLLM's own words bind nothing here.
+    assert parse_cpu_ranges("nobind") == [] and omp_env("nobind") == {}
+    assert parse_cpu_ranges("auto") == [] and parse_cpu_ranges("1-") == []

@@ -92,6 +92,8 @@ class TinyAdapter:
     data: Path
     first: subprocess.CompletedProcess[str]
     resumed: subprocess.CompletedProcess[str]
+    # checkpoints/ after the first run (before the resumed run prunes them)
+    first_checkpoints: list[str]
 
 
 def _chat_template_file() -> str:
@@ -105,8 +107,9 @@ def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> T
     common = ["--data", str(tmp / "data"), "--out", str(tmp / "adapter"), "--batch-size", "2"]
     common += ["--save-every", "1", "--eval-every", "1", "--threads", "2"]
     first = service_cli("distill", "train", *common, "--max-steps", "2")
+    checkpoints = sorted(p.name for p in (tmp / "adapter/checkpoints").iterdir())
     resumed = service_cli("distill", "train", *common, "--max-steps", "3")
-    return TinyAdapter(tmp / "adapter", tmp / "data", first, resumed)
+    return TinyAdapter(tmp / "adapter", tmp / "data", first, resumed, checkpoints)
 
 
 @pytest.fixture(scope="session")

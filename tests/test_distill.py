@@ -86,7 +86,10 @@ def test_distilled_target_format() -> None:
 def test_training_resumes_from_checkpoints(tiny_adapter: TinyAdapter) -> None:
     adapter = tiny_adapter.path
     assert len((tiny_adapter.data / "train.jsonl").read_text().splitlines()) == 8
-    assert (adapter / "checkpoints/step-1/adapter/adapter_config.json").is_file()
+    assert tiny_adapter.first_checkpoints == ["step-1", "step-2"]
+    # The resumed run keeps the latest checkpoints only.
+    assert sorted(p.name for p in (adapter / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    assert (adapter / "checkpoints/step-3/adapter/adapter_config.json").is_file()
     stderr = tiny_adapter.resumed.stderr
     assert "resuming from" in stderr and "step-2" in stderr
     history = [json.loads(line) for line in (adapter / "training.jsonl").read_text().splitlines()]

@@ -15,9 +15,11 @@ Configurations:
   defaults: dtype ``auto`` (the checkpoint's bf16), one OpenMP thread, the
   distilled adapter served as a LoRA;
 - ``after``: this checkout's defaults (dtype by CPU flags, OpenMP bound to
-  every usable CPU, the distilled weights merged);
-- with ``--ablations``: ``after`` with one OpenMP thread, and with the
-  opposite dtype, to show which change does what.
+  every usable CPU, the distilled weights merged, the model in the
+  engine-core process);
+- with ``--ablations``: ``after`` with one OpenMP thread, with the
+  opposite dtype, and with vLLM's multiprocess executor, to show which
+  change does what.
 
 Every row comes from one run; the CPU model and flags are printed beside
 the table. Compare only rows taken together.
@@ -89,7 +91,8 @@ def measure(label: str, env: dict[str, str], cwd: Path, args: argparse.Namespace
         )
     row = {
         "config": label,
-        "engine": engine and f"{engine['dtype']}, OMP {engine['omp_threads_bind']}",
+        "engine": engine
+        and f"{engine['dtype']}, OMP {engine['omp_threads_bind']}, {engine.get('executor', 'mp')}",
         "readyz_s": round(ready - service.started, 1),
         "tok_s_at_1": one["tokens_per_s"],
         "p50_s_at_1": one["p50_s"],
@@ -144,6 +147,10 @@ def main() -> int:
         )
         other = "float32" if "bfloat16" in str(rows[-2]["engine"]) else "bfloat16"
         rows.append(measure(f"after, {other}", {"DIVCONQ_DECOMPOSER__DTYPE": other}, ROOT, args))
+        # vLLM's CPU default: the model in a worker process of its own.
+        rows.append(
+            measure("after, executor mp", {"DIVCONQ_DECOMPOSER__EXECUTOR": "mp"}, ROOT, args)
+        )
     print(f"\n{host['cpu']} ({host['cpu_flags']}), {host['cores']} cores\n")
     print(table(rows))
     base = rows[0]

@@ -303,7 +303,7 @@ def test_reset_connection_is_retried(script: tuple[str, ...], status: int, hits:
 
 
 def test_stall_past_read_timeout_is_504_after_retries() -> None:
-    with socket_app("stall", stall_s=2, read_timeout_s=0.3) as (url, server):
+    with socket_app("stall", stall_s=1, read_timeout_s=0.3) as (url, server):
         resp = socket_solve(url)
         timeouts = httpx.get(f"{url}/metrics").text
     err = error_of(resp, 504, "upstream_timeout")

@@ -216,7 +216,6 @@ def main() -> int:
     )
     parser.add_argument("--out", default=str(RESULTS / "cold_start.json"))
     args = parser.parse_args()
-    embedded_env: dict[str, str] = {}
     if args.smoke:
         args.load_concurrency, args.load_s, args.settle_s, args.prepare = 2, 2.0, 0.5, False
         args.rows = "stub"
@@ -230,7 +229,7 @@ def main() -> int:
         print(f"  {prep}", flush=True)
     rows = []
     if "embedded" in wanted:
-        rows.append(measure("embedded (vLLM in process)", embedded_env, args))
+        rows.append(measure("embedded (vLLM in process)", {}, args))
         print(f"  {rows[-1]}", flush=True)
     if "stub" not in wanted:
         return finish(info, args, prep, rows)

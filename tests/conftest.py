@@ -90,7 +90,6 @@ class TinyAdapter:
 
     path: Path
     data: Path
-    first: subprocess.CompletedProcess[str]
     resumed: subprocess.CompletedProcess[str]
     # checkpoints/ after the first run (before the resumed run prunes them)
     first_checkpoints: list[str]
@@ -106,10 +105,10 @@ def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> T
     service_cli("distill", "data", "--limit", "12", "--held-out", "4", "--out", str(tmp / "data"))
     common = ["--data", str(tmp / "data"), "--out", str(tmp / "adapter"), "--batch-size", "2"]
     common += ["--save-every", "1", "--eval-every", "1", "--threads", "2"]
-    first = service_cli("distill", "train", *common, "--max-steps", "2")
+    service_cli("distill", "train", *common, "--max-steps", "2")
     checkpoints = sorted(p.name for p in (tmp / "adapter/checkpoints").iterdir())
     resumed = service_cli("distill", "train", *common, "--max-steps", "3")
-    return TinyAdapter(tmp / "adapter", tmp / "data", first, resumed, checkpoints)
+    return TinyAdapter(tmp / "adapter", tmp / "data", resumed, checkpoints)
 
 
 @pytest.fixture(scope="session")
@@ -161,25 +160,24 @@ def stack(
     """
     # Fixture order is the argument order: `vllm serve` loads while the adapter trains.
     solver = solver_proc
-    service: Proc | None = None
+    service_port = free_port()
+    service = start_process(
+        [sys.executable, "-m", "service", "serve", "--port", str(service_port)],
+        env={
+            "DIVCONQ_SOLVER__BASE_URL": solver.url,
+            "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
+            "DIVCONQ_SOLVER__MAX_TOKENS": str(SOLVER_MAX_TOKENS),
+            "DIVCONQ_SOLVER__API_KEY": SOLVER_API_KEY,
+            "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
+            "DIVCONQ_DECOMPOSER__ADAPTERS": json.dumps({"tiny": str(tiny_adapter.path)}),
+            "DIVCONQ_PRICES": json.dumps(
+                {SOLVER_NAME: {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+            ),
+        },
+        log=logs_dir / "service.log",
+        url=f"http://127.0.0.1:{service_port}",
+    )
     try:
-        service_port = free_port()
-        service = start_process(
-            [sys.executable, "-m", "service", "serve", "--port", str(service_port)],
-            env={
-                "DIVCONQ_SOLVER__BASE_URL": solver.url,
-                "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
-                "DIVCONQ_SOLVER__MAX_TOKENS": str(SOLVER_MAX_TOKENS),
-                "DIVCONQ_SOLVER__API_KEY": SOLVER_API_KEY,
-                "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
-                "DIVCONQ_DECOMPOSER__ADAPTERS": json.dumps({"tiny": str(tiny_adapter.path)}),
-                "DIVCONQ_PRICES": json.dumps(
-                    {SOLVER_NAME: {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
-                ),
-            },
-            log=logs_dir / "service.log",
-            url=f"http://127.0.0.1:{service_port}",
-        )
         wait_until(
             lambda: httpx.get(f"{service.url}/healthz").status_code == 200,
             timeout_s=120,
@@ -206,8 +204,7 @@ def stack(
         )
         yield Stack(solver, service, early_readyz, early_solve)
     finally:
-        if service is not None:
-            service.stop()
+        service.stop()
 
 
 @pytest.fixture(scope="session")

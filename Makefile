@@ -22,8 +22,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
 
+# The fast tier, in process, on up to four workers. `make test` stays one
+# process: its slow tier shares engine starts that workers would each repeat.
 unit: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(VENV)/bin/python -m pytest -m "not slow" -n auto --maxprocesses 4
 
 # Dockerfile lint, `docker compose config`, Kubernetes schema validation.
 deploy-check: $(STAMP)

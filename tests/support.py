@@ -51,6 +51,7 @@ def wait_until(
     what: str,
     proc: subprocess.Popen[bytes] | None = None,
     log: Path | None = None,
+    interval_s: float = 0.1,
 ) -> None:
     """``service.procs.wait_until`` where an HTTP error means "not yet"."""
     procs.wait_until(
@@ -58,6 +59,7 @@ def wait_until(
         timeout_s=timeout_s,
         what=what,
         proc=proc,
+        interval_s=interval_s,
         log=log,
         transient=(httpx.TransportError, OSError),
     )
@@ -91,7 +93,12 @@ def live_app(settings: Settings) -> Iterator[str]:
     port = free_port()
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
     with procs.serve_in_thread(create_app(settings), port) as url:
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout_s=30, what="app")
+        wait_until(
+            lambda: httpx.get(f"{url}/healthz").status_code == 200,
+            timeout_s=30,
+            what="app",
+            interval_s=0.02,
+        )
         yield url
 
 
@@ -210,7 +217,10 @@ class FaultServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits up to one poll interval (0.5 s by default).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self) -> FaultServer:
         self._thread.start()

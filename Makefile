@@ -22,14 +22,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
 
-# The fast tier, in process, on up to four workers. `make test` stays one
-# process: its slow tier shares engine starts that workers would each repeat.
+# The fast tier, in process, on up to four workers. The slow tier runs in one
+# process: it shares engine starts that workers would each repeat.
+UNIT := -m "not slow" -n auto --maxprocesses 4
+
 unit: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not slow" -n auto --maxprocesses 4
+	$(VENV)/bin/python -m pytest $(UNIT)
 
 # Dockerfile lint, `docker compose config`, Kubernetes schema validation.
 deploy-check: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/test_deploy_compose.py tests/test_deploy_docker.py tests/test_deploy_k8s.py
 
+# Everything: the fast tier as `make unit` runs it, then the slow tier.
 test: lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(UNIT)
+	$(VENV)/bin/python -m pytest -m slow

@@ -89,7 +89,7 @@ def _cheap(case: Any) -> None:
 
 
 def test_no_server_error_live(service_url: str) -> None:
-    # Five per operation: the schema's edges are covered in process above (20
+    # Three per operation: the schema's edges are covered in process above (20
     # each); here they meet the real engine and `vllm serve`, seconds a request.
-    sent = run(schemathesis.openapi.from_url(f"{service_url}/openapi.json"), 5, _cheap)
-    assert sent >= 3 * 5  # the three POST operations, five examples each
+    sent = run(schemathesis.openapi.from_url(f"{service_url}/openapi.json"), 3, _cheap)
+    assert sent >= 3 * 3  # the three POST operations, three examples each

@@ -254,7 +254,11 @@ class KeepAliveClient:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         return self._reader, self._writer
 
-    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+    async def _send(
+        self, path: str, payload: bytes
+    ) -> tuple[asyncio.StreamReader, int, dict[bytes, bytes]]:
+        """POST ``payload``; returns the reader (at the body), the status and the
+        headers (names lower-cased)."""
         reader, writer = await self._connect()
         writer.write(
             f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
@@ -264,17 +268,17 @@ class KeepAliveClient:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
-        length = 0
-        close = False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(b":") for line in lines[1:] if line)
+        }
+        return reader, status, headers
+
+    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        reader, status, headers = await self._send(path, payload)
+        length = int(headers.get(b"content-length", b"0"))
         body = await reader.readexactly(length) if length else b""
-        if close:
+        if headers.get(b"connection", b"").lower() == b"close":
             self.close()
         return status, body
 

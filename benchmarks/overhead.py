@@ -114,19 +114,7 @@ class StreamingClient(KeepAliveClient):
     """
 
     async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
-        reader, writer = await self._connect()
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        headers = dict(
-            (name.strip().lower(), value.strip())
-            for name, _, value in (line.partition(b":") for line in lines[1:] if line)
-        )
+        reader, status, headers = await self._send(path, payload)
         if headers.get(b"transfer-encoding") == b"chunked":
             chunks = []
             while size := int((await reader.readuntil(b"\r\n")).strip(), 16):

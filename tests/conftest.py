@@ -58,10 +58,21 @@ REAL_STACK = frozenset(
 )
 
 
+# Session fixtures that keep engines alive until the session ends (the tiny
+# adapter leads to the stack: it trains while `vllm serve` loads).
+LONG_LIVED = frozenset({"stack", "service_url", "solver_url", "client", "embedded_url"})
+LONG_LIVED |= {"tiny_adapter", "solver_proc"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_STACK & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # Tests that start an engine of their own (the in-process CLI, the local
+    # teacher, the batching benchmark) run before the long-lived services
+    # start: all of them at once outgrow 24 GiB (the kernel's OOM killer took
+    # an engine core once). A stable sort: file order within each group.
+    items.sort(key=lambda item: bool(LONG_LIVED & set(getattr(item, "fixturenames", ()))))
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,13 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
             questions = questions[: args.limit]
         if args.local_teacher:
             from service.distill.local_teacher import LOCAL_RECIPES, local_decompositions
-            from service.engine import apply_engine_env, engine_args, engine_env, engine_hardware
+            from service.engine import (
+                apply_engine_env,
+                engine_args,
+                engine_env,
+                engine_hardware,
+                executor_backend,
+            )
 
             if args.recipe not in LOCAL_RECIPES:
                 raise SystemExit(f"a local teacher takes --recipe {' or '.join(LOCAL_RECIPES)}")
@@ -48,7 +54,10 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
                 temperature=args.temperature,
                 max_subquestions=args.max_subquestions,
                 seed=args.seed,
-                engine_args=engine_args(settings.decomposer, hw),
+                # The model in the engine-core process, as in the service:
+                # one process (and a gigabyte or more) fewer than vLLM's CPU default.
+                engine_args=engine_args(settings.decomposer, hw)
+                | {"distributed_executor_backend": executor_backend(hw)},
             )
         else:
             taught = asyncio.run(_chat_teacher(args, settings, questions))

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from service.completion import Completion
+from service.errors import NotReady
 from service.hardware import (
     EngineHardware,
     cpu_model,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
 log = logging.getLogger(__name__)
+
+ENGINE_DEAD = "the vLLM engine stopped (see the service log for why); restart the service"
 
 
 def engine_hardware(s: DecomposerSettings, *, gpu: bool = False) -> EngineHardware:
@@ -157,7 +160,12 @@ class EmbeddedEngine:
 
     @property
     def ready(self) -> bool:
-        return self._engine is not None
+        return self._engine is not None and not self.dead
+
+    @property
+    def dead(self) -> bool:
+        """The engine core stopped (killed, crashed): vLLM does not restart it."""
+        return self._engine is not None and bool(self._engine.errored)
 
     @property
     def unfinished_requests(self) -> int:
@@ -224,6 +232,7 @@ class EmbeddedEngine:
             raise RuntimeError("engine not started")
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         params = SamplingParams(
             max_tokens=max_tokens,
@@ -248,6 +257,10 @@ class EmbeddedEngine:
                 await self._engine.abort(request_id)
             log.info("generation aborted", extra={"request_id": request_id})
             raise
+        except EngineDeadError:
+            # A 503 (and /readyz not ready), not a 500: the service cannot
+            # answer until it is restarted; vLLM logged the cause.
+            raise NotReady(ENGINE_DEAD) from None
         if final is None or not final.outputs:
             raise RuntimeError("engine returned no output")
         completion = final.outputs[0]

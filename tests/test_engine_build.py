@@ -1,4 +1,4 @@
-"""How the in-process engine is built: vLLM's tokenizer copies leave the critical path.
+"""The in-process engine: vLLM's tokenizer copies leave the critical path; a dead engine is a 503.
 
 vLLM is replaced by a stand-in module here (importing it costs seconds); the
 real one goes through the same code in every slow-tier engine start.
@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from service.engine import tokenizer_copies_in_background
+from service.engine import EmbeddedEngine, tokenizer_copies_in_background
+from service.errors import NotReady
+from service.settings import DecomposerSettings
 
 
 def _fake_vllm_renderer(monkeypatch: pytest.MonkeyPatch, pool: Any) -> types.ModuleType:
@@ -61,3 +63,48 @@ def test_pool_function_restored_when_the_build_fails(monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeError), tokenizer_copies_in_background():
         raise RuntimeError("engine core failed to start")
     assert hf.maybe_make_thread_pool is pool
+
+
+# --- an engine that died -----------------------------------------------------------------
+
+
+class EngineDeadError(Exception):
+    pass
+
+
+class DeadAsyncLLM:
+    """An ``AsyncLLM`` whose engine core was killed (the OOM killer, a crash)."""
+
+    errored = True
+
+    async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise EngineDeadError("EngineCore encountered an issue")
+        yield  # an async generator, as vLLM's is
+
+
+def _fake_vllm_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    modules = {
+        name: types.ModuleType(name)
+        for name in ("vllm", "vllm.sampling_params", "vllm.v1", "vllm.v1.engine")
+    }
+    exceptions = types.ModuleType("vllm.v1.engine.exceptions")
+    exceptions.EngineDeadError = EngineDeadError  # type: ignore[attr-defined]
+    modules["vllm.v1.engine.exceptions"] = exceptions
+    modules["vllm"].SamplingParams = dict  # type: ignore[attr-defined]
+    modules["vllm.sampling_params"].RequestOutputKind = types.SimpleNamespace(  # type: ignore[attr-defined]
+        FINAL_ONLY="final"
+    )
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+async def test_a_dead_engine_is_not_ready_and_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_vllm_generation(monkeypatch)
+    engine = EmbeddedEngine(DecomposerSettings(), "/models/m", "m")
+    assert not engine.ready and not engine.dead  # not started yet: loading, not dead
+    engine._engine = DeadAsyncLLM()  # type: ignore[assignment]
+    assert engine.dead and not engine.ready
+    with pytest.raises(NotReady) as caught:
+        await engine.generate("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0)
+    assert caught.value.status_code == 503
+    assert "engine stopped" in str(caught.value) and "restart" in str(caught.value)

@@ -37,7 +37,7 @@ from service.api.openai_schemas import (
 from service.api.routes import ERRORS
 from service.calculator import generate_with_calculator
 from service.completion import Completion
-from service.engine import EmbeddedEngine
+from service.engine import ENGINE_DEAD, EmbeddedEngine
 from service.errors import InvalidRequest, ModelNotFound, NotReady
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -73,6 +73,8 @@ def embedded_name(settings: Settings) -> str | None:
 
 def _engine(request: Request) -> EmbeddedEngine:
     engine = get_services(request).engine
+    if engine is not None and engine.dead:
+        raise NotReady(ENGINE_DEAD)
     if engine is None or not engine.ready:
         raise NotReady("embedded model not loaded yet", headers={"Retry-After": "10"})
     return engine

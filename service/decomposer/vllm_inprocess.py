@@ -58,6 +58,8 @@ class VllmDecomposer:
 
     @property
     def state(self) -> str:
+        if self.engine is not None and self.engine.dead:
+            return "failed: the vLLM engine stopped"
         return self._state
 
     @property
@@ -155,7 +157,7 @@ class VllmDecomposer:
         """The engine that serves ``adapter`` (None = the base model), and its LoRA."""
         engine = self.engine
         if engine is None or not engine.ready:
-            raise NotReady(f"decomposer not ready ({self._state})", headers={"Retry-After": "10"})
+            raise NotReady(f"decomposer not ready ({self.state})", headers={"Retry-After": "10"})
         if self.distilled is None:
             return engine, adapter
         if adapter == self.distilled:

@@ -8,7 +8,9 @@ started once per test session, overlapped where they can be, and shared:
   tiny adapter of the suite's own training (``tiny_adapter``) next to the
   shipped one; contract, observability, SDK, fuzz and adapter tests use it;
 - ``embedded_url``: the service on the embedded default, as ``make serve``
-  starts it; the distilled pair's and the benchmarks' tests use it.
+  starts it; the distilled pair's and the benchmarks' tests use it. Its tests
+  run together and it stops after the last of them, before the stack starts
+  (both at once come close to 24 GiB).
 
 A test that uses one of them (``REAL_STACK``) is marked ``slow`` here,
 whether or not it says so itself: ``make unit`` (``pytest -m "not slow"``)
@@ -64,15 +66,41 @@ LONG_LIVED = frozenset({"stack", "service_url", "solver_url", "client", "embedde
 LONG_LIVED |= {"tiny_adapter", "solver_proc"}
 
 
+def _fixtures(item: pytest.Item | None) -> set[str]:
+    return set(getattr(item, "fixturenames", ()))
+
+
+def _memory_group(item: pytest.Item) -> int:
+    """0: no long-lived engine; 1: the embedded-default service; 2: the contract stack."""
+    names = _fixtures(item)
+    if "embedded_url" in names:
+        return 1
+    return 2 if LONG_LIVED & names else 0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if REAL_STACK & set(getattr(item, "fixturenames", ())):
+        if REAL_STACK & _fixtures(item):
             item.add_marker(pytest.mark.slow)
-    # Tests that start an engine of their own (the in-process CLI, the local
-    # teacher, the batching benchmark) run before the long-lived services
-    # start: all of them at once outgrow 24 GiB (the kernel's OOM killer took
-    # an engine core once). A stable sort: file order within each group.
-    items.sort(key=lambda item: bool(LONG_LIVED & set(getattr(item, "fixturenames", ()))))
+    # Engines held together outgrow a 24 GiB machine (the kernel's OOM killer
+    # took an engine core once), so the slow tier runs in three groups: tests
+    # that start an engine of their own (the in-process CLI, the local
+    # teacher, the batching benchmark), then the embedded-default service's
+    # tests, which stop it when they are done (pytest_runtest_teardown), then
+    # the contract stack's. A stable sort: file order within each group.
+    items.sort(key=_memory_group)
+
+
+# The running embedded-default service, for the hook below.
+_embedded: list[Proc] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # The embedded service's last test is done (they run together, see
+    # above): stop it now rather than at the end of the session, so that it
+    # and the contract stack never hold memory at the same time.
+    if _embedded and "embedded_url" in _fixtures(item) - _fixtures(nextitem):
+        _embedded.pop().stop()
 
 
 @pytest.fixture(scope="session")
@@ -244,6 +272,7 @@ def embedded_url(model_dir: Path, logs_dir: Path) -> Iterator[str]:
         log=logs_dir / "embedded.log",
         url=f"http://127.0.0.1:{port}",
     )
+    _embedded.append(service)
     try:
         wait_until(
             lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
@@ -254,4 +283,4 @@ def embedded_url(model_dir: Path, logs_dir: Path) -> Iterator[str]:
         )
         yield service.url
     finally:
-        service.stop()
+        service.stop()  # a no-op when the hook stopped it already

@@ -25,6 +25,7 @@ from service.hardware import (
     read_cpu_flags,
     resolve_dtype,
     resolve_executor,
+    resolve_start_method,
     resolve_threads_bind,
     usable_cpus,
 )
@@ -41,12 +42,14 @@ ENGINE_DEAD = "the vLLM engine stopped (see the service log for why); restart th
 def engine_hardware(s: DecomposerSettings, *, gpu: bool = False) -> EngineHardware:
     """The dtype and OpenMP binding these settings resolve to on this machine."""
     flags = read_cpu_flags()
+    executor = resolve_executor(s.executor)
     return EngineHardware(
         dtype=resolve_dtype(s.dtype, flags, gpu=gpu),
         omp_threads_bind=resolve_threads_bind(s.omp_threads_bind, usable_cpus()),
         cpu_model=cpu_model(),
         native_bf16=native_bf16(flags),
-        executor=resolve_executor(s.executor),
+        executor=executor,
+        start_method=resolve_start_method(s.start_method, executor, gpu=gpu),
     )
 
 
@@ -191,7 +194,8 @@ class EmbeddedEngine:
         log.info(
             f"vLLM engine ready: {self._model_path} ({hw.dtype if hw else '?'}, "
             f"OpenMP threads bound to CPUs {hw.omp_threads_bind if hw else '?'}, "
-            f"executor {hw.executor if hw else '?'})",
+            f"executor {hw.executor if hw else '?'}, "
+            f"engine core started by {hw.start_method if hw else '?'})",
             extra={"model": self._model_path, **(hw.as_dict() if hw else {})},
         )
 
@@ -211,8 +215,20 @@ class EmbeddedEngine:
             max_lora_rank=cast(Any, s.max_lora_rank),  # validated in settings
             distributed_executor_backend=executor_backend(hw),
         )
+        from vllm.v1.executor import Executor
+
+        # AsyncLLM.from_engine_args in two steps: vLLM's CPU platform sets
+        # spawn while it builds the config, so the start method is set after
+        # (engine_hardware's start_method says why fork).
+        config = args.create_engine_config()
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = hw.start_method
         with tokenizer_copies_in_background() as copying:
-            engine = AsyncLLM.from_engine_args(args)
+            engine = AsyncLLM(
+                vllm_config=config,
+                executor_class=Executor.get_class(config),
+                log_requests=args.enable_log_requests,
+                log_stats=not args.disable_log_stats,
+            )
         for thread in copying:
             thread.join()
         return engine

@@ -137,6 +137,21 @@ def resolve_executor(requested: str) -> str:
     return "uni" if requested == "auto" else requested
 
 
+def resolve_start_method(requested: str, executor: str, *, gpu: bool = False) -> str:
+    """``auto`` forks vLLM's engine-core process on CPU when it runs the model itself.
+
+    vLLM's CPU platform always spawns: a fresh interpreter that imports torch
+    and vLLM again, about 12 s of a 2-core cold start (docs/benchmarks.md). A
+    forked core starts with the service's imports in place. Only with the
+    ``uni`` executor: under ``mp`` the core would start worker processes of
+    its own from a forked parent; and a GPU engine must spawn (CUDA does not
+    survive fork).
+    """
+    if requested != "auto":
+        return requested
+    return "fork" if executor == "uni" and not gpu else "spawn"
+
+
 @dataclass(frozen=True)
 class EngineHardware:
     """The resolved engine settings, shown in /readyz and the start-up log."""
@@ -146,12 +161,14 @@ class EngineHardware:
     cpu_model: str
     native_bf16: bool
     executor: str = "uni"
+    start_method: str = "spawn"
 
     def as_dict(self) -> dict[str, str | bool]:
         return {
             "dtype": self.dtype,
             "omp_threads_bind": self.omp_threads_bind,
             "executor": self.executor,
+            "start_method": self.start_method,
             "cpu": self.cpu_model,
             "native_bf16": self.native_bf16,
         }

@@ -83,6 +83,12 @@ class DecomposerSettings(BaseModel):
         description="Where the model runs: 'auto'/'uni' in vLLM's engine-core process; 'mp' "
         "in a worker process of its own (vLLM's CPU default: one more process to start).",
     )
+    start_method: Literal["auto", "fork", "spawn"] = Field(
+        "auto",
+        description="How vLLM's engine-core process starts: 'fork' shares the service's "
+        "imports (about 12 s less cold start on 2 cores); 'spawn' is a fresh interpreter "
+        "(vLLM's CPU default). 'auto': fork with the 'uni' executor on CPU, else spawn.",
+    )
     base_engine: Literal["lazy", "eager", "off"] = Field(
         "lazy",
         description="Embedded model only: the base checkpoint (for 'decomposer_adapter': "

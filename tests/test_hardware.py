@@ -14,6 +14,7 @@ from service.hardware import (
     parse_cpu_ranges,
     resolve_dtype,
     resolve_executor,
+    resolve_start_method,
     resolve_threads_bind,
 )
 from service.settings import DecomposerSettings
@@ -102,3 +103,14 @@ def test_executor_and_cpu_lists() -> None:
     # vLLM's own words bind nothing here.
     assert parse_cpu_ranges("nobind") == [] and omp_env("nobind") == {}
     assert parse_cpu_ranges("auto") == [] and parse_cpu_ranges("1-") == []
+
+
+def test_start_method() -> None:
+    # The engine core is forked only where it runs the model itself, on CPU.
+    assert resolve_start_method("auto", "uni") == "fork"
+    assert resolve_start_method("auto", "mp") == "spawn"
+    assert resolve_start_method("auto", "uni", gpu=True) == "spawn"
+    assert resolve_start_method("spawn", "uni") == "spawn"
+    assert engine_hardware(DecomposerSettings()).start_method == "fork"
+    assert engine_hardware(DecomposerSettings(start_method="spawn")).start_method == "spawn"
+    assert engine_hardware(DecomposerSettings(executor="mp")).as_dict()["start_method"] == "spawn"

@@ -44,7 +44,14 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
                 raise SystemExit(f"a local teacher takes --recipe {' or '.join(LOCAL_RECIPES)}")
             # The service decomposer's engine settings, resolved for this machine.
             hw = engine_hardware(settings.decomposer)
-            apply_engine_env(engine_env(settings.decomposer, hw))
+            env = engine_env(settings.decomposer, hw)
+            if hw.executor == "uni":
+                # Offline, nothing else needs this process: the engine core
+                # runs in it too (no process to start, no client polling
+                # beside the model's threads): 78 s against 98 s for 32
+                # problems x 4 samples on 2 cores (docs/benchmarks.md).
+                env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            apply_engine_env(env)
             log.info(f"local teacher engine: {hw.as_dict()}")
             taught = local_decompositions(
                 questions,

@@ -15,7 +15,7 @@ from service import prompts
 from service.distill import data
 from service.evaluation.datasets import solution_steps
 from service.settings import Settings
-from tests.conftest import TinyAdapter
+from tests.stacks import TinyAdapter
 from tests.support import service_cli
 
 ROOT = Path(__file__).resolve().parent.parent

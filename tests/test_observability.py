@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import SOLVER_API_KEY, SOLVER_NAME, Stack
+from tests.stacks import SOLVER_API_KEY, SOLVER_NAME, Stack
 from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import openai
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Stack
+from tests.stacks import Stack
 
 QUESTION = "A pen costs $3. How much do 4 pens cost?"
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [

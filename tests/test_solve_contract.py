@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from service import prompts
-from tests.conftest import SOLVER_NAME, Stack
+from tests.stacks import SOLVER_MAX_TOKENS, SOLVER_NAME, Stack
 
 QUESTION = (
     "Zoe has 12 stickers. She buys 3 packs of 5 stickers and gives 7 stickers to her "
@@ -154,7 +154,7 @@ def test_solver_tokens_are_the_solvers_own(client: httpx.Client, solver_url: str
         json={
             "model": SOLVER_NAME,
             "messages": prompts.direct(QUESTION),
-            "max_tokens": 24,
+            "max_tokens": SOLVER_MAX_TOKENS,
             "temperature": 0.0,
         },
         timeout=120,

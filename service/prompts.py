@@ -222,6 +222,17 @@ def distilled_final(
     return _distilled_turns(question, history, FINAL_SUBQUESTION, context)
 
 
+# The distilled solver's whole-problem task (``direct`` mode): every step on one
+# line, then the answer step. Trained on every GSM8K training solution, so it
+# also carries most of the arithmetic the one-step task draws on.
+DIRECT_SUBQUESTION = "Solve the problem step by step."
+
+
+def distilled_direct(question: str, context: str | None = None) -> Messages:
+    """The distilled solver's messages for a whole problem, no subquestions."""
+    return _distilled_turns(question, [], DIRECT_SUBQUESTION, context)
+
+
 def distilled_answer_step(answer: str) -> str:
     """How the distilled solver's final step is written (its training target)."""
     return f"The answer is {answer}."

@@ -68,6 +68,32 @@ def test_solver_chat_matches_the_chat_template_turn_by_turn() -> None:
     assert row["eos"] is False
 
 
+def test_direct_row_is_the_whole_solution_after_the_direct_prompt() -> None:
+    solution = socratic.Worked(
+        "t-2", WORKED.question, "27", tuple(("", s) for _, s in WORKED.pairs), "solution"
+    )
+    row = socratic.direct_row(solution)
+    steps = " ".join(step for _, step in WORKED.pairs)
+    assert _targets(row) == [f"{steps} The answer is 27.<end_of_turn>"]
+    # The target follows exactly the prompt the service sends in `direct` mode.
+    start = row["targets"][0][0]  # type: ignore[index]
+    assert str(row["text"])[:start] == _render(prompts.distilled_direct(WORKED.question))
+
+
+def test_solutions_loader_skips_excluded_questions(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        json.dumps({"question": "Q  one?", "answer": "a <<1+1=2>>2\nb <<2*3=6>>6\n#### 6"})
+        + "\n"
+        + json.dumps({"question": "Q two?", "answer": "c <<1+2=3>>3\n#### 3"})
+        + "\n"
+    )
+    worked = socratic.load_solutions(path, ["Q one?"])  # whitespace does not hide a match
+    assert [(w.id, w.answer, [s for _, s in w.pairs]) for w in worked] == [
+        ("train-1", "3", ["c <<1+2=3>>3"])
+    ]
+
+
 def test_static_row_is_the_distilled_decomposition_with_end_of_sequence() -> None:
     row = socratic.static_row(WORKED)
     assert str(row["text"]).startswith(prompts.distilled_decomposition(WORKED.question))
@@ -113,6 +139,8 @@ def test_held_out_problems_never_train(tmp_path: Path, tasks: str) -> None:
         sdc=None,
         questions=str(DEFAULT_TRAIN),
         tasks=tasks,
+        solutions=str(DEFAULT_TRAIN),
+        solutions_limit=40,
         held_out=150,
         seed=0,
         out=str(tmp_path),
@@ -125,5 +153,14 @@ def test_held_out_problems_never_train(tmp_path: Path, tasks: str) -> None:
     # The same held-out problems as the static decomposer's split.
     gold = data.dedupe(data.load_gold(DEFAULT_GOLD))
     assert held_ids == {e.id for e in data.split(gold, 150, 0)[1]}
-    tasks_seen = {r["task"] for r in data.read_dataset(tmp_path / "train.jsonl")}
-    assert tasks_seen == set(tasks.split(","))
+    rows = data.read_dataset(tmp_path / "train.jsonl")
+    assert {r["task"] for r in rows} == {*tasks.split(","), "direct"}
+    assert sum(r["task"] == "direct" for r in rows) == 40
+    # Whole solutions come from the training file, which shares no problem with
+    # the held-out ones; none of their questions appears among them either.
+    held_questions = {
+        " ".join(r["question"].split())
+        for r in data.read_dataset(tmp_path / "problems" / "held_out.jsonl")
+    }
+    direct_texts = [r["text"] for r in rows if r["task"] == "direct"]
+    assert not any(q in t for q in held_questions for t in direct_texts)

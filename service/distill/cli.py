@@ -119,8 +119,15 @@ def cmd_socratic(args: argparse.Namespace, settings: Settings) -> int:
         rows = data.read_dataset(Path(args.sdc))
         worked += socratic.align_sdc(rows, Path(args.questions))
     tasks = args.tasks.split(",")
+    rows = socratic.rows_for(worked, tasks)
+    if args.solutions:
+        solved = socratic.load_solutions(Path(args.solutions), (e.question for e in held))
+        if args.solutions_limit is not None:
+            solved = random.Random(args.seed).sample(solved, min(args.solutions_limit, len(solved)))
+        rows += socratic.rows_for(solved, socratic.SOLUTION_TASKS)
+        print(f"{len(solved)} whole-solution rows from {args.solutions}")
     out = Path(args.out)
-    n_train = socratic.write_rows(out / "train.jsonl", socratic.rows_for(worked, tasks))
+    n_train = socratic.write_rows(out / "train.jsonl", rows)
     held_worked = socratic.load_gold_worked(gold_path, held_ids)
     n_held = socratic.write_rows(out / "held_out.jsonl", socratic.rows_for(held_worked, tasks))
     # The held-out problems themselves, for `python -m service eval --data`.
@@ -227,6 +234,12 @@ def add_parser(sub: Any) -> None:
         "--questions", default=str(DEFAULT_TRAIN), help="the JSONL the SD-C rows came from"
     )
     so.add_argument("--tasks", default="qgen,solve,static", help="comma-separated")
+    so.add_argument(
+        "--solutions",
+        help="GSM8K JSONL (data/gsm8k/train.jsonl): add a whole-solution 'direct' solver row "
+        "per problem (held-out problems excluded)",
+    )
+    so.add_argument("--solutions-limit", type=int, help="at most this many of them (seeded)")
     so.add_argument("--held-out", type=int, default=150)
     so.add_argument("--seed", type=int, default=0)
     so.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")

@@ -37,6 +37,8 @@ from service.distill.data import Example, gold_answer
 from service.evaluation.datasets import socratic_pairs, solution_lines
 
 TASKS = ("qgen", "solve", "static")
+# Whole-problem rows come from solutions without subquestions (load_solutions).
+SOLUTION_TASKS = ("direct",)
 # The chat template's turn markers (service/templates/chat_template.jinja).
 _TURN = "<start_of_turn>{role}\n"
 _END = "<end_of_turn>\n"
@@ -186,6 +188,46 @@ def solve_row(w: Worked) -> dict[str, Any]:
     return t.row(w, "solve")
 
 
+def direct_row(w: Worked) -> dict[str, Any]:
+    """The solver's whole-problem chat: every solution step on one line, then the answer."""
+    steps = " ".join(step for _, step in w.pairs)
+    messages = prompts.distilled_direct(w.question)
+    reply = f"{steps} {prompts.distilled_answer_step(w.answer)}"
+    t = _Text()
+    t.add(_BOS)
+    t.add(_TURN.format(role="user") + messages[0]["content"].strip() + _END)
+    t.add(_TURN.format(role="model"))
+    t.add(reply.strip() + "<end_of_turn>", target=True)
+    t.add("\n")
+    return t.row(w, "direct")
+
+
+def load_solutions(path: Path, exclude: Iterable[str]) -> list[Worked]:
+    """GSM8K problems (``train.jsonl``) as whole solutions, for ``direct`` rows.
+
+    ``exclude`` holds questions that must not train (the held-out problems):
+    compared after collapsing whitespace, since the Socratic file and the main
+    one are two copies of the same problems.
+    """
+    banned = {" ".join(q.split()) for q in exclude}
+    out = []
+    with path.open() as fh:
+        for line_no, line in enumerate(fh):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            question = str(row["question"]).strip()
+            if " ".join(question.split()) in banned:
+                continue
+            steps = solution_lines(str(row["answer"]))
+            if not steps:
+                continue
+            pairs = tuple(("", step) for step in steps)
+            key = f"{path.stem}-{line_no}"
+            out.append(Worked(key, question, gold_answer(str(row["answer"])), pairs, "solution"))
+    return out
+
+
 def static_row(w: Worked) -> dict[str, Any]:
     t = _Text()
     t.add(prompts.distilled_decomposition(w.question))
@@ -194,7 +236,7 @@ def static_row(w: Worked) -> dict[str, Any]:
 
 
 def rows_for(worked: Iterable[Worked], tasks: Sequence[str] = TASKS) -> list[dict[str, Any]]:
-    makers = {"qgen": qgen_row, "solve": solve_row, "static": static_row}
+    makers = {"qgen": qgen_row, "solve": solve_row, "static": static_row, "direct": direct_row}
     return [makers[task](w) for w in worked for task in tasks]
 
 

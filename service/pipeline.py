@@ -249,8 +249,8 @@ class Pipeline:
 
     async def _direct(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         if run.plan.solver_distilled:
-            # The distilled solver's answer step, with no subquestions before it.
-            return [], prompts.distilled_final(run.question, [], run.context)
+            # The distilled solver's whole-problem task: every step, then the answer.
+            return [], prompts.distilled_direct(run.question, run.context)
         return [], prompts.direct(run.question, run.context)
 
     def _final(self, run: Run, history: list[tuple[str, str]]) -> prompts.Messages:

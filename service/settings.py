@@ -325,8 +325,10 @@ class Settings(BaseSettings):
     def solver_tokens(self, profile: SolverSettings) -> int:
         if profile.max_tokens is not None:
             return profile.max_tokens
-        # The embedded 270M model on CPU writes ~20 tokens/s: keep the default snappy.
-        return 256 if profile.base_url else 96
+        # The distilled solver writes a whole GSM8K solution in `direct` mode (95th
+        # percentile 227 tokens); its steps end at the newline well before. The
+        # base model on CPU writes ~20 tokens/s and rambles: keep it snappy.
+        return 256 if profile.base_url or self.solver_distilled(profile) else 96
 
     def price(self, model: str) -> ModelPrice:
         return self.prices.get(model) or ModelPrice()

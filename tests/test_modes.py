@@ -232,6 +232,6 @@ async def test_embedded_solver_is_this_service() -> None:
     assert resp.status_code == 200, resp.text
     assert solver.paths == ["/v1/chat/completions"]
     assert solver.headers[0]["authorization"] == "Bearer k1"  # our own key, for our own /v1
-    # The distilled solver: one step per line, its own multi-turn format.
-    assert solver.bodies[0]["stop"] == ["\n"] and solver.bodies[0]["max_tokens"] == 96
-    assert solver.bodies[0]["messages"] == prompts.distilled_final(Q, [])
+    # The distilled solver: its own multi-turn format, a whole solution on one line.
+    assert solver.bodies[0]["stop"] == ["\n"] and solver.bodies[0]["max_tokens"] == 256
+    assert solver.bodies[0]["messages"] == prompts.distilled_direct(Q)

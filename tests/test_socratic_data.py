@@ -80,14 +80,19 @@ def test_direct_row_is_the_whole_solution_after_the_direct_prompt() -> None:
     assert str(row["text"])[:start] == _render(prompts.distilled_direct(WORKED.question))
 
 
-def test_solutions_loader_skips_excluded_questions(tmp_path: Path) -> None:
+def _train_file(tmp_path: Path, first_question: str = "Q one?") -> Path:
+    """A two-problem GSM8K training file: two steps (answer 6), then one (answer 3)."""
     path = tmp_path / "train.jsonl"
-    path.write_text(
-        json.dumps({"question": "Q  one?", "answer": "a <<1+1=2>>2\nb <<2*3=6>>6\n#### 6"})
-        + "\n"
-        + json.dumps({"question": "Q two?", "answer": "c <<1+2=3>>3\n#### 3"})
-        + "\n"
-    )
+    problems = [
+        {"question": first_question, "answer": "a <<1+1=2>>2\nb <<2*3=6>>6\n#### 6"},
+        {"question": "Q two?", "answer": "c <<1+2=3>>3\n#### 3"},
+    ]
+    path.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    return path
+
+
+def test_solutions_loader_skips_excluded_questions(tmp_path: Path) -> None:
+    path = _train_file(tmp_path, "Q  one?")
     worked = socratic.load_solutions(path, ["Q one?"])  # whitespace does not hide a match
     assert [(w.id, w.answer, [s for _, s in w.pairs]) for w in worked] == [
         ("train-1", "3", ["c <<1+2=3>>3"])
@@ -112,13 +117,7 @@ def test_gold_loader_merges_a_subquestion_asked_twice_in_a_row() -> None:
 
 
 def test_sdc_rows_line_up_with_solution_lines(tmp_path: Path) -> None:
-    questions = tmp_path / "train.jsonl"
-    questions.write_text(
-        json.dumps({"question": "Q one?", "answer": "a <<1+1=2>>2\nb <<2*3=6>>6\n#### 6"})
-        + "\n"
-        + json.dumps({"question": "Q two?", "answer": "c <<1+2=3>>3\n#### 3"})
-        + "\n"
-    )
+    questions = _train_file(tmp_path)
     rows = [
         {"id": "train-0", "subquestions": ["First?", "Second?"]},
         {"id": "train-1", "subquestions": ["Only?", "Extra?"]},  # count differs: dropped

@@ -15,6 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.stacks import Stack
 
 QUESTION = "A pen costs $3. How much do 4 pens cost?"
+STORM_QUESTION = (
+    "Ben earns $15 an hour. He works 6 hours on Monday and 4 hours on Tuesday. "
+    "How much does he earn in total?"
+)
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "system", "content": "Answer with the number."},
     {"role": "user", "content": QUESTION},
@@ -91,8 +95,11 @@ def test_disconnect_storm(service_url: str, stack: Stack) -> None:
     time.sleep(6)
     before = _by_status(_samples(service_url))
     connections_before = _solver_connections(stack)
-    body = {"question": QUESTION, "max_subquestions": 2}
-    chat = {"model": "divconq-static", "messages": MESSAGES}
+    # A two-step problem: a one-step one (QUESTION) the distilled decomposer
+    # answers with "none", and 50 of those can finish inside the clients'
+    # patience on a fast CPU; two subquestions keep every request busy longer.
+    body = {"question": STORM_QUESTION, "max_subquestions": 2}
+    chat = {"model": "divconq-static", "messages": [{"role": "user", "content": STORM_QUESTION}]}
 
     async def leave(k: int) -> None:
         async with httpx.AsyncClient(base_url=service_url, timeout=None) as client:

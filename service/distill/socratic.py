@@ -169,11 +169,8 @@ def qgen_row(w: Worked) -> dict[str, Any]:
     return t.row(w, "qgen")
 
 
-def solve_row(w: Worked) -> dict[str, Any]:
-    """The subproblem solver's whole chat for a problem: a step per subquestion, then the answer."""
-    history = [(sub, step) for sub, step in w.pairs]
-    messages = prompts.distilled_final(w.question, history)
-    messages.append({"role": "assistant", "content": prompts.distilled_answer_step(w.answer)})
+def _chat(w: Worked, messages: list[dict[str, str]], task: str) -> dict[str, Any]:
+    """A chat rendered with the chat template, the loss on every model turn."""
     t = _Text()
     # The template starts with BOS; the tokenizer adds none of its own.
     t.add(_BOS)
@@ -185,29 +182,31 @@ def solve_row(w: Worked) -> dict[str, Any]:
             t.add("\n")
         else:
             t.add(_TURN.format(role="user") + m["content"].strip() + _END)
-    return t.row(w, "solve")
+    return t.row(w, task)
+
+
+def solve_row(w: Worked) -> dict[str, Any]:
+    """The subproblem solver's whole chat for a problem: a step per subquestion, then the answer."""
+    history = [(sub, step) for sub, step in w.pairs]
+    messages = prompts.distilled_final(w.question, history)
+    messages.append({"role": "assistant", "content": prompts.distilled_answer_step(w.answer)})
+    return _chat(w, messages, "solve")
 
 
 def direct_row(w: Worked) -> dict[str, Any]:
     """The solver's whole-problem chat: every solution step on one line, then the answer."""
     steps = " ".join(step for _, step in w.pairs)
-    messages = prompts.distilled_direct(w.question)
     reply = f"{steps} {prompts.distilled_answer_step(w.answer)}"
-    t = _Text()
-    t.add(_BOS)
-    t.add(_TURN.format(role="user") + messages[0]["content"].strip() + _END)
-    t.add(_TURN.format(role="model"))
-    t.add(reply.strip() + "<end_of_turn>", target=True)
-    t.add("\n")
-    return t.row(w, "direct")
+    messages = [*prompts.distilled_direct(w.question), {"role": "assistant", "content": reply}]
+    return _chat(w, messages, "direct")
 
 
 def load_solutions(path: Path, exclude: Iterable[str]) -> list[Worked]:
     """GSM8K problems (``train.jsonl``) as whole solutions, for ``direct`` rows.
 
-    ``exclude`` holds questions that must not train (the held-out problems):
-    compared after collapsing whitespace, since the Socratic file and the main
-    one are two copies of the same problems.
+    ``exclude`` holds questions that must not train (the held-out problems),
+    compared after collapsing whitespace: a guard, since GSM8K's train file
+    and the held-out test problems share none today.
     """
     banned = {" ".join(q.split()) for q in exclude}
     out = []

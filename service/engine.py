@@ -101,6 +101,10 @@ def executor_backend(hw: EngineHardware) -> Any:
     return UniProcExecutor
 
 
+def _already_shut_down(timeout: float | None = None) -> None:
+    return None
+
+
 def apply_engine_env(env: dict[str, str]) -> None:
     for key, value in env.items():
         os.environ.setdefault(key, value)
@@ -321,6 +325,12 @@ class EmbeddedEngine:
 
     async def shutdown(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.shutdown()
-            log.info("vLLM engine shut down")
+        if engine is None:
+            return
+        engine.shutdown()
+        # Done once, here. AsyncLLM.__del__ shuts down again when the object
+        # goes, which for an in-process run (a finished build future still
+        # holds it) is at interpreter exit, with module globals already gone:
+        # a TypeError traceback after the last line of output.
+        engine.shutdown = _already_shut_down  # type: ignore[method-assign]
+        log.info("vLLM engine shut down")

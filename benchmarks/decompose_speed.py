@@ -21,11 +21,19 @@ Configurations:
   opposite dtype, and with vLLM's multiprocess executor, to show which
   change does what.
 
+With ``--isa avx2`` every configuration runs on an emulated AVX2-only CPU
+(``benchmarks/avx2_only/``: vLLM, ATen and oneDNN capped at AVX2, so bf16 is
+emulated as it is on such CPUs), and ``after`` runs the dtype its ``auto``
+resolves to there (float32). That re-takes the comparison the defaults were
+made for on a machine with AVX-512; clocks, caches and memory stay this
+machine's, so it is not a measurement of a real AVX2 CPU.
+
 Every row comes from one run; the CPU model and flags are printed beside
 the table. Compare only rows taken together.
 
     .venv/bin/python benchmarks/decompose_speed.py
     .venv/bin/python benchmarks/decompose_speed.py --ablations
+    .venv/bin/python benchmarks/decompose_speed.py --isa avx2
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from typing import Any
 
 import httpx
 from _bench import RESULTS, ROOT, machine, pct, running, start_service, table, wait_http
+
+from service.hardware import resolve_dtype
 
 DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
 
@@ -104,6 +114,17 @@ def measure(label: str, env: dict[str, str], cwd: Path, args: argparse.Namespace
     return row
 
 
+def isa_env(isa: str) -> dict[str, str]:
+    """Environment for every process of a service on an emulated ``isa`` CPU."""
+    if isa == "native":
+        return {}
+    return {
+        "PYTHONPATH": str(ROOT / "benchmarks" / "avx2_only"),
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    }
+
+
 def worktree(ref: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="divconq-before-")) / "tree"
     subprocess.run(
@@ -121,37 +142,48 @@ def main() -> int:
     parser.add_argument("--before-ref", default="117a45a")
     parser.add_argument("--no-before", action="store_true", help="only this checkout")
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument(
+        "--isa",
+        choices=("native", "avx2"),
+        default="native",
+        help="avx2: emulate an AVX2-only CPU (no AVX-512, no native bf16) for every row",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests-at-1", type=int, default=6)
-    parser.add_argument("--out", default=str(RESULTS / "decompose_speed.json"))
+    parser.add_argument("--out", help="JSON results (default: results/decompose_speed[_ISA].json)")
     args = parser.parse_args()
 
     host = machine()
+    host["emulated_isa"] = args.isa
     print(json.dumps(host), flush=True)
+    emulate = isa_env(args.isa)
+    # What the service's dtype "auto" picks on the emulated CPU; the service
+    # itself reads the real /proc/cpuinfo, so it is passed explicitly.
+    after_env = {**emulate}
+    if args.isa == "avx2":
+        after_env["DIVCONQ_DECOMPOSER__DTYPE"] = resolve_dtype("auto", {"avx2"})
     rows = []
     if not args.no_before:
         tree = worktree(args.before_ref)
         try:
-            rows.append(measure(f"before ({args.before_ref})", {}, tree, args))
+            rows.append(measure(f"before ({args.before_ref})", emulate, tree, args))
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False
             )
-    rows.append(measure("after", {}, ROOT, args))
+    rows.append(measure("after", after_env, ROOT, args))
     if args.ablations:
-        rows.append(
-            measure(
-                "after, one OMP thread", {"DIVCONQ_DECOMPOSER__OMP_THREADS_BIND": "0"}, ROOT, args
-            )
-        )
+        one_thread = {**after_env, "DIVCONQ_DECOMPOSER__OMP_THREADS_BIND": "0"}
+        rows.append(measure("after, one OMP thread", one_thread, ROOT, args))
         other = "float32" if "bfloat16" in str(rows[-2]["engine"]) else "bfloat16"
-        rows.append(measure(f"after, {other}", {"DIVCONQ_DECOMPOSER__DTYPE": other}, ROOT, args))
+        other_dtype = {**after_env, "DIVCONQ_DECOMPOSER__DTYPE": other}
+        rows.append(measure(f"after, {other}", other_dtype, ROOT, args))
         # vLLM's CPU default: the model in a worker process of its own.
-        rows.append(
-            measure("after, executor mp", {"DIVCONQ_DECOMPOSER__EXECUTOR": "mp"}, ROOT, args)
-        )
-    print(f"\n{host['cpu']} ({host['cpu_flags']}), {host['cores']} cores\n")
+        executor_mp = {**after_env, "DIVCONQ_DECOMPOSER__EXECUTOR": "mp"}
+        rows.append(measure("after, executor mp", executor_mp, ROOT, args))
+    isa = f"; emulated ISA: {args.isa}" if args.isa != "native" else ""
+    print(f"\n{host['cpu']} ({host['cpu_flags']}{isa}), {host['cores']} cores\n")
     print(table(rows))
     base = rows[0]
     if len(rows) > 1 and not args.no_before:
@@ -162,8 +194,10 @@ def main() -> int:
             f"{after[f'tok_s_at_{c}'] / base[f'tok_s_at_{c}']:.1f}x tokens/s, "
             f"p50 {base[f'p50_s_at_{c}'] / after[f'p50_s_at_{c}']:.1f}x lower"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": host, "rows": rows}, indent=2) + "\n")
+    suffix = "" if args.isa == "native" else f"_{args.isa}"
+    out = Path(args.out or RESULTS / f"decompose_speed{suffix}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": host, "rows": rows}, indent=2) + "\n")
     return 0
 
 

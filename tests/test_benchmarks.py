@@ -9,6 +9,7 @@ three of them, the real vLLM engine) as subprocesses.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,24 @@ def test_cold_start_smoke(tmp_path: Path) -> None:
     assert 0 < stub["healthz_s"] <= stub["readyz_s"]
     assert stub["rss_idle_mib"] > 0 and stub["processes"] == 1
     assert stub["load_errors"] == 0 and stub["load_requests_ok"] > 0
+
+
+def test_avx2_emulation_caps_the_isa_probes_vllm_reads() -> None:
+    """``decompose_speed.py --isa avx2``: every process sees no AVX-512, no bf16, no AMX."""
+    probe = (
+        "import torch, torch.cpu as c; print(c._is_avx512_supported(), "
+        "c._is_avx512_bf16_supported(), c._is_amx_tile_supported(), "
+        "torch.backends.cpu.get_cpu_capability())"
+    )
+    sys.path.insert(0, str(BENCH))
+    try:
+        from decompose_speed import isa_env
+    finally:
+        sys.path.remove(str(BENCH))
+    env = {**os.environ, **isa_env("avx2")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "False", "AVX2"]
+    assert isa_env("native") == {}

@@ -16,10 +16,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> str:
 def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Path) -> None:
     from service.engine import local_hardware
     from service.model_prep import distilled_model_dir, is_prepared
-    from service.settings import SHIPPED_ADAPTER, DecomposerSettings, shipped_adapters
+    from service.settings import SHIPPED_ADAPTER, Settings, shipped_adapters
 
     out = _cli("prepare-model", env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)})
-    dtype = local_hardware(DecomposerSettings()).dtype
+    # As the CLI resolves it: DIVCONQ_DECOMPOSER__DTYPE wins over the CPU's flags.
+    dtype = local_hardware(Settings().decomposer).dtype
     merged = distilled_model_dir(model_dir, Path(shipped_adapters()[SHIPPED_ADAPTER]), dtype)
     assert out.split() == ["base:", str(model_dir), "distilled:", str(merged)]
     assert (model_dir / "model.safetensors").stat().st_size > 400_000_000

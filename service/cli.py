@@ -86,13 +86,20 @@ def in_process_server(settings: Settings) -> Iterator[str]:
     gc.collect()
 
 
+# One readiness probe's own limit. /readyz answers at once, so a probe that
+# takes longer was lost (one was, once, in CI: the client then waited out its
+# 600 s read timeout); the next probe, a second later, gets the answer.
+PROBE_TIMEOUT_S = 5.0
+
+
 def wait_ready(client: httpx2.Client, url: str, timeout_s: float) -> None:
+    """Poll ``url``/readyz until the service is ready, or exit naming its last state."""
     last = "no answer"
 
     def ready() -> bool:
         nonlocal last
         try:
-            resp = client.get(f"{url}/readyz")
+            resp = client.get(f"{url}/readyz", timeout=PROBE_TIMEOUT_S)
         except httpx2.TransportError as exc:
             last = type(exc).__name__
             return False
@@ -143,7 +150,7 @@ def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
         contextlib.ExitStack() as stack,
     ):
         try:
-            client.get(f"{url}/healthz")
+            client.get(f"{url}/healthz", timeout=PROBE_TIMEOUT_S)
         except httpx2.TransportError:
             if args.url:
                 raise SystemExit(f"no service at {url}") from None

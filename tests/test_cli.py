@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.support import free_port, service_cli
 
 
@@ -57,3 +59,97 @@ def test_solve_in_process_on_embedded_default(model_dir: Path) -> None:
     assert body["usage"]["solver"]["calls"] == len(body["subquestions"]) + 1
     assert body["usage"]["decomposer"]["calls"] == 1
     assert body["usage"]["solver"]["completion_tokens"] > 0
+
+
+def test_a_lost_readiness_probe_costs_seconds_not_the_read_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe that gets no answer counts as "not yet"; the next one is asked at once."""
+    import httpx2
+
+    from service import cli
+
+    monkeypatch.setattr(cli.procs.time, "sleep", lambda _s: None)
+    seen: list[dict[str, float | None]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.extensions["timeout"])
+        if len(seen) == 1:
+            raise httpx2.ReadTimeout("no answer", request=request)
+        if len(seen) == 2:
+            return httpx2.Response(503, json={"decomposer": {"state": "starting"}})
+        return httpx2.Response(200, json={"status": "ready"})
+
+    # The CLI's own client: a long read timeout, for /solve.
+    with httpx2.Client(
+        transport=httpx2.MockTransport(handler), timeout=httpx2.Timeout(600.0, connect=2.0)
+    ) as client:
+        cli.wait_ready(client, "http://svc", timeout_s=60)
+    assert len(seen) == 3
+    assert all(t["read"] == cli.PROBE_TIMEOUT_S for t in seen)
+
+
+def test_wait_ready_names_a_failed_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx2
+
+    from service import cli
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(503, json={"decomposer": {"state": "failed: out of memory"}})
+
+    with (
+        httpx2.Client(transport=httpx2.MockTransport(handler)) as client,
+        pytest.raises(SystemExit, match="did not become ready: failed: out of memory"),
+    ):
+        cli.wait_ready(client, "http://svc", timeout_s=60)
+
+
+def test_serve_that_merges_the_distilled_weights_itself_becomes_ready(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """`serve` with no `prepare-model` for this dtype: it merges, then starts the engine.
+
+    Until the engine was built in a thread of its own, every such start hung:
+    the engine core, forked from the thread that had just merged, waited
+    forever on OpenMP workers it did not have (docs/benchmarks.md, section 0).
+    """
+    import shutil
+    import sys
+
+    import httpx
+
+    from tests.stacks import STARTUP_TIMEOUT_S
+    from tests.support import start_process, wait_until
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / model_dir.name).symlink_to(model_dir)  # the base model only
+    port = free_port()
+    service = start_process(
+        [sys.executable, "-m", "service", "serve", "--port", str(port)],
+        env={"DIVCONQ_DATA_DIR": str(tmp_path), "DIVCONQ_DECOMPOSER__BASE_ENGINE": "off"},
+        log=tmp_path / "serve.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
+            timeout_s=STARTUP_TIMEOUT_S,
+            what="serve after merging in-process",
+            proc=service.proc,
+            log=service.log,
+        )
+        merged = [p for p in models.iterdir() if p.name.startswith(f"{model_dir.name}-distilled")]
+        assert len(merged) == 1 and (merged[0] / "model.safetensors").is_file()
+        resp = httpx.post(
+            f"{service.url}/decompose",
+            json={"question": "Tom has 3 apples and buys 5 more. How many now?"},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["subquestions"]
+    finally:
+        service.stop()
+        for path in models.iterdir():
+            if not path.is_symlink():
+                shutil.rmtree(path)  # a gigabyte of merged weights

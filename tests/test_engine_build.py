@@ -1,4 +1,4 @@
-"""The in-process engine: vLLM's tokenizer copies leave the critical path; a dead engine is a 503.
+"""The in-process engine: tokenizer copies off the critical path, a core that starts, a dead engine.
 
 vLLM is replaced by a stand-in module here (importing it costs seconds); the
 real one goes through the same code in every slow-tier engine start.
@@ -6,10 +6,12 @@ real one goes through the same code in every slow-tier engine start.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import sys
 import threading
 import types
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -108,3 +110,64 @@ async def test_a_dead_engine_is_not_ready_and_answers_503(monkeypatch: pytest.Mo
         await engine.generate("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0)
     assert caught.value.status_code == 503
     assert "engine stopped" in str(caught.value) and "restart" in str(caught.value)
+
+
+# --- where the engine core is forked from ---------------------------------------------------
+
+
+def _openmp_work() -> None:
+    """Torch work with a GNU OpenMP parallel region (two threads), as weight merging does."""
+    import torch
+
+    torch.set_num_threads(2)
+    torch.zeros(1 << 22).add_(1.0)
+
+
+class _ForkedCoreLLM:
+    """What ``_build`` returns here: vLLM's ``AsyncLLM`` reduced to its fork."""
+
+    tokenizer = None
+    errored = False
+
+    def __init__(self) -> None:
+        # vLLM forks the engine core from the building thread, and the core's
+        # first torch call (InputBatch's zeros) opens a parallel region.
+        core = multiprocessing.get_context("fork").Process(target=_openmp_work)
+        core.start()
+        core.join(60)
+        self.core_hung = core.is_alive()
+        if self.core_hung:
+            core.kill()
+            core.join()
+        self.core_exitcode = core.exitcode
+
+
+async def test_the_engine_core_is_not_forked_from_a_thread_that_ran_openmp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start hang of docs/benchmarks.md section 0, with vLLM reduced to its fork.
+
+    The service merges the distilled weights in an executor thread just
+    before it builds the engine. A core forked from that thread inherited its
+    OpenMP pool and waited for its missing workers forever.
+    """
+    pytest.importorskip("torch")
+    await asyncio.to_thread(_openmp_work)  # the merge, in asyncio's executor thread
+    monkeypatch.setattr(EmbeddedEngine, "_build", lambda self: _ForkedCoreLLM())
+    monkeypatch.setattr(EmbeddedEngine, "_find_turn_end_ids", lambda self: [])
+    engine = EmbeddedEngine(DecomposerSettings(), "/models/m", "m")
+    await engine.start()
+    built = cast(_ForkedCoreLLM, engine._engine)
+    assert not built.core_hung
+    assert built.core_exitcode == 0
+
+
+async def test_an_engine_build_that_fails_fails_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def build(self: EmbeddedEngine) -> Any:
+        raise RuntimeError("Engine core initialization failed")
+
+    monkeypatch.setattr(EmbeddedEngine, "_build", build)
+    engine = EmbeddedEngine(DecomposerSettings(), "/models/m", "m")
+    with pytest.raises(RuntimeError, match="initialization failed"):
+        await engine.start()
+    assert not engine.ready

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx2
 
-from service.cli import in_process_server, wait_ready
+from service.cli import PROBE_TIMEOUT_S, in_process_server, wait_ready
 from service.evaluation.datasets import DEFAULT_DATASET, FORMATS, Dataset, Problem
 from service.evaluation.runner import RunStats
 from service.settings import MODES, Settings
@@ -53,7 +53,7 @@ def _eval_service(
     if args.url:
         url = str(args.url).rstrip("/")
         try:
-            client.get(f"{url}/healthz")
+            client.get(f"{url}/healthz", timeout=PROBE_TIMEOUT_S)
         except httpx2.TransportError:
             raise SystemExit(f"no service at {url}") from None
         return url

@@ -65,7 +65,13 @@ def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
     if shipped is not None:
         # In the dtype the engine resolves to on this machine, as `serve` does.
         hw = local_hardware(settings.decomposer)
-        merged = prepare_distilled_model(base, Path(shipped), dtype=hw.dtype, force=args.force)
+        merged = prepare_distilled_model(
+            base,
+            Path(shipped),
+            dtype=hw.dtype,
+            vocabulary=settings.decomposer.vocabulary,
+            force=args.force,
+        )
         print(f"distilled: {merged}")
     return 0
 

@@ -25,6 +25,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from service import vocab
+
 log = logging.getLogger(__name__)
 
 # Written last; its presence marks a complete checkpoint.
@@ -109,9 +111,15 @@ def adapter_digest(adapter_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def distilled_model_dir(base_dir: Path, adapter_dir: Path, dtype: str = "float32") -> Path:
+def distilled_model_dir(
+    base_dir: Path, adapter_dir: Path, dtype: str = "float32", vocabulary: str = "task"
+) -> Path:
     digest = adapter_digest(adapter_dir)
-    return base_dir.with_name(f"{base_dir.name}-distilled-{digest}-{_dtype_tag(dtype)}")
+    name = f"{base_dir.name}-distilled-{digest}-{_dtype_tag(dtype)}"
+    if vocabulary == "task":
+        # A changed token list is a new checkpoint too.
+        name += f"-v{hashlib.sha256(vocab.KEEP_FILE.read_bytes()).hexdigest()[:8]}"
+    return base_dir.with_name(name)
 
 
 def _dtype_tag(dtype: str) -> str:
@@ -119,18 +127,24 @@ def _dtype_tag(dtype: str) -> str:
 
 
 def prepare_distilled_model(
-    base_dir: Path, adapter_dir: Path, *, dtype: str = "float32", force: bool = False
+    base_dir: Path,
+    adapter_dir: Path,
+    *,
+    dtype: str = "float32",
+    vocabulary: str = "task",
+    force: bool = False,
 ) -> Path:
     """The base checkpoint with a LoRA adapter folded in: W + (alpha/r) * B @ A.
 
     Merged in float32 and saved in ``dtype``, the one the engine runs (the
     engine would cast to it at load anyway, warning once per tensor): float32
     keeps the small distilled delta whole. Plain tensor arithmetic, no peft
-    needed at serve time; about 10 s on a 2-core CPU.
+    needed at serve time; about 10 s on a 2-core CPU. ``vocabulary="task"``
+    keeps only the tokens the task uses (``service/vocab.py`` says why and how).
     """
     import torch
 
-    out_dir = distilled_model_dir(base_dir, adapter_dir, dtype)
+    out_dir = distilled_model_dir(base_dir, adapter_dir, dtype, vocabulary)
     if is_prepared(out_dir) and not force:
         return out_dir
     from safetensors.torch import load_file, save_file
@@ -157,6 +171,8 @@ def prepare_distilled_model(
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".merge-") as tmp:
         tmp_dir = Path(tmp) / "model"
         shutil.copytree(base_dir, tmp_dir)
+        if vocabulary == "task":
+            vocab.trim_checkpoint(tmp_dir, vocab.load_keep_file(), merged)
         # Tied embeddings share storage; safetensors wants each tensor once.
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             _dtype_tag(dtype), torch.float32
@@ -172,6 +188,7 @@ def prepare_distilled_model(
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         (tmp_dir / COMPLETE_MARKER).write_text(
             f"base={base_dir.name}\nadapter={adapter_dir}\ndigest={adapter_digest(adapter_dir)}\n"
+            f"vocabulary={vocabulary}\n"
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -23,13 +23,22 @@ def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Pat
     out = _cli("prepare-model", env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)})
     # As the CLI resolves it: DIVCONQ_DECOMPOSER__DTYPE wins over the CPU's flags.
     dtype = local_hardware(Settings().decomposer).dtype
-    merged = distilled_model_dir(model_dir, Path(shipped_adapters()[SHIPPED_ADAPTER]), dtype)
+    vocabulary = Settings().decomposer.vocabulary
+    adapter = Path(shipped_adapters()[SHIPPED_ADAPTER])
+    merged = distilled_model_dir(model_dir, adapter, dtype, vocabulary)
     assert out.split() == ["base:", str(model_dir), "distilled:", str(merged)]
     assert (model_dir / "model.safetensors").stat().st_size > 400_000_000
     # Saved in the engine's dtype: float32 (twice the bf16 base) where bf16 is emulated.
     assert is_prepared(merged)
+    # The task's 34k tokens of 262k (service/vocab.py): a smaller embedding.
+    config = json.loads((merged / "config.json").read_text())
+    tokenizer = json.loads((merged / "tokenizer.json").read_text())
+    if vocabulary == "task":
+        assert config["vocab_size"] == len(tokenizer["model"]["vocab"]) < 50_000
+    else:
+        assert config["vocab_size"] == len(tokenizer["model"]["vocab"]) == 262_144
     size = (merged / "model.safetensors").stat().st_size
-    assert size > (800_000_000 if dtype == "float32" else 400_000_000)
+    assert size > (400_000_000 if dtype == "float32" else 200_000_000)
 
 
 def test_solve_against_running_service(service_url: str) -> None:

@@ -125,7 +125,11 @@ class VllmDecomposer:
         # Saved in the dtype the engine will run, so it loads with no cast.
         hw = self._hardware = await asyncio.to_thread(local_hardware, s.decomposer)
         merged = await asyncio.to_thread(
-            prepare_distilled_model, base_dir, Path(shipped), dtype=hw.dtype
+            prepare_distilled_model,
+            base_dir,
+            Path(shipped),
+            dtype=hw.dtype,
+            vocabulary=s.decomposer.vocabulary,
         )
         self.distilled = SHIPPED_ADAPTER
         return str(merged), {}

@@ -31,7 +31,7 @@ import httpx
 
 from service.engine import engine_env, engine_hardware
 from service.settings import DecomposerSettings
-from tests.support import Proc, free_port, service_cli, start_process, wait_until
+from tests.support import Proc, free_port, service_cli, start_process, wait_ready, wait_until
 
 SOLVER_NAME = "solver-gemma"
 # Short answers keep the CPU test suite fast; the contract does not care.
@@ -194,11 +194,5 @@ def launch_embedded(pre: Prestart, model_dir: Path, logs: Path) -> Proc:
         log=logs / "embedded.log",
         url=f"http://127.0.0.1:{port}",
     )
-    wait_until(
-        lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
-        timeout_s=STARTUP_TIMEOUT_S,
-        what="embedded service /readyz",
-        proc=service.proc,
-        log=service.log,
-    )
+    wait_ready(service, "embedded service /readyz", STARTUP_TIMEOUT_S)
     return service

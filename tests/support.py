@@ -30,6 +30,7 @@ __all__ = [
     "live_app",
     "service_cli",
     "start_process",
+    "wait_ready",
     "wait_until",
 ]
 
@@ -62,6 +63,17 @@ def wait_until(
         interval_s=interval_s,
         log=log,
         transient=(httpx.TransportError, OSError),
+    )
+
+
+def wait_ready(service: Proc, what: str, timeout_s: float = 600) -> None:
+    """Until ``service`` answers ``/readyz`` with 200; fails with its log's tail if it exits."""
+    wait_until(
+        lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
+        timeout_s=timeout_s,
+        what=what,
+        proc=service.proc,
+        log=service.log,
     )
 
 

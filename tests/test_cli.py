@@ -128,7 +128,7 @@ def test_serve_that_merges_the_distilled_weights_itself_becomes_ready(
     import httpx
 
     from tests.stacks import STARTUP_TIMEOUT_S
-    from tests.support import start_process, wait_until
+    from tests.support import start_process, wait_ready
 
     models = tmp_path / "models"
     models.mkdir()
@@ -141,13 +141,7 @@ def test_serve_that_merges_the_distilled_weights_itself_becomes_ready(
         url=f"http://127.0.0.1:{port}",
     )
     try:
-        wait_until(
-            lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
-            timeout_s=STARTUP_TIMEOUT_S,
-            what="serve after merging in-process",
-            proc=service.proc,
-            log=service.log,
-        )
+        wait_ready(service, "serve after merging in-process", STARTUP_TIMEOUT_S)
         merged = [p for p in models.iterdir() if p.name.startswith(f"{model_dir.name}-distilled")]
         assert len(merged) == 1 and (merged[0] / "model.safetensors").is_file()
         resp = httpx.post(

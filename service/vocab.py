@@ -131,7 +131,8 @@ def trim_checkpoint(model_dir: Path, keep: Sequence[int], weights: dict[str, Any
 
     tok_path = model_dir / "tokenizer.json"
     tokenizer = json.loads(tok_path.read_text(encoding="utf-8"))
-    tok_path.write_text(json.dumps(trimmed_tokenizer(tokenizer, keep), ensure_ascii=False))
+    trimmed = json.dumps(trimmed_tokenizer(tokenizer, keep), ensure_ascii=False)
+    tok_path.write_text(trimmed, encoding="utf-8")  # not the locale's: it is not ASCII
     cfg_path = model_dir / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["vocab_size"] = len(keep)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -118,8 +119,30 @@ def distilled_model_dir(
     name = f"{base_dir.name}-distilled-{digest}-{_dtype_tag(dtype)}"
     if vocabulary == "task":
         # A changed token list is a new checkpoint too.
-        name += f"-v{hashlib.sha256(vocab.KEEP_FILE.read_bytes()).hexdigest()[:8]}"
+        name += f"-v{_token_list_digest()}"
     return base_dir.with_name(name)
+
+
+def _token_list_digest() -> str:
+    return hashlib.sha256(vocab.KEEP_FILE.read_bytes()).hexdigest()[:8]
+
+
+def is_stale_merge(merged_dir: Path, adapter_dir: Path) -> bool:
+    """Whether no setting of this version can serve a merged checkpoint again.
+
+    Those are merges of another adapter version, of another token list, and
+    full-vocabulary merges written before token lists existed (their marker
+    does not name a vocabulary; the task list replaced them as the default).
+    A full-vocabulary merge of this version is kept: ``vocabulary=full``
+    serves it, and a user may switch back and forth.
+    """
+    if adapter_digest(adapter_dir) not in merged_dir.name:
+        return True
+    tagged = re.search(r"-v([0-9a-f]{8})$", merged_dir.name)
+    if tagged:
+        return tagged.group(1) != _token_list_digest()
+    marker = merged_dir / COMPLETE_MARKER
+    return marker.is_file() and "vocabulary=" not in marker.read_text()
 
 
 def _dtype_tag(dtype: str) -> str:
@@ -193,10 +216,11 @@ def prepare_distilled_model(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp_dir.rename(out_dir)
-    # Merges of other adapter versions are dead weight (0.5-1 GB each).
-    for stale in base_dir.parent.glob(f"{base_dir.name}-distilled-*"):
-        if adapter_digest(adapter_dir) not in stale.name:
-            shutil.rmtree(stale, ignore_errors=True)
+    # Merges no setting can serve again are dead weight (0.2-1 GB each).
+    for merged_dir in base_dir.parent.glob(f"{base_dir.name}-distilled-*"):
+        if merged_dir != out_dir and is_stale_merge(merged_dir, adapter_dir):
+            log.info(f"prepare-model: removing stale checkpoint {merged_dir}")
+            shutil.rmtree(merged_dir, ignore_errors=True)
     secs = time.monotonic() - started
     log.info(f"prepare-model: merged {adapter_dir.name} into {out_dir} ({secs:.0f}s)")
     return out_dir

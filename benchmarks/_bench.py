@@ -62,11 +62,15 @@ def wait_http(
 
 def machine() -> dict[str, Any]:
     model = platform.processor() or "unknown"
+    generation: dict[str, str] = {}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key == "Model name":
+                model = value.strip()
+            elif key in ("CPU family", "Model", "L3 cache"):
+                generation[key.lower()] = value.strip()
     busy = [
         " ".join(p.info["cmdline"] or [])[:80]
         for p in psutil.process_iter(["cmdline"])
@@ -78,6 +82,9 @@ def machine() -> dict[str, Any]:
     simd = [f for f in ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS)) if f in flags]
     return {
         "cpu": model,
+        # A VM often names only "AMD EPYC": family and model tell its generations
+        # apart (25/1 is Zen 3), which run at different speeds with the same flags.
+        "cpu_generation": generation,
         # What decides the engine's speed: bf16 is native only with these flags.
         "cpu_flags": " ".join(simd) or "none of avx2/avx512f/avx512_bf16/amx_bf16",
         "cores": os.cpu_count(),

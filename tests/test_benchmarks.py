@@ -157,3 +157,14 @@ def test_avx2_emulation_caps_the_isa_probes_vllm_reads() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "False", "AVX2"]
     assert isa_env("native") == {}
+
+
+def test_sampling_ceiling_on_the_embedded_solver(tmp_path: Path, embedded_url: str) -> None:
+    args = ["--url", embedded_url, "--problems", "2", "--samples", "2", "--concurrency", "4"]
+    report, stdout = run_script("sampling_ceiling.py", args, tmp_path / "ceiling.json", 400)
+    markdown_table(stdout)
+    assert report["problems"] == 2 and report["samples"] == 2
+    assert [len(p["samples"]) for p in report["per_problem"]] == [2, 2]
+    # A right majority answer is one of the samples: maj@k never beats pass@k.
+    assert report["maj_pct"] <= report["pass_pct"] <= 100
+    assert report["output_tokens_per_s"] > 0

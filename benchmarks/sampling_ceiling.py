@@ -35,23 +35,27 @@ from service.evaluation import datasets
 from service.evaluation.scoring import answer_correct
 from service.parsing import extract_answer
 from service.prompts import distilled_direct
+from service.settings import Settings
 
-# As direct mode asks the distilled solver (service/solver: its max_tokens).
-MAX_TOKENS = 256
+
+def direct_limits() -> dict[str, Any]:
+    """``max_tokens`` and ``stop`` as ``direct`` mode sends them to the default solver."""
+    settings = Settings()
+    profile = settings.solver
+    return {"max_tokens": settings.solver_tokens(profile), "stop": settings.solver_stop(profile)}
 
 
 async def _ask(
-    client: httpx.AsyncClient, url: str, question: str, temperature: float, gate: asyncio.Semaphore
+    client: httpx.AsyncClient,
+    url: str,
+    question: str,
+    temperature: float,
+    gate: asyncio.Semaphore,
+    limits: dict[str, Any],
 ) -> tuple[str, int]:
+    body = {"messages": distilled_direct(question), "temperature": temperature, **limits}
     async with gate:
-        resp = await client.post(
-            f"{url}/v1/chat/completions",
-            json={
-                "messages": distilled_direct(question),
-                "temperature": temperature,
-                "max_tokens": MAX_TOKENS,
-            },
-        )
+        resp = await client.post(f"{url}/v1/chat/completions", json=body)
     resp.raise_for_status()
     body = resp.json()
     text = body["choices"][0]["message"]["content"] or ""
@@ -66,12 +70,15 @@ async def measure(
     concurrency: int,
 ) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
+    limits = direct_limits()
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=900) as client:
-        greedy = [asyncio.create_task(_ask(client, url, p.question, 0.0, gate)) for p in problems]
+        greedy = [
+            asyncio.create_task(_ask(client, url, p.question, 0.0, gate, limits)) for p in problems
+        ]
         sampled = [
             [
-                asyncio.create_task(_ask(client, url, p.question, temperature, gate))
+                asyncio.create_task(_ask(client, url, p.question, temperature, gate, limits))
                 for _ in range(samples)
             ]
             for p in problems

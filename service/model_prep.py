@@ -127,20 +127,21 @@ def _token_list_digest() -> str:
     return hashlib.sha256(vocab.KEEP_FILE.read_bytes()).hexdigest()[:8]
 
 
-def is_stale_merge(merged_dir: Path, adapter_dir: Path) -> bool:
+def _is_stale_merge(merged_dir: Path, adapter: str, token_list: str) -> bool:
     """Whether no setting of this version can serve a merged checkpoint again.
 
     Those are merges of another adapter version, of another token list, and
     full-vocabulary merges written before token lists existed (their marker
     does not name a vocabulary; the task list replaced them as the default).
     A full-vocabulary merge of this version is kept: ``vocabulary=full``
-    serves it, and a user may switch back and forth.
+    serves it, and a user may switch back and forth. ``adapter`` and
+    ``token_list`` are the current digests.
     """
-    if adapter_digest(adapter_dir) not in merged_dir.name:
+    if adapter not in merged_dir.name:
         return True
     tagged = re.search(r"-v([0-9a-f]{8})$", merged_dir.name)
     if tagged:
-        return tagged.group(1) != _token_list_digest()
+        return tagged.group(1) != token_list
     marker = merged_dir / COMPLETE_MARKER
     return marker.is_file() and "vocabulary=" not in marker.read_text()
 
@@ -217,8 +218,9 @@ def prepare_distilled_model(
             shutil.rmtree(out_dir)
         tmp_dir.rename(out_dir)
     # Merges no setting can serve again are dead weight (0.2-1 GB each).
+    current = (adapter_digest(adapter_dir), _token_list_digest())
     for merged_dir in base_dir.parent.glob(f"{base_dir.name}-distilled-*"):
-        if merged_dir != out_dir and is_stale_merge(merged_dir, adapter_dir):
+        if merged_dir != out_dir and _is_stale_merge(merged_dir, *current):
             log.info(f"prepare-model: removing stale checkpoint {merged_dir}")
             shutil.rmtree(merged_dir, ignore_errors=True)
     secs = time.monotonic() - started

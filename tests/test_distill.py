@@ -78,6 +78,52 @@ def test_teacher_outputs_are_checked_before_training() -> None:
     assert pick(samples[:1], recipe="sd-t", steps=2, max_subquestions=8) is None
 
 
+def test_local_teacher_resumes_after_interruption(tmp_path: Path) -> None:
+    """A killed sampling run loses at most its current chunk: rerun, it samples
+    only the problems not on file and returns what one run would have."""
+    from service.distill.local_teacher import decompose_in_chunks
+
+    questions = data.load_questions(TRAIN)[:5]
+    good = {
+        q.id: [f"What is step {i} of {q.id}?" for i in range(q.meta["steps"])] for q in questions
+    }
+    wrong = {q.id: "1. Only one step?" for q in questions}
+    sampled: list[str] = []
+
+    def sample(prompt_texts: list[str]) -> list[list[str]]:
+        ids = [next(q.id for q in questions if q.question in t) for t in prompt_texts]
+        sampled.extend(ids)
+        if len(sampled) > 4:
+            raise KeyboardInterrupt  # killed during the third chunk
+        # Problem 1 never gets a right-count sample: it is on file as tried.
+        return [
+            [wrong[i], "\n".join(f"{n}. {s}" for n, s in enumerate(good[i], 1))]
+            if i != questions[1].id
+            else [wrong[i]]
+            for i in ids
+        ]
+
+    progress = tmp_path / "teacher_progress.jsonl"
+    kw = {"recipe": "sd-c", "max_subquestions": 8, "meta": {"samples": 2}, "chunk": 2}
+    settings = {"teacher": "m", "samples": 2}
+    with pytest.raises(KeyboardInterrupt):
+        decompose_in_chunks(questions, sample, progress=progress, settings=settings, **kw)
+    assert sampled == [q.id for q in questions[:4]] + [questions[4].id]
+    with progress.open("a") as fh:
+        fh.write('{"id": "torn')  # the kill cut a line short
+    sampled.clear()
+    kept = decompose_in_chunks(questions, sample, progress=progress, settings=settings, **kw)
+    assert sampled == [questions[4].id]  # only the unfinished chunk again
+    assert [e.id for e in kept] == [q.id for i, q in enumerate(questions) if i != 1]
+    assert all(e.subquestions == good[e.id] and e.source == "sd-c" for e in kept)
+    assert kept[0].meta == {"samples": 2} | questions[0].meta
+    # Other settings (another teacher, say) start over.
+    sampled.clear()
+    with pytest.raises(KeyboardInterrupt):
+        decompose_in_chunks(questions, sample, progress=progress, settings={"teacher": "n"}, **kw)
+    assert sampled[:2] == [questions[0].id, questions[1].id]
+
+
 def test_distilled_target_format() -> None:
     assert prompts.distilled_target(["A?", "B?"]) == "1. A?\n2. B?\n"
     assert prompts.distilled_target([]) == "none\n"

@@ -65,6 +65,8 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
                 # one process (and a gigabyte or more) fewer than vLLM's CPU default.
                 engine_args=engine_args(settings.decomposer, hw)
                 | {"distributed_executor_backend": executor_backend(hw)},
+                # Rerunning the same command resumes from here.
+                progress=Path(args.out) / "teacher_progress.jsonl",
             )
         else:
             taught = asyncio.run(_chat_teacher(args, settings, questions))

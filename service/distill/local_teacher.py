@@ -12,15 +12,22 @@ first one that passes the recipe's checks is kept:
   decompositions. One sample in several has the right count even when the
   greedy one has not, which is what this recipe keeps.
 
+Sampling takes about an hour per thousand problems on a 2-core CPU, so it
+resumes: with ``progress`` set, every finished chunk's outcome (kept or not)
+is appended to that JSONL file, and a run with the same teacher and sampling
+settings skips the problems already there.
+
 Runs in this process; vLLM starts its engine in a spawned child, so callers
 need a ``__main__`` guard (the CLI has one).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from service import prompts
@@ -42,6 +49,10 @@ def pick(
     return None
 
 
+# Texts of each problem's samples, for a chunk of prompts.
+Sampler = Callable[[list[str]], list[list[str]]]
+
+
 def local_decompositions(
     examples: Sequence[Example],
     model_dir: str,
@@ -53,6 +64,7 @@ def local_decompositions(
     seed: int = 0,
     chunk: int = 200,
     engine_args: dict[str, Any] | None = None,
+    progress: Path | None = None,
 ) -> list[Example]:
     if recipe not in LOCAL_RECIPES:
         raise ValueError(f"a local teacher's recipe must be one of {LOCAL_RECIPES}")
@@ -65,27 +77,103 @@ def local_decompositions(
         max_tokens=32 * max_subquestions,
         stop=prompts.static_stop(max_subquestions),
     )
-    kept: list[Example] = []
+
+    def sample(texts: list[str]) -> list[list[str]]:
+        outputs = llm.generate(texts, params, use_tqdm=False)
+        return [[o.text for o in out.outputs] for out in outputs]
+
+    settings = {
+        "teacher": model_dir,
+        "recipe": recipe,
+        "samples": samples,
+        "temperature": temperature,
+        "max_subquestions": max_subquestions,
+        "seed": seed,
+    }
+    return decompose_in_chunks(
+        examples,
+        sample,
+        recipe=recipe,
+        max_subquestions=max_subquestions,
+        meta={"teacher": model_dir, "samples": samples},
+        chunk=chunk,
+        progress=progress,
+        settings=settings,
+    )
+
+
+def _resume(progress: Path, settings: dict[str, Any]) -> dict[str, list[str] | None]:
+    """Outcomes already on file for these settings; a file for others starts over."""
+    if progress.is_file():
+        lines = progress.read_text().splitlines()
+        if lines and json.loads(lines[0]) == {"settings": settings}:
+            done: dict[str, list[str] | None] = {}
+            for line in lines[1:]:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut short when the last run was killed
+                done[str(record["id"])] = record["subquestions"]
+            # Rewrite without a torn tail, so appends start on a fresh line.
+            _write_progress(progress, settings, done)
+            return done
+        log.info(f"local teacher: {progress} holds other settings; starting over")
+    _write_progress(progress, settings, {})
+    return {}
+
+
+def _write_progress(
+    progress: Path, settings: dict[str, Any], done: dict[str, list[str] | None]
+) -> None:
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"settings": settings})]
+    lines += [json.dumps({"id": i, "subquestions": subs}) for i, subs in done.items()]
+    progress.write_text("\n".join(lines) + "\n")
+
+
+def decompose_in_chunks(
+    examples: Sequence[Example],
+    sample: Sampler,
+    *,
+    recipe: str,
+    max_subquestions: int,
+    meta: dict[str, Any],
+    chunk: int = 200,
+    progress: Path | None = None,
+    settings: dict[str, Any] | None = None,
+) -> list[Example]:
+    """Sample each problem's decompositions chunk by chunk; keep what ``recipe`` keeps."""
+    done = _resume(progress, settings or {}) if progress is not None else {}
+    if done:
+        log.info(f"local teacher: resuming, {len(done)} problems already sampled")
+    todo = [ex for ex in examples if ex.id not in done]
     started = time.monotonic()
-    for start in range(0, len(examples), chunk):
-        part = examples[start : start + chunk]
-        outputs = llm.generate(
-            [prompts.distilled_decomposition(ex.question) for ex in part], params, use_tqdm=False
-        )
-        for ex, out in zip(part, outputs, strict=True):
-            steps = ex.meta.get("steps")
-            subs = pick(
-                [o.text for o in out.outputs],
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        texts = sample([prompts.distilled_decomposition(ex.question) for ex in part])
+        outcomes = {
+            ex.id: pick(
+                out,
                 recipe=recipe,
-                steps=steps,
+                steps=ex.meta.get("steps"),
                 max_subquestions=max_subquestions,
             )
-            if subs is not None:
-                meta = {"teacher": model_dir, "samples": samples} | ex.meta
-                kept.append(Example(ex.id, ex.question, ex.answer, subs, recipe, meta))
+            for ex, out in zip(part, texts, strict=True)
+        }
+        done |= outcomes
+        if progress is not None:
+            with progress.open("a") as fh:
+                for ex_id, subs in outcomes.items():
+                    fh.write(json.dumps({"id": ex_id, "subquestions": subs}) + "\n")
         # Minutes per chunk on a CPU: say how far it got.
         log.info(
-            f"local teacher: {start + len(part)}/{len(examples)} problems, kept {len(kept)}, "
+            f"local teacher: {len(examples) - len(todo) + start + len(part)}/{len(examples)} "
+            f"problems, kept {sum(s is not None for s in done.values())}, "
             f"{time.monotonic() - started:.0f} s"
         )
+    kept = []
+    for ex in examples:
+        subs = done.get(ex.id)
+        if subs is not None:
+            kept.append(Example(ex.id, ex.question, ex.answer, subs, recipe, meta | ex.meta))
     return kept

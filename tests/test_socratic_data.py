@@ -140,6 +140,7 @@ def test_held_out_problems_never_train(tmp_path: Path, tasks: str) -> None:
         tasks=tasks,
         solutions=str(DEFAULT_TRAIN),
         solutions_limit=40,
+        gold_limit=None,
         held_out=150,
         seed=0,
         out=str(tmp_path),
@@ -163,3 +164,38 @@ def test_held_out_problems_never_train(tmp_path: Path, tasks: str) -> None:
     }
     direct_texts = [r["text"] for r in rows if r["task"] == "direct"]
     assert not any(q in t for q in held_questions for t in direct_texts)
+
+
+def test_gold_limit_samples_gold_problems_and_keeps_every_sdc_one(tmp_path: Path) -> None:
+    from service.distill.cli import cmd_socratic
+    from service.settings import Settings
+
+    questions = _train_file(tmp_path)
+    sdc = tmp_path / "sdc"
+    sdc.mkdir()
+    (sdc / "train.jsonl").write_text(
+        json.dumps({"id": "train-0", "subquestions": ["First?", "Second?"]}) + "\n"
+    )
+
+    def gold_ids(limit: int | None, out: Path) -> set[str]:
+        args = argparse.Namespace(
+            gold=str(DEFAULT_GOLD),
+            gold_limit=limit,
+            sdc=str(sdc / "train.jsonl"),
+            questions=str(questions),
+            tasks="qgen,solve",
+            solutions=None,
+            solutions_limit=None,
+            held_out=150,
+            seed=0,
+            out=str(out),
+        )
+        assert cmd_socratic(args, Settings()) == 0
+        rows = data.read_dataset(out / "train.jsonl")
+        assert {r["id"] for r in rows if r["source"] == "sd-c"} == {"train-0"}
+        return {r["id"] for r in rows if r["source"] == "gold"}
+
+    every = gold_ids(None, tmp_path / "all")
+    some = gold_ids(100, tmp_path / "some")
+    assert len(some) == 100 and some < every
+    assert gold_ids(100, tmp_path / "again") == some  # seeded: the same problems again

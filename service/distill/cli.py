@@ -117,6 +117,11 @@ def cmd_socratic(args: argparse.Namespace, settings: Settings) -> int:
     train, held = data.split(gold, args.held_out, args.seed)
     train_ids, held_ids = socratic.split_ids(train, held)
     worked = socratic.load_gold_worked(gold_path, train_ids)
+    if args.gold_limit is not None:
+        # A warm restart that replays every gold problem again drifts towards
+        # them (docs/distillation.md, stage 4's restarts); new SD-C problems
+        # can take most of the batch instead.
+        worked = random.Random(args.seed).sample(worked, min(args.gold_limit, len(worked)))
     if args.sdc:
         rows = data.read_dataset(Path(args.sdc))
         worked += socratic.align_sdc(rows, Path(args.questions))
@@ -234,6 +239,9 @@ def add_parser(sub: Any) -> None:
     so.add_argument("--sdc", help="SD-C rows from 'distill data --recipe sd-c' to add")
     so.add_argument(
         "--questions", default=str(DEFAULT_TRAIN), help="the JSONL the SD-C rows came from"
+    )
+    so.add_argument(
+        "--gold-limit", type=int, help="at most this many gold training problems (seeded)"
     )
     so.add_argument("--tasks", default="qgen,solve,static", help="comma-separated")
     so.add_argument(

@@ -256,6 +256,13 @@ def train(cfg: TrainConfig) -> Path:
 
     model.train()
     history: list[dict[str, float]] = []
+    if start_step == 0 and cfg.init_adapter is not None:
+        # The warm start's own held-out loss, on this machine and data: what
+        # the run's later figures are compared with, side by side.
+        held_loss = _held_out_loss(model, data, cfg.batch_size)
+        if held_loss is not None:
+            history.append({"step": 0, "held_out_loss": held_loss})
+            log.info(f"step 0/{total} (warm start) held-out loss {held_loss:.4f}")
     started = time.monotonic()
     bar = tqdm(total=total, initial=start_step, desc="lora", unit="step")
     for step in range(start_step, total):

@@ -12,10 +12,11 @@ first one that passes the recipe's checks is kept:
   decompositions. One sample in several has the right count even when the
   greedy one has not, which is what this recipe keeps.
 
-Sampling takes about an hour per thousand problems on a 2-core CPU, so it
-resumes: with ``progress`` set, every finished chunk's outcome (kept or not)
-is appended to that JSONL file, and a run with the same teacher and sampling
-settings skips the problems already there.
+Sampling takes 8-25 minutes per thousand problems on a 2-core CPU (4
+samples each; docs/distillation.md), so it resumes: with ``progress`` set,
+every finished chunk's outcome (kept or not) is appended to that JSONL file,
+and a run with the same teacher and sampling settings skips the problems
+already there.
 
 Runs in this process; vLLM starts its engine in a spawned child, so callers
 need a ``__main__`` guard (the CLI has one).

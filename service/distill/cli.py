@@ -1,9 +1,10 @@
-"""``python -m service distill data|train|merge|evaluate``: the distillation commands."""
+"""``python -m service distill ...``: the distillation commands (data to evaluation)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -203,6 +204,30 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_evaluate_solver(args: argparse.Namespace, settings: Settings) -> int:
+    from service.distill.solver_eval import evaluate_solver, markdown
+
+    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    key = settings.api_keys[0].get_secret_value() if settings.api_keys else None
+    report, results = asyncio.run(
+        evaluate_solver(
+            url,
+            Path(args.data),
+            Path(args.gold),
+            model=args.model or settings.decomposer_model_name,
+            limit=args.limit,
+            concurrency=args.concurrency,
+            max_tokens=args.max_tokens,
+            api_key=key,
+        )
+    )
+    print(markdown(report))
+    if args.out:
+        out = {"report": report, "problems": [dataclasses.asdict(r) for r in results]}
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
 def add_parser(sub: Any) -> None:
     distill = sub.add_parser("distill", help="make distillation data and train LoRA adapters")
     steps = distill.add_subparsers(dest="distill_command", required=True)
@@ -287,3 +312,17 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--concurrency", type=int, default=8)
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=cmd_evaluate)
+
+    es = steps.add_parser(
+        "evaluate-solver",
+        help="score the subproblem solver alone on gold Socratic decompositions via /v1",
+    )
+    es.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")
+    es.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
+    es.add_argument("--url", help="an OpenAI-compatible server (default: this service's /v1)")
+    es.add_argument("--model", help="model name (default: the embedded model's)")
+    es.add_argument("--limit", type=int)
+    es.add_argument("--concurrency", type=int, default=8)
+    es.add_argument("--max-tokens", type=int, default=256)
+    es.add_argument("--out", help="write the report and per-problem results as JSON here")
+    es.set_defaults(func=cmd_evaluate_solver)

@@ -145,6 +145,13 @@ async def test_a_wrong_first_step_costs_the_step_and_the_chain(
     zoe = results[0]
     assert (zoe.steps, zoe.steps_right, zoe.chained_right) == (2, 1, False)
     assert zoe.chained_answer == "20"
+    # What it wrote comes back, to read the errors.
+    assert zoe.step_replies[0] == "She bought 3 + 5 = <<3+5=8>>8 stickers."
+    assert zoe.chain == [
+        "She bought 3 + 5 = <<3+5=8>>8 stickers.",
+        "She has 12 + 8 = <<12+8=20>>20 stickers.",
+        "The answer is 20.",
+    ]
     assert zoe.final_right  # the answer from the gold steps is still right
     assert report["step_accuracy"] == round(2 / 3, 4)
     assert report["every_step_right"] == report["chained_accuracy"] == 0.5

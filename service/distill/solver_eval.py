@@ -66,6 +66,10 @@ class ProblemResult:
     chained_right: bool
     final_right: bool
     chained_answer: str
+    # What the solver wrote, to read its errors: each teacher-forced step, and
+    # the chain's steps then its answer step.
+    step_replies: list[str]
+    chain: list[str]
 
 
 class _Solver:
@@ -98,36 +102,37 @@ class _Solver:
 async def _one(solver: _Solver, w: Worked) -> ProblemResult:
     gold = list(w.pairs)
 
-    async def step(k: int) -> bool:
-        sub, gold_step = gold[k]
-        reply = await solver.chat(prompts.distilled_subquestion(w.question, sub, gold[:k]))
-        return step_correct(reply, gold_step)
+    async def step(k: int) -> str:
+        return await solver.chat(prompts.distilled_subquestion(w.question, gold[k][0], gold[:k]))
 
-    async def chained() -> str:
+    async def chained() -> list[str]:
         history: list[tuple[str, str]] = []
         for sub, _ in gold:
             history.append(
                 (sub, await solver.chat(prompts.distilled_subquestion(w.question, sub, history)))
             )
-        return extract_answer(
-            await solver.chat(prompts.distilled_final(w.question, history)), w.question
-        )
+        return [a for _, a in history] + [
+            await solver.chat(prompts.distilled_final(w.question, history))
+        ]
 
     async def final() -> bool:
         reply = await solver.chat(prompts.distilled_final(w.question, gold))
         return answer_correct(extract_answer(reply, w.question), w.answer)
 
     # The teacher-forced steps are independent of each other; the chain is not.
-    steps, answer, final_right = await asyncio.gather(
+    replies, chain, final_right = await asyncio.gather(
         asyncio.gather(*(step(k) for k in range(len(gold)))), chained(), final()
     )
+    answer = extract_answer(chain[-1], w.question)
     return ProblemResult(
         id=w.id,
         steps=len(gold),
-        steps_right=sum(steps),
+        steps_right=sum(step_correct(r, s) for r, (_, s) in zip(replies, gold, strict=True)),
         chained_right=answer_correct(answer, w.answer),
         final_right=final_right,
         chained_answer=answer,
+        step_replies=list(replies),
+        chain=chain,
     )
 
 

@@ -10,11 +10,14 @@ between them, so the README's examples are ones checked right in both).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support import service_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -59,3 +62,50 @@ def test_calculator_is_counted(embedded_url: str) -> None:
     metrics = httpx.get(f"{embedded_url}/metrics").text
     counted = re.findall(r'divconq_calculator_calls_total\{outcome="(\w+)"\} (\d+)', metrics)
     assert sum(int(n) for _, n in counted) > 0, metrics[:2000]
+
+
+def test_evaluate_solver_scores_the_embedded_solver(embedded_url: str, tmp_path: Path) -> None:
+    """`distill evaluate-solver` against the real solver, on the README's examples.
+
+    Written as GSM8K Socratic decompositions: 2 + 1 steps, so each problem
+    costs its steps teacher-forced, the chain and its answer, and the answer
+    from the gold steps: 6 + 4 solver calls.
+    """
+    (sam, _), (lily, _) = EXAMPLES
+    gold = tmp_path / "socratic.jsonl"
+    gold.write_text(
+        json.dumps(
+            {
+                "question": sam,
+                "answer": "How many pencils are in the boxes? ** 5 * 8 = <<5*8=40>>40 pencils.\n"
+                "How many pencils does he have left? ** 40 - 10 = <<40-10=30>>30 pencils.\n"
+                "#### 30",
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "question": lily,
+                "answer": "How many pages does she read in 7 days? ** 10 * 7 = <<10*7=70>>70 pages."
+                "\n#### 70",
+            }
+        )
+        + "\n"
+    )
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps({"id": f"socratic-{i}"}) + "\n" for i in range(2)))
+    out = tmp_path / "solver.json"
+    proc = service_cli(
+        "distill", "evaluate-solver", "--data", str(held_out), "--gold", str(gold),
+        "--url", embedded_url, "--out", str(out),
+    )  # fmt: skip
+    assert "| problems | steps | step_accuracy |" in proc.stdout
+    written = json.loads(out.read_text())
+    report, problems = written["report"], written["problems"]
+    assert (report["problems"], report["steps"], report["solver_calls"]) == (2, 3, 10)
+    # Given the gold steps, the distilled solver states the answer.
+    assert report["final_from_gold_steps"] == 1.0, problems
+    # Its steps are GSM8K steps, the arithmetic done by the calculator.
+    for p in problems:
+        assert len(p["chain"]) == p["steps"] + 1
+        assert re.search(r"<<[\d.+\-*/() ]+=[\d.\-]+>>", p["chain"][0]), p

@@ -184,11 +184,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _service(args: argparse.Namespace, settings: Settings) -> tuple[str, str | None]:
+    """The server to measure (``--url``, else this service's) and this service's API key."""
+    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    return url, settings.api_keys[0].get_secret_value() if settings.api_keys else None
+
+
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from service.distill.evaluate import evaluate, markdown
 
-    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    key = settings.api_keys[0].get_secret_value() if settings.api_keys else None
+    url, key = _service(args, settings)
     report = evaluate(
         url,
         Path(args.data),
@@ -207,8 +212,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evaluate_solver(args: argparse.Namespace, settings: Settings) -> int:
     from service.distill.solver_eval import evaluate_solver, markdown
 
-    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    key = settings.api_keys[0].get_secret_value() if settings.api_keys else None
+    url, key = _service(args, settings)
     report, results = asyncio.run(
         evaluate_solver(
             url,

@@ -45,7 +45,7 @@ FROM builder-${VARIANT} AS builder
 COPY service /src/service
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
- && python -c "import service.app, service.cli"
+ && python -c "import service.api.app, service.cli.main"
 
 # ----------------------------------------------------------------- runtimes --
 FROM ${PYTHON_IMAGE} AS runtime-base

@@ -1,6 +1,6 @@
 """Shared helpers for the benchmark scripts (not a benchmark itself).
 
-Ports and waiting on HTTP (on ``service.procs``), the machine description,
+Ports and waiting on HTTP (on ``service.cli.procs``), the machine description,
 percentiles, tables, JSON results, the service as a subprocess, process-tree
 RSS and CPU, and a small keep-alive HTTP/1.1 load client cheap enough not to
 starve the service of CPU on a 2-core box (httpx costs several times more per
@@ -26,14 +26,14 @@ from typing import Any
 import httpx
 import psutil
 
-from service import procs
-from service.procs import free_port
+from service.cli import procs
+from service.cli.procs import free_port
 
 __all__ = ["free_port"]  # the benchmarks import it from here
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-# Independent subquestions (service/dependencies.py puts 1-3 in one wave, 4 after).
+# Independent subquestions (service/pipeline/dependencies.py puts 1-3 in one wave, 4 after).
 INDEPENDENT_PLAN = (
     "1. How many apples does Tom have?\n"
     "2. How many pears does Ann buy?\n"
@@ -76,7 +76,7 @@ def machine() -> dict[str, Any]:
         for p in psutil.process_iter(["cmdline"])
         if any(k in " ".join(p.info["cmdline"] or []) for k in ("train_lora", "service distill"))
     ]
-    from service.hardware import NATIVE_BF16_FLAGS, read_cpu_flags
+    from service.embedded.hardware import NATIVE_BF16_FLAGS, read_cpu_flags
 
     flags = read_cpu_flags()
     simd = [f for f in ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS)) if f in flags]

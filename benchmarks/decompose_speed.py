@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 from _bench import RESULTS, ROOT, machine, pct, running, start_service, table, wait_http
 
-from service.hardware import resolve_dtype
+from service.embedded.hardware import resolve_dtype
 
 DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
 

@@ -1,13 +1,13 @@
 """Decomposer batching: the in-process vLLM engine against transformers ``generate``.
 
 Same model (the embedded Gemma 3 270M checkpoint) in the same dtype, the one
-this CPU runs fastest (``service.hardware``: bfloat16 only with native bf16,
+this CPU runs fastest (``service.embedded.hardware``: bfloat16 only with native bf16,
 else float32; both backends use every core), same prompts
-(``service.prompts.static_decomposition`` on GSM8K questions), greedy, the
+(``service.pipeline.prompts.static_decomposition`` on GSM8K questions), greedy, the
 same fixed number of new tokens (vLLM ``ignore_eos=True``; transformers
 ``min_new_tokens = max_new_tokens``), at each concurrency level N:
 
-- vLLM: ``service.engine.EmbeddedEngine`` as the service runs it, N
+- vLLM: ``service.embedded.engine.EmbeddedEngine`` as the service runs it, N
   generations at once (``asyncio.gather``), batched by the engine;
 - transformers: ``AutoModelForCausalLM.generate`` serving one request at a
   time: N requests arrive together and wait in a queue, so a request's
@@ -38,7 +38,7 @@ DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
 
 
 def prompts(n: int, offset: int = 20) -> list[str]:
-    from service.prompts import static_decomposition
+    from service.pipeline.prompts import static_decomposition
 
     lines = DATA.read_text().splitlines()[offset : offset + n]
     return [static_decomposition(json.loads(line)["question"]) for line in lines]
@@ -46,7 +46,7 @@ def prompts(n: int, offset: int = 20) -> list[str]:
 
 def best_dtype() -> str:
     """The dtype the service's engine resolves to here; transformers gets the same."""
-    from service.hardware import read_cpu_flags, resolve_dtype
+    from service.embedded.hardware import read_cpu_flags, resolve_dtype
 
     return resolve_dtype("auto", read_cpu_flags())
 
@@ -67,8 +67,8 @@ async def run_vllm(model_dir: Path, levels: list[int], max_tokens: int) -> list[
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    from service.engine import EmbeddedEngine
-    from service.settings import DecomposerSettings
+    from service.core.settings import DecomposerSettings
+    from service.embedded.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(DecomposerSettings(), str(model_dir), "gemma-3-270m")
     t0 = time.perf_counter()
@@ -182,8 +182,8 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-    from service.model_prep import prepare_embedded_model
-    from service.settings import Settings
+    from service.core.settings import Settings
+    from service.embedded.model_prep import prepare_embedded_model
 
     info = machine()
     model_dir = prepare_embedded_model(Settings().embedded_model_dir)

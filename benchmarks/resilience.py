@@ -31,7 +31,7 @@ import httpx
 import psutil
 from _bench import free_port, wait_http
 
-from service.procs import stop
+from service.cli.procs import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ERRORS = {429, 502, 504}

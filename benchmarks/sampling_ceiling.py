@@ -31,11 +31,11 @@ from typing import Any
 import httpx
 from _bench import RESULTS, machine, table, write_json
 
+from service.core.settings import Settings
 from service.evaluation import datasets
 from service.evaluation.scoring import answer_correct
-from service.parsing import extract_answer
-from service.prompts import distilled_direct
-from service.settings import Settings
+from service.pipeline.parsing import extract_answer
+from service.pipeline.prompts import distilled_direct
 
 
 def direct_limits() -> dict[str, Any]:

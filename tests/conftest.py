@@ -27,8 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.model_prep import prepare_embedded_model
-from service.settings import Settings
+from service.core.settings import Settings
+from service.embedded.model_prep import prepare_embedded_model
 from tests.stacks import Prestart, Stack, TinyAdapter, launch_embedded, launch_stack
 from tests.support import Proc
 

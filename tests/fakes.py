@@ -19,9 +19,9 @@ import httpx
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
-from service.completion import Completion
-from service.settings import Settings
+from service.api.app import create_app
+from service.core.completion import Completion
+from service.core.settings import Settings
 
 KEY = "sk-live-test-51d2"
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"

@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
-from service.engine import engine_env, engine_hardware
-from service.settings import DecomposerSettings
+from service.core.settings import DecomposerSettings
+from service.embedded.engine import engine_env, engine_hardware
 from tests.support import Proc, free_port, service_cli, start_process, wait_ready, wait_until
 
 SOLVER_NAME = "solver-gemma"
@@ -112,7 +112,7 @@ class Prestart:
 
 
 def _chat_template_file() -> str:
-    return str(resources.files("service").joinpath("templates/chat_template.jinja"))
+    return str(resources.files("service").joinpath("embedded/templates/chat_template.jinja"))
 
 
 def train_tiny_adapter(tmp: Path) -> TinyAdapter:

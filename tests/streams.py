@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from service import procs
-from service.app import create_app
-from service.settings import Settings
+from service.api.app import create_app
+from service.cli import procs
+from service.core.settings import Settings
 from tests.fakes import FakeDecomposer, ScriptedSolver, transport
 from tests.support import free_port, wait_until
 

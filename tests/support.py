@@ -1,4 +1,4 @@
-"""Test helpers: processes and live servers (on ``service.procs``), and a fault server."""
+"""Test helpers: processes and live servers (on ``service.cli.procs``), and a fault server."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from service import procs
-from service.app import create_app
-from service.procs import free_port
-from service.settings import Settings
+from service.api.app import create_app
+from service.cli import procs
+from service.cli.procs import free_port
+from service.core.settings import Settings
 
 __all__ = [
     "FaultServer",
@@ -54,7 +54,7 @@ def wait_until(
     log: Path | None = None,
     interval_s: float = 0.1,
 ) -> None:
-    """``service.procs.wait_until`` where an HTTP error means "not yet"."""
+    """``service.cli.procs.wait_until`` where an HTTP error means "not yet"."""
     procs.wait_until(
         check,
         timeout_s=timeout_s,

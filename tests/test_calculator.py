@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from service.calculator import (
+from service.core.completion import Completion
+from service.embedded.calculator import (
     CLOSE,
     CalculatorError,
     close_annotation,
@@ -14,7 +15,6 @@ from service.calculator import (
     format_value,
     generate_with_calculator,
 )
-from service.completion import Completion
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Path) -> None:
-    from service.engine import local_hardware
-    from service.model_prep import distilled_model_dir, is_prepared
-    from service.settings import SHIPPED_ADAPTER, Settings, shipped_adapters
+    from service.core.settings import SHIPPED_ADAPTER, Settings, shipped_adapters
+    from service.embedded.engine import local_hardware
+    from service.embedded.model_prep import distilled_model_dir, is_prepared
 
     out = _cli("prepare-model", env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)})
     # As the CLI resolves it: DIVCONQ_DECOMPOSER__DTYPE wins over the CPU's flags.
@@ -30,7 +30,7 @@ def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Pat
     assert (model_dir / "model.safetensors").stat().st_size > 400_000_000
     # Saved in the engine's dtype: float32 (twice the bf16 base) where bf16 is emulated.
     assert is_prepared(merged)
-    # The task's 34k tokens of 262k (service/vocab.py): a smaller embedding.
+    # The task's 34k tokens of 262k (service/embedded/vocab.py): a smaller embedding.
     config = json.loads((merged / "config.json").read_text())
     tokenizer = json.loads((merged / "tokenizer.json").read_text())
     if vocabulary == "task":
@@ -76,7 +76,7 @@ def test_a_lost_readiness_probe_costs_seconds_not_the_read_timeout(
     """A probe that gets no answer counts as "not yet"; the next one is asked at once."""
     import httpx2
 
-    from service import cli
+    from service.cli import main as cli
 
     monkeypatch.setattr(cli.procs.time, "sleep", lambda _s: None)
     seen: list[dict[str, float | None]] = []
@@ -101,7 +101,7 @@ def test_a_lost_readiness_probe_costs_seconds_not_the_read_timeout(
 def test_wait_ready_names_a_failed_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx2
 
-    from service import cli
+    from service.cli import main as cli
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(503, json={"decomposer": {"state": "failed: out of memory"}})

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.deploy_support import ROOT, SETTING_ENV_NAMES, run
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"

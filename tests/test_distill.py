@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import prompts
+from service.core.settings import Settings
 from service.distill import data
 from service.evaluation.datasets import solution_steps
-from service.settings import Settings
+from service.pipeline import prompts
 from tests.stacks import TinyAdapter
 from tests.support import service_cli
 

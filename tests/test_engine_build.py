@@ -15,9 +15,9 @@ from typing import Any, cast
 
 import pytest
 
-from service.engine import EmbeddedEngine, tokenizer_copies_in_background
-from service.errors import NotReady
-from service.settings import DecomposerSettings
+from service.core.errors import NotReady
+from service.core.settings import DecomposerSettings
+from service.embedded.engine import EmbeddedEngine, tokenizer_copies_in_background
 
 
 def _fake_vllm_renderer(monkeypatch: pytest.MonkeyPatch, pool: Any) -> types.ModuleType:

@@ -130,7 +130,7 @@ def test_loader_errors(tmp_path: Path) -> None:
 
 
 def test_default_dataset_is_shipped_and_skips_fewshot() -> None:
-    from service.prompts import FEWSHOT_SOURCE_INDICES
+    from service.pipeline.prompts import FEWSHOT_SOURCE_INDICES
 
     path = datasets.DEFAULT_DATASET
     assert path.is_relative_to(datasets.REPO_ROOT)

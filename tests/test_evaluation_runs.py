@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from service.core.settings import ModelPrice
 from service.evaluation import datasets, report, runner, scoring
 from service.evaluation.datasets import Problem
-from service.settings import ModelPrice
 from tests.support import free_port
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

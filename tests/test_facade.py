@@ -12,8 +12,8 @@ import httpx2
 import openai
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from service.api.app import create_app
+from service.core.settings import Settings
 from tests.fakes import (
     KEY,
     FakeDecomposer,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.engine import engine_args, engine_env, engine_hardware
-from service.hardware import (
+from service.core.settings import DecomposerSettings
+from service.embedded.engine import engine_args, engine_env, engine_hardware
+from service.embedded.hardware import (
     EngineHardware,
     cpu_ranges,
     native_bf16,
@@ -17,7 +18,6 @@ from service.hardware import (
     resolve_start_method,
     resolve_threads_bind,
 )
-from service.settings import DecomposerSettings
 
 # Trimmed /proc/cpuinfo of the two kinds of machine the project runs on.
 AVX2_EPYC = """processor\t: 0

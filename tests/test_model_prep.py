@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from service import vocab  # noqa: E402
-from service.model_prep import (  # noqa: E402
+from service.embedded import vocab  # noqa: E402
+from service.embedded.model_prep import (  # noqa: E402
     COMPLETE_MARKER,
     distilled_model_dir,
     is_prepared,

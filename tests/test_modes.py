@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from service import prompts
-from service.run_state import BusyClock
-from service.schemas import StageUsage
-from service.settings import Settings
+from service.core.schemas import StageUsage
+from service.core.settings import Settings
+from service.pipeline import prompts
+from service.pipeline.run_state import BusyClock
 from tests.fakes import FakeDecomposer, Q, ScriptedSolver, serve, settings_for, solve
 
 PLAN = (

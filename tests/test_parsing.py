@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service import prompts
-from service.parsing import (
+from service.pipeline import prompts
+from service.pipeline.parsing import (
     extract_answer,
     parse_decomposition,
     parse_next_subquestion,
@@ -86,7 +86,7 @@ def test_prompts_carry_question_and_context() -> None:
 
 
 def test_dependency_waves() -> None:
-    from service.dependencies import waves
+    from service.pipeline.dependencies import waves
 
     independent = ["How many apples does Tom have?", "How many pears does Ann buy?"]
     assert waves(independent) == [[0, 1]]

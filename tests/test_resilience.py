@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import (
+from service.core.errors import (
     UpstreamConnectError,
     UpstreamInvalidResponse,
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from service.http_calls import _retry_after
-from service.settings import Settings
+from service.core.http_calls import _retry_after
+from service.core.settings import Settings
 from service.solver.resilient import is_transient
 from tests.fakes import (
     KEY,

@@ -9,10 +9,10 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from service import prompts
 from service.distill import data, socratic
 from service.distill.cli import DEFAULT_GOLD, DEFAULT_TRAIN
-from service.model_prep import chat_template
+from service.embedded.model_prep import chat_template
+from service.pipeline import prompts
 
 WORKED = socratic.Worked(
     id="t-1",
@@ -130,8 +130,8 @@ def test_sdc_rows_line_up_with_solution_lines(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tasks", ["qgen,solve,static", "solve"])
 def test_held_out_problems_never_train(tmp_path: Path, tasks: str) -> None:
+    from service.core.settings import Settings
     from service.distill.cli import cmd_socratic
-    from service.settings import Settings
 
     args = argparse.Namespace(
         gold=str(DEFAULT_GOLD),
@@ -167,8 +167,8 @@ def test_held_out_problems_never_train(tmp_path: Path, tasks: str) -> None:
 
 
 def test_gold_limit_samples_gold_problems_and_keeps_every_sdc_one(tmp_path: Path) -> None:
+    from service.core.settings import Settings
     from service.distill.cli import cmd_socratic
-    from service.settings import Settings
 
     questions = _train_file(tmp_path)
     sdc = tmp_path / "sdc"

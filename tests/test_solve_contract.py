@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service import prompts
+from service.pipeline import prompts
 from tests.stacks import SOLVER_MAX_TOKENS, SOLVER_NAME, Stack
 
 QUESTION = (

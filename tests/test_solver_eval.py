@@ -16,8 +16,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from service import prompts
 from service.distill.solver_eval import evaluate_solver, markdown, step_value
+from service.pipeline import prompts
 
 ZOE = {
     "question": "Zoe has 12 stickers. She buys 3 packs of 5 stickers. How many does she have?",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service import vocab
+from service.embedded import vocab
 
 
 def _tiny_tokenizer() -> dict[str, Any]:
@@ -117,10 +117,10 @@ def test_trim_checkpoint_keeps_the_embedding_rows_of_the_kept_tokens(tmp_path: P
 
 
 def test_the_shipped_token_list_matches_its_sources(model_dir: Path) -> None:
-    """`python -m service.vocab` rebuilds it after the prompts or the training data change."""
+    """`python -m service.embedded.vocab` rebuilds it after prompts or training data change."""
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
     assert vocab.kept_ids(tokenizer, vocab.source_texts()) == vocab.load_keep_file(), (
-        "service/vocabularies/gsm8k.json is stale: run `python -m service.vocab`"
+        "service/embedded/vocabularies/gsm8k.json is stale: run `python -m service.embedded.vocab`"
     )
 
 

@@ -10,8 +10,8 @@ import hmac
 
 from fastapi import Request
 
-from service.errors import Unauthorized
-from service.state import get_services
+from service.api.state import get_services
+from service.core.errors import Unauthorized
 
 
 async def require_api_key(request: Request) -> None:

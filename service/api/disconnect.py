@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from service.deadline import deadline_scope
-from service.errors import ClientDisconnected, DeadlineExceeded
+from service.core.deadline import deadline_scope
+from service.core.errors import ClientDisconnected, DeadlineExceeded
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -
 async def within_deadline(work: Coroutine[Any, Any, T], timeout_s: float) -> T:
     """``work`` within the request's deadline: ``DeadlineExceeded`` (504) past it.
 
-    The deadline is also published (``service.deadline``) so that retries and
+    The deadline is also published (``service.core.deadline``) so that retries and
     HTTP timeouts below never plan past it.
     """
     with deadline_scope(timeout_s):

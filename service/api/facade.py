@@ -3,7 +3,7 @@
 An OpenAI client (the SDK, LangChain, LiteLLM) changes only its base URL and
 model name. The last user message is the question; system (and developer)
 text and the earlier turns become the ``context``. The request is then a
-``SolveRequest``, resolved by ``service.plan.resolve`` like any other, and
+``SolveRequest``, resolved by ``service.pipeline.plan.resolve`` like any other, and
 admitted, deadlined, cancelled and counted as ``/solve`` is (endpoint label
 ``chat_completions``).
 
@@ -38,11 +38,11 @@ from service.api.openai_schemas import (
     ReplyMessage,
 )
 from service.api.routes import log_fields, solve_plan
+from service.api.state import get_services
 from service.api.streaming import Emit, EventStream, sse
-from service.errors import InvalidRequest
-from service.schemas import SolveRequest, SolveResponse
-from service.settings import Mode
-from service.state import get_services
+from service.core.errors import InvalidRequest
+from service.core.schemas import SolveRequest, SolveResponse
+from service.core.settings import Mode
 
 ENDPOINT = "chat_completions"
 _SPEAKERS = {"user": "User", "assistant": "Assistant", "tool": "Tool"}

@@ -13,9 +13,9 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import service_error_response
-from service.errors import Overloaded, PayloadTooLarge
-from service.logs import request_id_var
-from service.metrics import Metrics
+from service.core.errors import Overloaded, PayloadTooLarge
+from service.observability.logs import request_id_var
+from service.observability.metrics import Metrics
 
 access_log = logging.getLogger("divconq.access")
 # The endpoints that get metrics and access lines (the label values).

@@ -35,13 +35,13 @@ from service.api.openai_schemas import (
     ReplyMessage,
 )
 from service.api.routes import ERRORS
-from service.calculator import generate_with_calculator
-from service.completion import Completion
-from service.engine import ENGINE_DEAD, EmbeddedEngine
-from service.errors import InvalidRequest, ModelNotFound, NotReady
-from service.schemas import ErrorResponse
-from service.settings import Settings
-from service.state import get_services
+from service.api.state import get_services
+from service.core.completion import Completion
+from service.core.errors import InvalidRequest, ModelNotFound, NotReady
+from service.core.schemas import ErrorResponse
+from service.core.settings import Settings
+from service.embedded.calculator import generate_with_calculator
+from service.embedded.engine import ENGINE_DEAD, EmbeddedEngine
 
 # Behind the API keys too when they are set: it serves the model to anyone.
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])

@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas import SolveUsage, SubquestionResult
-from service.settings import Mode
+from service.core.schemas import SolveUsage, SubquestionResult
+from service.core.settings import Mode
 
 Float = Annotated[float, Field(allow_inf_nan=False)]
 StopWord = Annotated[str, Field(min_length=1)]

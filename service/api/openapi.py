@@ -1,7 +1,7 @@
 """The OpenAPI schema, with the limits this service enforces written into it.
 
 Pydantic knows the static rules (types, ``ge=1``); the rest come from the
-settings and are enforced where a request is resolved (``service/plan.py``)
+settings and are enforced where a request is resolved (``service/pipeline/plan.py``)
 or by the embedded model's handler: question and context lengths, the cap on
 subquestions and on the deadline, the solver profiles, the adapters, the
 model names and the embedded model's context. Writing them into
@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service.api.openai_compat import embedded_name
+from service.core.settings import NO_ADAPTER, Settings
 from service.decomposer.adapters import Adapters
-from service.settings import NO_ADAPTER, Settings
 
 Schema = dict[str, Any]
 

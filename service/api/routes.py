@@ -13,10 +13,9 @@ from pydantic import BaseModel
 from service.api.auth import require_api_key
 from service.api.disconnect import run_request, within_deadline
 from service.api.errors import error_json
+from service.api.state import Services, get_services
 from service.api.streaming import EventStream, sse
-from service.metrics import CONTENT_TYPE
-from service.plan import Plan, resolve
-from service.schemas import (
+from service.core.schemas import (
     AnswerEvent,
     DecomposeRequest,
     DecomposeResponse,
@@ -25,7 +24,8 @@ from service.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from service.state import Services, get_services
+from service.observability.metrics import CONTENT_TYPE
+from service.pipeline.plan import Plan, resolve
 
 router = APIRouter()
 _AUTH = [Depends(require_api_key)]

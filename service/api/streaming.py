@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.errors import ClientDisconnected, ServiceError
+from service.core.errors import ClientDisconnected, ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from service.errors import InvalidRequest
-from service.settings import NO_ADAPTER, Settings
+from service.core.errors import InvalidRequest
+from service.core.settings import NO_ADAPTER, Settings
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Protocol, TypeVar
 
 import httpx2
 
-from service.completion import Completion
-from service.settings import Settings
+from service.core.completion import Completion
+from service.core.settings import Settings
 
 
 class Decomposer(Protocol):

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 import httpx2
 
-from service.completion import Completion
+from service.core.completion import Completion
+from service.core.errors import UpstreamInvalidResponse
+from service.core.http_calls import post_json, usage_of
+from service.core.settings import Settings
 from service.decomposer.base import register
-from service.errors import UpstreamInvalidResponse
-from service.http_calls import post_json, usage_of
-from service.settings import Settings
 
 
 @register("openai")

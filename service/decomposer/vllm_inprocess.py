@@ -1,6 +1,6 @@
 """``vllm`` decomposer: the model runs inside this process on vLLM's AsyncLLM.
 
-On the embedded default there are two checkpoints (``service/model_prep.py``):
+On the embedded default there are two checkpoints (``service/embedded/model_prep.py``):
 
 - the **distilled** one, the base model with the shipped adapter folded in.
   It serves the default path (static and socratic decomposition, and the
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import httpx2
 
-from service.completion import Completion
+from service.core.completion import Completion
+from service.core.errors import InvalidRequest, NotReady
+from service.core.settings import SHIPPED_ADAPTER, Settings
 from service.decomposer.base import register
-from service.engine import EmbeddedEngine, local_hardware
-from service.errors import InvalidRequest, NotReady
-from service.hardware import EngineHardware
-from service.settings import SHIPPED_ADAPTER, Settings
+from service.embedded.engine import EmbeddedEngine, local_hardware
+from service.embedded.hardware import EngineHardware
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class VllmDecomposer:
                     raise FileNotFoundError(f"decomposer model directory {local} does not exist")
                 path = str(local)
             return path, s.decomposer_adapters
-        from service.model_prep import prepare_distilled_model, prepare_embedded_model
+        from service.embedded.model_prep import prepare_distilled_model, prepare_embedded_model
 
         self._state = "loading: preparing the embedded model"
         # Conversion is CPU-bound for about a minute; keep serving /healthz.

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_GOLD = Path(__file__).resolve().parents[2] / "data" / "gsm8k" / "socratic_1000.jsonl"
@@ -33,7 +33,7 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
             questions = questions[: args.limit]
         if args.local_teacher:
             from service.distill.local_teacher import LOCAL_RECIPES, local_decompositions
-            from service.engine import (
+            from service.embedded.engine import (
                 apply_engine_env,
                 engine_args,
                 engine_env,
@@ -93,7 +93,7 @@ async def _chat_teacher(
     import httpx2
 
     from service.distill import data
-    from service.metrics import Metrics
+    from service.observability.metrics import Metrics
     from service.solver import build_solvers
 
     async with httpx2.AsyncClient() as http:
@@ -147,7 +147,7 @@ def cmd_socratic(args: argparse.Namespace, settings: Settings) -> int:
 def _base_model(args: argparse.Namespace, settings: Settings) -> str:
     if args.base_model is not None:
         return str(args.base_model)
-    from service.model_prep import prepare_embedded_model
+    from service.embedded.model_prep import prepare_embedded_model
 
     return str(prepare_embedded_model(settings.embedded_model_dir))
 

@@ -20,7 +20,7 @@ Teacher outputs with a repeated or near-duplicate subquestion are dropped: a
 student learns to repeat from them.
 
 Problems are deduplicated by normalized question, the few-shot problems of
-``service/prompts.py`` are excluded, and a seeded held-out split is written
+``service/pipeline/prompts.py`` are excluded, and a seeded held-out split is written
 beside the training split.
 """
 
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service import prompts
 from service.evaluation.datasets import final_answer, socratic_steps, solution_steps
 from service.evaluation.scoring import answer_correct, has_duplicate
-from service.parsing import extract_answer, normalize, parse_decomposition
+from service.pipeline import prompts
+from service.pipeline.parsing import extract_answer, normalize, parse_decomposition
 
 RECIPES = ("sd-t", "sd-r", "sd-c")
 

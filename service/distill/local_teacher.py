@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service import prompts
 from service.distill.data import Example, acceptable
-from service.parsing import parse_decomposition
+from service.pipeline import prompts
+from service.pipeline.parsing import parse_decomposition
 
 log = logging.getLogger(__name__)
 LOCAL_RECIPES = ("sd-t", "sd-c")

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service import prompts
 from service.distill.data import Example, gold_answer
 from service.evaluation.datasets import socratic_pairs, solution_lines
+from service.pipeline import prompts
 
 TASKS = ("qgen", "solve", "static")
 # Whole-problem rows come from solutions without subquestions (load_solutions).
 SOLUTION_TASKS = ("direct",)
-# The chat template's turn markers (service/templates/chat_template.jinja).
+# The chat template's turn markers (service/embedded/templates/chat_template.jinja).
 _TURN = "<start_of_turn>{role}\n"
 _END = "<end_of_turn>\n"
 _BOS = "<bos>"

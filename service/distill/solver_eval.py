@@ -34,11 +34,11 @@ from typing import Any
 
 import httpx2
 
-from service import prompts
 from service.distill.socratic import Worked, load_gold_worked
 from service.evaluation.datasets import read_records
 from service.evaluation.scoring import answer_correct, numbers_match, to_number
-from service.parsing import extract_answer
+from service.pipeline import prompts
+from service.pipeline.parsing import extract_answer
 
 # The result an annotation gives: ``<<48/2=24>>`` -> 24.
 _ANNOTATION = re.compile(r"<<[^<>=]*=\s*([-+]?[\d,]*\.?\d+)\s*>>")

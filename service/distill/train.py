@@ -59,7 +59,7 @@ def _bf16() -> bool:
     """
     import torch
 
-    from service.hardware import native_bf16, read_cpu_flags
+    from service.embedded.hardware import native_bf16, read_cpu_flags
 
     return bool(torch.cuda.is_available()) or native_bf16(read_cpu_flags())
 

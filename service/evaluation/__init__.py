@@ -8,5 +8,5 @@
   JSONL results).
 - ``report``: the markdown table, the JSON summary and the accuracy-vs-cost plot.
 
-``python -m service eval`` (service/cli.py) ties them together.
+``python -m service eval`` (service/cli/main.py) ties them together.
 """

@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx2
 
-from service.cli import PROBE_TIMEOUT_S, in_process_server, wait_ready
+from service.cli.main import PROBE_TIMEOUT_S, in_process_server, wait_ready
+from service.core.settings import MODES, Settings
 from service.evaluation.datasets import DEFAULT_DATASET, FORMATS, Dataset, Problem
 from service.evaluation.runner import RunStats
-from service.settings import MODES, Settings
 
 
 def _eval_modes(spec: str) -> list[str]:

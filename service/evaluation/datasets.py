@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from service.prompts import FEWSHOT_SOURCE_INDICES
+from service.pipeline.prompts import FEWSHOT_SOURCE_INDICES
 
 Format = Literal["gsm8k", "socratic", "svamp", "jsonl"]
 FORMATS: tuple[Format, ...] = ("gsm8k", "socratic", "svamp", "jsonl")

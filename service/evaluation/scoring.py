@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service.settings import ModelPrice
+from service.core.settings import ModelPrice
 
 # Float noise ("2.50" vs "2.5", 0.1 + 0.2), not leniency: GSM8K answers are exact.
 ABS_TOL = 1e-4

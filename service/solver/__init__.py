@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import httpx2
 
-from service.metrics import Metrics
-from service.settings import Settings
+from service.core.settings import Settings
+from service.observability.metrics import Metrics
 from service.solver.base import Solver, build_backend, register, registered
 from service.solver.resilient import ResilientSolver, SolverChain
 

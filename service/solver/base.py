@@ -7,8 +7,8 @@ from typing import Protocol, TypeVar
 
 import httpx2
 
-from service.completion import Completion
-from service.settings import Settings, SolverSettings
+from service.core.completion import Completion
+from service.core.settings import Settings, SolverSettings
 
 
 class Solver(Protocol):
@@ -17,7 +17,7 @@ class Solver(Protocol):
     model_name: str
 
     async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
-        """One chat completion; failures are ``service.errors.UpstreamError`` subclasses."""
+        """One chat completion; failures are ``service.core.errors.UpstreamError`` subclasses."""
         ...
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx2
 
-from service.completion import Completion
-from service.errors import UpstreamInvalidResponse
-from service.http_calls import post_json, usage_of
-from service.settings import Settings, SolverSettings
+from service.core.completion import Completion
+from service.core.errors import UpstreamInvalidResponse
+from service.core.http_calls import post_json, usage_of
+from service.core.settings import Settings, SolverSettings
 from service.solver.base import call_timeout, register
 
 

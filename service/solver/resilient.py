@@ -21,16 +21,16 @@ import logging
 import random
 from collections.abc import Sequence
 
-from service.completion import Completion
-from service.deadline import remaining
-from service.errors import (
+from service.core.completion import Completion
+from service.core.deadline import remaining
+from service.core.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from service.metrics import Metrics
-from service.settings import SolverSettings
+from service.core.settings import SolverSettings
+from service.observability.metrics import Metrics
 from service.solver.base import Solver
 
 log = logging.getLogger(__name__)

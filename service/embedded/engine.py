@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from service.completion import Completion
-from service.errors import NotReady
-from service.hardware import (
+from service.core.completion import Completion
+from service.core.errors import NotReady
+from service.core.settings import DecomposerSettings
+from service.embedded.hardware import (
     EngineHardware,
     cpu_model,
     native_bf16,
@@ -29,7 +30,6 @@ from service.hardware import (
     resolve_threads_bind,
     usable_cpus,
 )
-from service.settings import DecomposerSettings
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -332,7 +332,7 @@ class EmbeddedEngine:
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         """Apply the model's chat template (the project's own, if the model has none)."""
-        from service.model_prep import chat_template
+        from service.embedded.model_prep import chat_template
 
         tok = self._tokenizer
         template = None if getattr(tok, "chat_template", None) else chat_template()

@@ -8,14 +8,14 @@ from typing import cast
 import httpx2
 from starlette.requests import Request
 
+from service.core.errors import NotReady
+from service.core.settings import Settings
 from service.decomposer import Decomposer
 from service.decomposer.adapters import Adapters
-from service.engine import EmbeddedEngine
-from service.errors import NotReady
-from service.metrics import Metrics
-from service.pipeline import Pipeline
-from service.plan import Plan
-from service.settings import Settings
+from service.embedded.engine import EmbeddedEngine
+from service.observability.metrics import Metrics
+from service.pipeline.modes import Pipeline
+from service.pipeline.plan import Plan
 from service.solver import SolverChain
 
 

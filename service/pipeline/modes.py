@@ -16,7 +16,7 @@ a non-streamed one, so answers and accounting are identical.
 Every figure in the response is measured here, around the backend calls
 (``Pipeline._call``), which is also where a failure learns its stage. What to
 run (mode, cap, solver chain, adapter) comes settled in a ``Plan``
-(``service/plan.py``); nothing here re-derives a default.
+(``service/pipeline/plan.py``); nothing here re-derives a default.
 """
 
 from __future__ import annotations
@@ -26,16 +26,9 @@ import dataclasses
 import time
 from collections.abc import Awaitable
 
-from service import prompts
-from service.completion import Completion
-from service.decomposer import Decomposer
-from service.dependencies import waves
-from service.errors import InvalidRequest, UpstreamError
-from service.metrics import Metrics
-from service.parsing import extract_answer, parse_decomposition, parse_next_subquestion
-from service.plan import Plan
-from service.run_state import EventSink, Run, Stage
-from service.schemas import (
+from service.core.completion import Completion
+from service.core.errors import InvalidRequest, UpstreamError
+from service.core.schemas import (
     DecomposeResponse,
     DecomposeUsage,
     DecompositionEvent,
@@ -47,8 +40,15 @@ from service.schemas import (
     TokenUsage,
     TotalUsage,
 )
-from service.settings import Settings
-from service.token_estimate import TokenEstimator
+from service.core.settings import Settings
+from service.decomposer import Decomposer
+from service.observability.metrics import Metrics
+from service.pipeline import prompts
+from service.pipeline.dependencies import waves
+from service.pipeline.parsing import extract_answer, parse_decomposition, parse_next_subquestion
+from service.pipeline.plan import Plan
+from service.pipeline.run_state import EventSink, Run, Stage
+from service.pipeline.token_estimate import TokenEstimator
 
 
 class Pipeline:
@@ -195,7 +195,7 @@ class Pipeline:
             waves(subs) if self._settings.parallel_subquestions else [[i] for i in range(len(subs))]
         )
         for group in groups:
-            # Independent subquestions (service/dependencies.py) at once; the
+            # Independent subquestions (service/pipeline/dependencies.py) at once; the
             # solver's busy clock counts the wave's wall time, not each call's.
             batch = await asyncio.gather(*(self._answer(run, i, subs[i], history) for i in group))
             results += batch
@@ -262,7 +262,7 @@ class Pipeline:
     async def solve(
         self, plan: Plan, *, request_id: str, events: EventSink | None = None
     ) -> SolveResponse:
-        """Run a ``/solve`` plan (``service.plan.resolve``) to its final answer.
+        """Run a ``/solve`` plan (``service.pipeline.plan.resolve``) to its final answer.
 
         ``events`` gets ``decomposition`` (static, hinted: once; socratic: each
         round, the subquestions so far) and ``subquestion`` (each answered one)

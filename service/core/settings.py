@@ -24,7 +24,7 @@ NO_ADAPTER = "none"
 
 
 def shipped_adapters() -> dict[str, str]:
-    root = Path(__file__).resolve().parent / "adapters"
+    root = Path(__file__).resolve().parents[1] / "adapters"
     if not root.is_dir():
         return {}
     return {p.name: str(p) for p in sorted(root.iterdir()) if (p / "adapter_config.json").is_file()}

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from service.completion import Completion
+from service.core.completion import Completion
 
 MAX_EXPRESSION_CHARS = 120
 # Bounds the work one expression can cause and keeps values printable.

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

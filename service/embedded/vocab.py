@@ -23,8 +23,8 @@ How, so that nothing else changes:
 - Greedy decoding picks the same token whenever the full model's choice is
   a kept token: the kept tokens' logits are unchanged.
 
-The kept ids ship in ``service/vocabularies/gsm8k.json`` (the Docker image has no
-``data/``); ``python -m service.vocab`` rebuilds that file, and a test checks
+The kept ids ship in ``service/embedded/vocabularies/gsm8k.json`` (the Docker image has no
+``data/``); ``python -m service.embedded.vocab`` rebuilds that file, and a test checks
 it matches its sources.
 """
 
@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 KEEP_FILE = Path(__file__).parent / "vocabularies" / "gsm8k.json"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPT_SOURCES = (
-    "service/prompts.py",
+    "service/pipeline/prompts.py",
     "service/distill/socratic.py",
-    "service/templates/chat_template.jinja",
+    "service/embedded/templates/chat_template.jinja",
 )
 # Every id below this one is reserved or structural in Gemma 3's tokenizer:
 # control tokens, <unused0-98>, the turn markers, markup tokens, and the
@@ -142,12 +142,14 @@ def trim_checkpoint(model_dir: Path, keep: Sequence[int], weights: dict[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Rebuild ``service/vocabularies/gsm8k.json`` from its sources and the base tokenizer."""
+    """Rebuild ``service/embedded/vocabularies/gsm8k.json`` from its sources."""
     import argparse
 
-    from service.settings import Settings
+    from service.core.settings import Settings
 
-    parser = argparse.ArgumentParser(prog="python -m service.vocab", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.embedded.vocab", description=main.__doc__
+    )
     parser.add_argument("--out", type=Path, default=KEEP_FILE)
     args = parser.parse_args(argv)
     tokenizer_path = Settings().embedded_model_dir / "tokenizer.json"
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dumps(
             {
                 "about": "Token ids of the embedded model kept in its distilled checkpoint "
-                "(service/vocab.py); rebuilt by `python -m service.vocab`.",
+                "(service/embedded/vocab.py); rebuilt by `python -m service.embedded.vocab`.",
                 "vocab_size": len(tokenizer["model"]["vocab"]),
                 "ids": ids,
             }

@@ -17,5 +17,5 @@ class Completion:
     profile: str = ""
     model: str = ""
     # False when the backend reported no usage: the tokens are 0 here, and the
-    # pipeline estimates them with a tokenizer (``service.token_estimate``).
+    # pipeline estimates them with a tokenizer (``service.pipeline.token_estimate``).
     usage_reported: bool = True

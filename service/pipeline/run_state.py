@@ -1,6 +1,6 @@
 """One request's running state in the pipeline: its plan, its accounts, its events.
 
-``Run`` is what ``service.pipeline.Pipeline`` threads through a request: the
+``Run`` is what ``service.pipeline.modes.Pipeline`` threads through a request: the
 plan, the decomposer's and the solver's ``Stage`` (usage and busy clock), and
 the optional ``EventSink`` a streamed request reads its progress from.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from service.plan import Plan
-from service.schemas import StageUsage
+from service.core.schemas import StageUsage
+from service.pipeline.plan import Plan
 
 # Receives progress as it happens: (event name, its data). Called synchronously;
 # it must not block (the streaming route puts the event on a queue).

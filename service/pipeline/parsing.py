@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from service.prompts import DONE_MARKER, NONE_MARKER
+from service.pipeline.prompts import DONE_MARKER, NONE_MARKER
 
 # "1.", "2)", "-", "*", "•", "Q1:", "Subquestion 2:" prefixes.
 _ITEM_PREFIX = re.compile(

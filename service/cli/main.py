@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx2
 
-from service import procs
-from service.logs import configure_logging
-from service.settings import MODES, Settings
+from service.cli import procs
+from service.core.settings import MODES, Settings
+from service.observability.logs import configure_logging
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -31,7 +31,7 @@ def _secrets(settings: Settings) -> list[str]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     updates: dict[str, Any] = {}
     if args.host:
@@ -55,9 +55,9 @@ def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
     """The base checkpoint, then the one the service serves: the distilled weights merged in."""
     from pathlib import Path
 
-    from service.engine import local_hardware
-    from service.model_prep import prepare_distilled_model, prepare_embedded_model
-    from service.settings import SHIPPED_ADAPTER, shipped_adapters
+    from service.core.settings import SHIPPED_ADAPTER, shipped_adapters
+    from service.embedded.engine import local_hardware
+    from service.embedded.model_prep import prepare_distilled_model, prepare_embedded_model
 
     base = prepare_embedded_model(settings.embedded_model_dir, force=args.force)
     print(f"base:      {base}")
@@ -83,7 +83,7 @@ def in_process_server(settings: Settings) -> Iterator[str]:
     Leaving the block runs the app's lifespan shutdown to its end, which
     closes the decomposer (and its vLLM engine) before the interpreter exits.
     """
-    from service.app import create_app
+    from service.api.app import create_app
 
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": procs.free_port()})
     with procs.serve_in_thread(create_app(settings), settings.port) as url:

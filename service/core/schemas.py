@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.settings import Mode
+from service.core.settings import Mode
 
 
 class _Strict(BaseModel):

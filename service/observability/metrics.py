@@ -27,7 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.completion import Completion
+from service.core.completion import Completion
 
 PREFIX = "divconq"
 # 10 ms .. 10 min: a CPU decomposer call takes seconds, a socratic request on

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from service.deadline import remaining
-from service.errors import (
+from service.core.deadline import remaining
+from service.core.errors import (
     UpstreamConnectError,
     UpstreamInvalidResponse,
     UpstreamStatusError,

@@ -26,7 +26,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from service import vocab
+from service.embedded import vocab
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ COMPLETE_MARKER = ".prepared"
 
 
 def chat_template() -> str:
-    return resources.files("service").joinpath("templates/chat_template.jinja").read_text()
+    return resources.files("service").joinpath("embedded/templates/chat_template.jinja").read_text()
 
 
 def is_prepared(model_dir: Path) -> bool:
@@ -164,7 +164,7 @@ def prepare_distilled_model(
     engine would cast to it at load anyway, warning once per tensor): float32
     keeps the small distilled delta whole. Plain tensor arithmetic, no peft
     needed at serve time; about 10 s on a 2-core CPU. ``vocabulary="task"``
-    keeps only the tokens the task uses (``service/vocab.py`` says why and how).
+    keeps only the tokens the task uses (``service/embedded/vocab.py`` says why and how).
     """
     import torch
 

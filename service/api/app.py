@@ -30,14 +30,14 @@ from service.api.middleware import (
     ObservabilityMiddleware,
     RequestIdMiddleware,
 )
+from service.api.state import Services
+from service.core.settings import Settings
 from service.decomposer import Decomposer, build_decomposer
 from service.decomposer.adapters import Adapters
-from service.metrics import Metrics
-from service.pipeline import Pipeline
-from service.settings import Settings
+from service.observability.metrics import Metrics
+from service.pipeline.modes import Pipeline
+from service.pipeline.token_estimate import TokenEstimator, tokenizer_file
 from service.solver import build_solvers
-from service.state import Services
-from service.token_estimate import TokenEstimator, tokenizer_file
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.errors import InvalidRequest
-from service.schemas import DecomposeRequest, SolveRequest
-from service.settings import Mode, Settings
+from service.core.errors import InvalidRequest
+from service.core.schemas import DecomposeRequest, SolveRequest
+from service.core.settings import Mode, Settings
 from service.solver import SolverChain
 
 if TYPE_CHECKING:
-    from service.state import Services
+    from service.api.state import Services
 
 # The distilled adapter writes static decompositions and socratic next
 # subquestions (service/distill/socratic.py); direct makes no decomposer call.

@@ -1,0 +1,1 @@
+"""Logs and metrics: the JSON log format and every Prometheus metric."""

@@ -1,0 +1,1 @@
+"""The decompose-then-solve pipeline: request plans, prompts, parsing, the modes."""

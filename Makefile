@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install serve prepare-model test lint unit deploy-check
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh scripts/system-packages.txt
 	bash scripts/install.sh
 	touch $(STAMP)
 

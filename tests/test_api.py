@@ -270,7 +270,9 @@ async def test_health_ready_and_request_id() -> None:
 
 
 async def test_solver_calls_are_counted_by_outcome() -> None:
-    async with serve(settings_for(), ScriptedSolver("503", "ok", "400")) as client:
+    # The cache off: the same question goes to the solver twice.
+    settings = settings_for(cache={"enabled": False})
+    async with serve(settings, ScriptedSolver("503", "ok", "400")) as client:
         await solve(client)
         await solve(client)
         outcomes = {

@@ -89,7 +89,9 @@ async def test_chat_completion_is_solve_in_openai_shape() -> None:
 
 
 async def test_streamed_chat_completion_chunks_the_answer_with_usage_last() -> None:
-    async with sdk(settings_for(), ScriptedSolver("ok"), FakeDecomposer(PLAN)) as client:
+    # The cache off: the streamed request's usage is compared with a fresh run's.
+    settings = settings_for(cache={"enabled": False})
+    async with sdk(settings, ScriptedSolver("ok"), FakeDecomposer(PLAN)) as client:
         whole = await client.chat.completions.create(model="divconq-static", messages=MESSAGES)
         stream = await client.chat.completions.create(
             model="divconq-static",

@@ -57,6 +57,7 @@ async def test_static_answers_each_subquestion_then_the_problem() -> None:
         "adapter": "gsm8k-socratic",
         "answered_by": [],
         "estimated": False,
+        "cached_calls": 0,
     }
     assert (usage["solver"]["calls"], usage["solver"]["prompt_tokens"]) == (3, 33)
     assert usage["solver"]["cost_usd"] == pytest.approx((33 * 1.0 + 15 * 2.0) / 1e6)

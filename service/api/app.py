@@ -31,6 +31,7 @@ from service.api.middleware import (
     RequestIdMiddleware,
 )
 from service.api.state import Services
+from service.cache import build_cache
 from service.core.settings import Settings
 from service.decomposer import Decomposer, build_decomposer
 from service.decomposer.adapters import Adapters
@@ -84,6 +85,7 @@ def create_app(
         http = _http_client(settings, transport)
         decomposer_ = decomposer or build_decomposer(settings, http)
         solvers = build_solvers(settings, http, metrics)
+        cache = build_cache(settings, metrics)
         app.state.services = Services(
             settings=settings,
             http=http,
@@ -91,9 +93,14 @@ def create_app(
             adapters=Adapters.from_settings(settings),
             solvers=solvers,
             pipeline=Pipeline(
-                settings, decomposer_, metrics, TokenEstimator(tokenizer_file(settings))
+                settings,
+                decomposer_,
+                metrics,
+                TokenEstimator(tokenizer_file(settings)),
+                cache=cache,
             ),
             metrics=metrics,
+            cache=cache,
         )
         loader = asyncio.create_task(decomposer_.start(), name="decomposer-start")
         loader.add_done_callback(_log_load_failure)
@@ -104,6 +111,7 @@ def create_app(
             with contextlib.suppress(BaseException):
                 await loader
             await decomposer_.aclose()
+            await cache.aclose()
             await http.aclose()
 
     app = FastAPI(

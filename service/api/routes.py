@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from service.api.auth import require_api_key
+from service.api.caller import key_name
 from service.api.disconnect import run_request, within_deadline
 from service.api.errors import error_json
 from service.api.state import Services, get_services
 from service.api.streaming import EventStream, sse
+from service.cache import CachePolicy
 from service.core.schemas import (
     AnswerEvent,
     DecomposeRequest,
@@ -99,7 +102,13 @@ def solve_plan(body: SolveRequest, request: Request) -> tuple[Services, Plan]:
     plan = resolve(body, services)
     request.state.mode = plan.mode
     services.require_ready(plan)
-    return services, plan
+    shared = services.settings.cache.shared
+    policy = CachePolicy.of(
+        "shared" if shared else key_name(request),
+        body.cache,
+        request.headers.get("cache-control", ""),
+    )
+    return services, dataclasses.replace(plan, cache=policy)
 
 
 @router.post(

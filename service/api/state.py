@@ -8,6 +8,7 @@ from typing import cast
 import httpx2
 from starlette.requests import Request
 
+from service.cache import ResponseCache
 from service.core.errors import NotReady
 from service.core.settings import Settings
 from service.decomposer import Decomposer
@@ -28,6 +29,7 @@ class Services:
     solvers: dict[str, SolverChain]
     pipeline: Pipeline
     metrics: Metrics
+    cache: ResponseCache
 
     @property
     def engine(self) -> EmbeddedEngine | None:

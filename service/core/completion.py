@@ -19,3 +19,5 @@ class Completion:
     # False when the backend reported no usage: the tokens are 0 here, and the
     # pipeline estimates them with a tokenizer (``service.pipeline.token_estimate``).
     usage_reported: bool = True
+    # Served from the response cache: no model ran, nothing was spent.
+    cached: bool = False

@@ -49,6 +49,12 @@ class SolveRequest(DecomposeRequest):
         description="Answer text/event-stream: decomposition, subquestion, answer, usage "
         "(and error) events as they happen, then done.",
     )
+    cache: bool | None = Field(
+        None,
+        description="Response cache: unset = cache when deterministic (temperature 0); true "
+        "= cache even at a higher temperature; false = neither read nor write it (as "
+        "Cache-Control: no-cache, no-store).",
+    )
 
 
 class TokenUsage(BaseModel):
@@ -75,6 +81,11 @@ class StageUsage(BaseModel):
         default_factory=list,
         description="Solver profiles that answered, in order of first use (a fallback shows "
         "here); empty for the decomposer.",
+    )
+    cached_calls: int = Field(
+        0,
+        description="Calls answered from the response cache: not in calls, tokens or cost "
+        "(a hit spends nothing).",
     )
 
 
@@ -103,6 +114,11 @@ class SolveResponse(BaseModel):
     subquestions: list[SubquestionResult]
     usage: SolveUsage
     latency_ms: float
+    cached: bool = Field(
+        False,
+        description="The whole answer came from the response cache (no model ran; every "
+        "stage's calls are in cached_calls and cost 0).",
+    )
 
 
 class DecomposeUsage(BaseModel):

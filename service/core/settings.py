@@ -167,6 +167,46 @@ class ModelPrice(BaseModel):
         ) / 1e6
 
 
+class CacheSettings(BaseModel):
+    """The response cache (docs/ledger-and-cache.md)."""
+
+    enabled: bool = Field(True, description="Cache deterministic answers at all.")
+    url: SecretStr | None = Field(
+        None,
+        description="'memory' (a bounded LRU in this process) or a redis:// URL; unset = "
+        "DIVCONQ_REDIS_URL when that is set (replicas share hits), else 'memory'.",
+    )
+    ttl_s: float = Field(86400.0, gt=0, description="Seconds an entry lives.")
+    max_entries: int = Field(10000, ge=1, description="'memory' store: LRU bound.")
+    shared: bool = Field(
+        False,
+        description="One namespace for every API key. Off (the default), each key only hits "
+        "its own entries: no tenant can time another's questions.",
+    )
+    timeout_s: float = Field(0.5, gt=0, description="Redis: connect and read timeout.")
+
+
+class LedgerSettings(BaseModel):
+    """The request ledger: one row per API request (docs/ledger-and-cache.md)."""
+
+    enabled: bool = Field(True, description="Record requests at all.")
+    content: bool = Field(
+        False,
+        description="Also store the question, context, subquestions and answers (off: only "
+        "counts, times, models and costs).",
+    )
+    retention_days: float = Field(
+        90.0, ge=0, description="Rows older than this are deleted (hourly); 0 = keep forever."
+    )
+    queue_size: int = Field(
+        10000, ge=1, description="Rows waiting to be written; past it rows are dropped, counted."
+    )
+    batch_size: int = Field(500, ge=1, description="Most rows written in one transaction.")
+    flush_interval_s: float = Field(
+        0.5, gt=0, description="Longest a row waits for its batch to fill before it is written."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIVCONQ_",
@@ -230,6 +270,19 @@ class Settings(BaseSettings):
         description='Bearer keys for /solve and /decompose (JSON list: ["k1","k2"]); '
         "empty = no auth.",
     )
+
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis shared by every replica (redis://[:password@]host:6379/0): the "
+        "response cache's store unless DIVCONQ_CACHE__URL says otherwise.",
+    )
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    ledger_url: SecretStr | None = Field(
+        None,
+        description="Where the request ledger lives: postgresql://user:pass@host/db for many "
+        "replicas, or sqlite:///path; unset = SQLite at <data_dir>/ledger.sqlite3.",
+    )
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     decomposer: DecomposerSettings = Field(default_factory=DecomposerSettings)
     solver: SolverSettings = Field(

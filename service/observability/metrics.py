@@ -38,6 +38,8 @@ DURATION_BUCKETS = (
 SUBQUESTION_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 12, 16)
 
 STAGES = ("decompose", "solve", "final")
+CACHE_KINDS = ("call", "solve")
+CACHE_OUTCOMES = ("hit", "miss", "error")
 SOLVER_OUTCOMES = ("ok", "retried", "timeout", "connect_error", "http_error", "invalid_response")
 
 
@@ -119,10 +121,20 @@ class Metrics:
             buckets=SUBQUESTION_BUCKETS,
             registry=r,
         )
+        self.cache_lookups = Counter(
+            f"{PREFIX}_cache_lookups",
+            "Response cache lookups by kind (call: one solver call; solve: a whole /solve) "
+            "and outcome (hit, miss, error: the store failed, served uncached).",
+            ["kind", "outcome"],
+            registry=r,
+        )
         # Pre-create the bounded label sets, so rate() and dashboards see zeros
         # rather than absent series before the first event.
         for outcome in SOLVER_OUTCOMES:
             self.solver_calls.labels(outcome)
+        for kind in CACHE_KINDS:
+            for outcome in CACHE_OUTCOMES:
+                self.cache_lookups.labels(kind, outcome)
         self.in_flight_limit.set(max_in_flight)
         # The same count as the gauge, readable without private attributes.
         self.active = 0

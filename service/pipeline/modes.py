@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
+from service.cache.cache import ResponseCache, completion_entry, completion_from
 from service.core.completion import Completion
 from service.core.errors import InvalidRequest, UpstreamError
 from service.core.schemas import (
@@ -40,10 +41,11 @@ from service.core.schemas import (
     TokenUsage,
     TotalUsage,
 )
-from service.core.settings import Settings
+from service.core.settings import Mode, Settings
 from service.decomposer import Decomposer
 from service.observability.metrics import Metrics
 from service.pipeline import prompts
+from service.pipeline.cached import replayed, solve_key
 from service.pipeline.dependencies import waves
 from service.pipeline.parsing import extract_answer, parse_decomposition, parse_next_subquestion
 from service.pipeline.plan import Plan
@@ -58,11 +60,13 @@ class Pipeline:
         decomposer: Decomposer,
         metrics: Metrics,
         estimator: TokenEstimator | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._settings = settings
         self._decomposer = decomposer
         self._metrics = metrics
         self._estimator = estimator or TokenEstimator(None)
+        self._cache = cache
 
     def _run(self, request_id: str, plan: Plan, events: EventSink | None = None) -> Run:
         solver_model = plan.solver.model_name if plan.solver else ""
@@ -104,6 +108,9 @@ class Pipeline:
             ) from None
         seconds = time.perf_counter() - started
         usage = stage.usage
+        if completion.cached:
+            usage.cached_calls += 1
+            return completion
         # A fallback may have answered: price and label by the model that did.
         model = completion.model or usage.model
         if not completion.usage_reported:
@@ -160,10 +167,21 @@ class Pipeline:
         return subs
 
     async def _solve(self, run: Run, messages: prompts.Messages, stage: str) -> Completion:
-        assert run.plan.solver is not None, "a /decompose plan has no solver"
-        return await self._call(
-            run.solver, stage, run.plan.solver.chat(messages, request_id=run.request_id), messages
-        )
+        return await self._call(run.solver, stage, self._chat(run, messages), messages)
+
+    async def _chat(self, run: Run, messages: Sequence[dict[str, str]]) -> Completion:
+        """One solver call, through the response cache where the plan allows it."""
+        chain, policy = run.plan.solver, run.plan.cache
+        assert chain is not None, "a /decompose plan has no solver"
+        if self._cache is None or not policy.used or not (chain.deterministic or policy.force):
+            return await chain.chat(messages, request_id=run.request_id)
+        parts = {"solver": chain.identity, "messages": list(messages)}
+        entry = await self._cache.get("call", policy, parts)
+        if entry is not None:
+            return completion_from(entry)
+        completion = await chain.chat(messages, request_id=run.request_id)
+        await self._cache.put("call", policy, parts, completion_entry(completion))
+        return completion
 
     async def _answer(
         self, run: Run, index: int, sub: str, history: list[tuple[str, str]]
@@ -271,6 +289,23 @@ class Pipeline:
         mode = plan.mode
         assert mode is not None, "a /decompose plan cannot be solved"
         run = self._run(request_id, plan, events)
+        # Streamed requests report progress as it happens: those run every stage.
+        parts = (
+            solve_key(self._settings, self._decomposer.model_name, plan)
+            if events is None and self._cache is not None
+            else None
+        )
+        if parts is not None and self._cache is not None:
+            entry = await self._cache.get("solve", plan.cache, parts)
+            if entry is not None:
+                return replayed(SolveResponse.model_validate(entry), request_id, run.elapsed_ms)
+        result = await self._solve_now(run, mode)
+        if parts is not None and self._cache is not None:
+            await self._cache.put("solve", plan.cache, parts, result.model_dump(mode="json"))
+        return result
+
+    async def _solve_now(self, run: Run, mode: Mode) -> SolveResponse:
+        plan, request_id = run.plan, run.request_id
         steps = {
             "static": self._static,
             "hinted": self._hinted,

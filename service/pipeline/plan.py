@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.cache.keys import OFF, CachePolicy
 from service.core.errors import InvalidRequest
 from service.core.schemas import DecomposeRequest, SolveRequest
 from service.core.settings import Mode, Settings
@@ -48,6 +49,8 @@ class Plan:
     solver_embedded: bool = False
     # It speaks the distilled solver's multi-turn format (prompts.distilled_*).
     solver_distilled: bool = False
+    # How this request may use the response cache (the route sets it).
+    cache: CachePolicy = OFF
 
     @property
     def needs_decomposer(self) -> bool:

@@ -8,9 +8,11 @@ profile in retries and concurrency limits and chains its fallbacks.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 
-from service.core.settings import Settings
+from service.core.settings import Settings, SolverSettings
 from service.observability.metrics import Metrics
 from service.solver.base import Solver, build_backend, register, registered
 from service.solver.resilient import ResilientSolver, SolverChain
@@ -19,12 +21,32 @@ from service.solver.resilient import ResilientSolver, SolverChain
 from service.solver import anthropic_messages, azure_openai, openai_chat  # noqa: F401  isort: skip
 
 
+def sampling_identity(settings: Settings, profile: SolverSettings) -> dict[str, Any]:
+    """Everything about a profile that changes its answer to the same messages: the
+    response cache's key for one solver call (with the messages)."""
+    return {
+        "backend": profile.backend,
+        "url": settings.solver_url(profile) if profile.base_url else profile.base_url,
+        "model": settings.solver_model(profile),
+        "api_version": profile.api_version,
+        "max_tokens": settings.solver_tokens(profile),
+        "temperature": profile.temperature,
+        "stop": settings.solver_stop(profile),
+    }
+
+
 def build_solvers(
     settings: Settings, http: httpx2.AsyncClient, metrics: Metrics
 ) -> dict[str, SolverChain]:
     profiles = settings.solver_profiles
     resilient = {
-        name: ResilientSolver(name, build_backend(name, p, settings, http), p, metrics)
+        name: ResilientSolver(
+            name,
+            build_backend(name, p, settings, http),
+            p,
+            metrics,
+            identity=sampling_identity(settings, p),
+        )
         for name, p in profiles.items()
     }
     return {
@@ -33,4 +55,11 @@ def build_solvers(
     }
 
 
-__all__ = ["Solver", "SolverChain", "build_solvers", "register", "registered"]
+__all__ = [
+    "Solver",
+    "SolverChain",
+    "build_solvers",
+    "register",
+    "registered",
+    "sampling_identity",
+]

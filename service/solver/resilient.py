@@ -19,7 +19,8 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from service.core.completion import Completion
 from service.core.deadline import remaining
@@ -50,9 +51,17 @@ def is_transient(exc: UpstreamError) -> bool:
 
 class ResilientSolver:
     def __init__(
-        self, name: str, backend: Solver, profile: SolverSettings, metrics: Metrics
+        self,
+        name: str,
+        backend: Solver,
+        profile: SolverSettings,
+        metrics: Metrics,
+        *,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        # What changes this profile's answers (service.solver.sampling_identity).
+        self.identity = dict(identity or {"profile": name})
         self.model_name = backend.model_name
         self._backend = backend
         self._profile = profile
@@ -111,6 +120,9 @@ class SolverChain:
         self._members = list(members)
         self.name = members[0].name
         self.model_name = members[0].model_name
+        # The response cache's view: a fallback may answer, so all members count.
+        self.identity = [m.identity for m in self._members]
+        self.deterministic = all(m.identity.get("temperature", 0.0) == 0.0 for m in self._members)
 
     async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
         failure: UpstreamError | None = None

@@ -76,7 +76,7 @@ def test_a_lost_readiness_probe_costs_seconds_not_the_read_timeout(
     """A probe that gets no answer counts as "not yet"; the next one is asked at once."""
     import httpx2
 
-    from service.cli import main as cli
+    from service.cli import local_service as cli
 
     monkeypatch.setattr(cli.procs.time, "sleep", lambda _s: None)
     seen: list[dict[str, float | None]] = []
@@ -101,7 +101,7 @@ def test_a_lost_readiness_probe_costs_seconds_not_the_read_timeout(
 def test_wait_ready_names_a_failed_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx2
 
-    from service.cli import main as cli
+    from service.cli import local_service as cli
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(503, json={"decomposer": {"state": "failed: out of memory"}})

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 
-from service.core.errors import NotReady
+from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import DecomposerSettings
 from service.embedded.engine import EmbeddedEngine, tokenizer_copies_in_background
 
@@ -92,6 +92,9 @@ def _fake_vllm_generation(monkeypatch: pytest.MonkeyPatch) -> None:
     exceptions = types.ModuleType("vllm.v1.engine.exceptions")
     exceptions.EngineDeadError = EngineDeadError  # type: ignore[attr-defined]
     modules["vllm.v1.engine.exceptions"] = exceptions
+    client_errors = types.ModuleType("vllm.exceptions")
+    client_errors.VLLMClientError = VLLMClientError  # type: ignore[attr-defined]
+    modules["vllm.exceptions"] = client_errors
     modules["vllm"].SamplingParams = dict  # type: ignore[attr-defined]
     modules["vllm.sampling_params"].RequestOutputKind = types.SimpleNamespace(  # type: ignore[attr-defined]
         FINAL_ONLY="final"
@@ -110,6 +113,46 @@ async def test_a_dead_engine_is_not_ready_and_answers_503(monkeypatch: pytest.Mo
         await engine.generate("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0)
     assert caught.value.status_code == 503
     assert "engine stopped" in str(caught.value) and "restart" in str(caught.value)
+
+
+class VLLMClientError(Exception):
+    """vLLM's base of the errors it answers with a 4xx (``vllm.exceptions``)."""
+
+
+class VLLMValidationError(VLLMClientError):
+    """What the pinned vLLM raises for a prompt past max_model_len: not a ValueError."""
+
+
+class RefusingAsyncLLM:
+    errored = False
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.exc
+        yield  # an async generator, as AsyncLLM.generate is
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        VLLMValidationError(
+            "The decoder prompt (length 2100) is longer than the maximum model length of 2048."
+        ),
+        ValueError("max_tokens must be at least 1"),
+    ],
+)
+async def test_an_input_the_engine_refuses_is_a_422(
+    monkeypatch: pytest.MonkeyPatch, exc: Exception
+) -> None:
+    _fake_vllm_generation(monkeypatch)
+    engine = EmbeddedEngine(DecomposerSettings(), "/models/m", "m")
+    engine._engine = RefusingAsyncLLM(exc)  # type: ignore[assignment]
+    with pytest.raises(InvalidRequest) as caught:
+        await engine.generate("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0)
+    assert caught.value.status_code == 422
+    assert str(exc) in caught.value.message
 
 
 # --- where the engine core is forked from ---------------------------------------------------

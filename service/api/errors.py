@@ -12,15 +12,34 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.request_record import record_of
+from service.api.solving import claim_for_facade
 from service.core.errors import ServiceError
+from service.core.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
+
+# The error answers every API operation documents in /openapi.json.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        401: "Missing or invalid API key (when DIVCONQ_API_KEYS is set)",
+        413: "Request body over DIVCONQ_MAX_BODY_BYTES",
+        429: "Too many requests in flight (Retry-After)",
+        422: "Invalid request (empty or too long question, unknown mode, bad cap)",
+        499: "The client closed the connection (recorded, never answered)",
+        502: "A model backend was unreachable or failed (the error names the stage)",
+        503: "Decomposer not loaded yet (Retry-After)",
+        504: "A model backend timed out",
+    }.items()
+}
 
 _HTTP_TYPES = {
     400: "bad_request",
@@ -81,9 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        from service.api.facade import claim  # the facade imports this module
-
-        claim(request, exc.body)
+        claim_for_facade(request, exc.body)
         return error_response(422, "invalid_request", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -97,7 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = getattr(request.state, "request_id", "-")
+        rid = record_of(request).request_id
         log.exception("unhandled error", extra={"request_id": rid})
         return error_response(
             500, "internal_error", f"internal error; see the service log for request {rid}"

@@ -37,14 +37,13 @@ from service.api.openai_schemas import (
     PipelineDetail,
     ReplyMessage,
 )
-from service.api.routes import log_fields, solve_plan
-from service.api.state import get_services
+from service.api.request_record import record_of
+from service.api.solving import FACADE_ENDPOINT, log_fields, plan_request
 from service.api.streaming import Emit, EventStream, sse
 from service.core.errors import InvalidRequest
 from service.core.schemas import SolveRequest, SolveResponse
 from service.core.settings import Mode
 
-ENDPOINT = "chat_completions"
 _SPEAKERS = {"user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
@@ -107,34 +106,26 @@ def _detail(result: SolveResponse) -> PipelineDetail:
     )
 
 
-def claim(request: Request, body: Any) -> None:
-    """Count as the facade's a pipeline-model request whose body failed its schema (a
-    422 before any handler ran), as /solve's 422s are counted."""
-    model = body.get("model") if isinstance(body, dict) else None
-    pipeline = get_services(request).settings.pipeline_models
-    if request.url.path == "/v1/chat/completions" and isinstance(model, str) and model in pipeline:
-        request.state.endpoint = ENDPOINT
-
-
 async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletion | EventStream:
     """A chat completion by the pipeline in ``mode``."""
-    request.state.endpoint = ENDPOINT
-    request.state.admit()  # 429 past the in-flight bound, as on /solve
-    services, plan = solve_plan(solve_request(body, mode), request)
-    request_id = str(request.state.request_id)
+    rec = record_of(request)
+    rec.endpoint = FACADE_ENDPOINT
+    rec.admit()  # 429 past the in-flight bound, as on /solve
+    services, plan = plan_request(solve_request(body, mode), request)
+    request_id = rec.request_id
 
     def work() -> Coroutine[Any, Any, SolveResponse]:
         return services.pipeline.solve(plan, request_id=request_id)
 
     reply = _Reply(body, f"chatcmpl-{request_id}", int(time.time()))
     if body.stream:
-        request.state.log_fields = {"stream": True}
+        rec.log_fields = {"stream": True}
 
         async def stream(emit: Emit) -> None:
             # The role at once: the client sees the stream open before any model call.
             emit(reply.chunk({"role": "assistant", "content": ""}))
             result = await within_deadline(work(), plan.timeout_s)
-            request.state.log_fields = {"stream": True, **log_fields(result)}
+            rec.log_fields = {"stream": True, **log_fields(result)}
             for event in reply.chunks(result):
                 emit(event)
 
@@ -142,7 +133,7 @@ async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletio
             stream, error=lambda exc: sse(None, error_json(exc)), close=lambda: sse(None, "[DONE]")
         )
     result = await run_request(request, work(), plan.timeout_s)
-    request.state.log_fields = log_fields(result)
+    rec.log_fields = log_fields(result)
     return reply.completion(result)
 
 

@@ -13,6 +13,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import service_error_response
+from service.api.request_record import SCOPE_KEY, RequestRecord, record
 from service.core.errors import Overloaded, PayloadTooLarge
 from service.observability.logs import request_id_var
 from service.observability.metrics import Metrics
@@ -23,7 +24,7 @@ _ENDPOINTS = {"/solve": "solve", "/decompose": "decompose"}
 # Paths that are an API endpoint only for some bodies: /v1/chat/completions is
 # the pipeline facade for a pipeline model (label ``chat_completions``), and
 # the raw embedded model (the default solver's own calls) otherwise. The
-# handler says which: ``scope["state"]["endpoint"]`` and ``state["admit"]()``.
+# handler says which: it sets the record's ``endpoint`` and calls its ``admit()``.
 _DECIDED_BY_HANDLER = frozenset({"/v1/chat/completions"})
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -47,7 +48,11 @@ def _clean_id(raw: str) -> str | None:
 
 
 class RequestIdMiddleware:
-    """Takes ``X-Request-ID`` from the request or makes one; echoes it back."""
+    """Takes ``X-Request-ID`` from the request or makes one; echoes it back.
+
+    The outermost middleware: it creates the request's ``RequestRecord``
+    (``service/api/request_record.py``), which everything inside reads and writes.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -62,7 +67,7 @@ class RequestIdMiddleware:
                 given = _clean_id(value.decode("latin-1"))
                 break
         request_id = given or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope[SCOPE_KEY] = RequestRecord(request_id=request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -104,7 +109,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.disconnect":
                 # Gone before its body arrived: recorded as 499, nothing answered.
-                scope.setdefault("state", {})["status"] = 499
+                record(scope).status = 499
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -135,7 +140,7 @@ class AdmissionMiddleware:
     the HPA read. A slot is held until the response (a stream included) ends.
 
     ``/v1/chat/completions`` is admitted only once its handler knows it runs
-    the pipeline: it calls ``scope["state"]["admit"]()`` (raises ``Overloaded``).
+    the pipeline: it calls the request record's ``admit()`` (raises ``Overloaded``).
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int) -> None:
@@ -187,7 +192,7 @@ class AdmissionMiddleware:
             self._enter()
             admitted = True
 
-        scope.setdefault("state", {})["admit"] = admit
+        record(scope).admit = admit
         try:
             await self.app(scope, receive, send)
         finally:
@@ -198,11 +203,12 @@ class AdmissionMiddleware:
 class ObservabilityMiddleware:
     """Records each API request: its metrics and one JSON access log line.
 
-    Handlers put bounded facts in ``scope["state"]``: ``mode`` (the metric
-    label), ``log_fields`` (stage timings for the log line), ``endpoint`` (the
-    label, where the path alone does not say: the facade) and ``status`` (what
-    the request came to, where the status line cannot say: a stream that
-    failed or lost its client after it began, a client gone before its body).
+    Handlers put bounded facts in the request's ``RequestRecord``: ``mode``
+    (the metric label), ``log_fields`` (stage timings for the log line),
+    ``endpoint`` (the label, where the path alone does not say: the facade) and
+    ``status`` (what the request came to, where the status line cannot say: a
+    stream that failed or lost its client after it began, a client gone before
+    its body).
     It decides nothing: 413s and 429s from the middleware inside it are
     recorded like any other answer; a client that left is a 499.
     """
@@ -229,14 +235,16 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             seconds = time.perf_counter() - started
-            state = scope.get("state", {})
-            endpoint = endpoint or state.get("endpoint")
+            rec = record(scope)
+            endpoint = endpoint or rec.endpoint
             if endpoint is not None:
-                self._record(scope, endpoint, int(state.get("status", status)), seconds)
+                final = rec.status if rec.status is not None else status
+                self._record(scope, rec, endpoint, final, seconds)
 
-    def _record(self, scope: Scope, endpoint: str, status: int, seconds: float) -> None:
-        state = scope.get("state", {})
-        mode = str(state.get("mode") or "none")
+    def _record(
+        self, scope: Scope, rec: RequestRecord, endpoint: str, status: int, seconds: float
+    ) -> None:
+        mode = str(rec.mode or "none")
         self.metrics.requests.labels(endpoint, mode, str(status)).inc()
         self.metrics.request_duration.labels(endpoint, mode).observe(seconds)
         access_log.info(
@@ -247,6 +255,6 @@ class ObservabilityMiddleware:
                 "status": status,
                 "mode": mode,
                 "latency_ms": round(seconds * 1000.0, 2),
-                **state.get("log_fields", {}),
+                **rec.log_fields,
             },
         )

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from service.api import facade
 from service.api.auth import require_api_key
 from service.api.disconnect import cancel_on_disconnect
+from service.api.errors import ERRORS
 from service.api.openai_schemas import (
     ChatCompletion,
     ChatRequest,
@@ -34,7 +35,6 @@ from service.api.openai_schemas import (
     ModelList,
     ReplyMessage,
 )
-from service.api.routes import ERRORS
 from service.api.state import get_services
 from service.core.completion import Completion
 from service.core.errors import InvalidRequest, ModelNotFound, NotReady
@@ -112,21 +112,17 @@ async def _reply(
     async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
         nonlocal calls
         calls += 1
-        try:
-            return await engine.generate(
-                text,
-                # vLLM wants a unique id per generation.
-                request_id=completion_id if calls == 1 else f"{completion_id}-{calls}",
-                max_tokens=budget,
-                temperature=temperature,
-                stop=stops,
-                # A chat reply ends with its turn.
-                stop_token_ids=engine.turn_end_ids,
-            )
-        except ValueError as exc:
-            # vLLM rejects what it cannot take (a prompt past the model's context)
-            # with ValueError, which its own OpenAI server answers with a 400.
-            raise InvalidRequest(f"the embedded model cannot take this request: {exc}") from None
+        # An input the engine refuses is an InvalidRequest already (engine.py).
+        return await engine.generate(
+            text,
+            # vLLM wants a unique id per generation.
+            request_id=completion_id if calls == 1 else f"{completion_id}-{calls}",
+            max_tokens=budget,
+            temperature=temperature,
+            stop=stops,
+            # A chat reply ends with its turn.
+            stop_token_ids=engine.turn_end_ids,
+        )
 
     if not settings.calculator:
         return await generate(prompt, max_tokens, stop)

@@ -1,10 +1,10 @@
 """The OpenAPI schema, with the limits this service enforces written into it.
 
 Pydantic knows the static rules (types, ``ge=1``); the rest come from the
-settings and are enforced where a request is resolved (``service/pipeline/plan.py``)
-or by the embedded model's handler: question and context lengths, the cap on
-subquestions and on the deadline, the solver profiles, the adapters, the
-model names and the embedded model's context. Writing them into
+settings: the limits on question and context lengths, on subquestions and on
+the deadline (``service/core/input_limits.py``, the same object that checks
+them), and the choices: the solver profiles, the adapters, the model names and
+the embedded model's context. Writing them into
 ``/openapi.json`` lets clients and fuzzers (schemathesis) generate requests
 the service accepts; the service stays the judge (a request outside them is
 a 422 either way).
@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service.api.openai_compat import embedded_name
+from service.core.input_limits import InputLimits
 from service.core.settings import NO_ADAPTER, Settings
 from service.decomposer.adapters import Adapters
 
@@ -37,17 +38,13 @@ def limits(settings: Settings) -> dict[str, dict[str, Schema]]:
     """Per request schema, per field: the JSON Schema keywords to add."""
     adapters = [NO_ADAPTER, *Adapters.from_settings(settings).names]
     solvers = sorted(settings.solver_profiles)
+    bounds = InputLimits.from_settings(settings).json_schema()
     common: dict[str, Schema] = {
-        "max_subquestions": {"maximum": settings.max_subquestions_limit},
-        "timeout_s": {"maximum": settings.max_request_timeout_s},
+        "max_subquestions": bounds["max_subquestions"],
+        "timeout_s": bounds["timeout_s"],
         "decomposer_adapter": {"enum": adapters},
     }
-    request = {
-        **common,
-        # The question must hold something besides whitespace.
-        "question": {"maxLength": settings.max_question_chars, "pattern": r"\S"},
-        "context": {"maxLength": settings.max_context_chars},
-    }
+    request = {**common, "question": bounds["question"], "context": bounds["context"]}
     embedded = embedded_name(settings)
     models = [*settings.pipeline_models, *([embedded] if embedded else [])]
     chat = {**common, "solver": {"enum": solvers}, "model": {"enum": models}}

@@ -2,50 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from service.api.auth import require_api_key
-from service.api.caller import key_name
 from service.api.disconnect import run_request, within_deadline
-from service.api.errors import error_json
+from service.api.errors import ERRORS, error_json
+from service.api.request_record import record_of
+from service.api.solving import log_fields, plan_request
 from service.api.state import Services, get_services
 from service.api.streaming import EventStream, sse
-from service.cache import CachePolicy
 from service.core.schemas import (
     AnswerEvent,
     DecomposeRequest,
     DecomposeResponse,
     DoneEvent,
-    ErrorResponse,
     SolveRequest,
     SolveResponse,
 )
 from service.observability.metrics import CONTENT_TYPE
-from service.pipeline.plan import Plan, resolve
+from service.pipeline.plan import Plan
 
 router = APIRouter()
 _AUTH = [Depends(require_api_key)]
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        401: "Missing or invalid API key (when DIVCONQ_API_KEYS is set)",
-        413: "Request body over DIVCONQ_MAX_BODY_BYTES",
-        429: "Too many requests in flight (Retry-After)",
-        422: "Invalid request (empty or too long question, unknown mode, bad cap)",
-        499: "The client closed the connection (recorded, never answered)",
-        502: "A model backend was unreachable or failed (the error names the stage)",
-        503: "Decomposer not loaded yet (Retry-After)",
-        504: "A model backend timed out",
-    }.items()
-}
 
 
 # Streamed /solve: event name -> the model of its data.
@@ -76,41 +59,6 @@ _STREAM = {
 }
 
 
-def _request_id(request: Request) -> str:
-    return str(request.state.request_id)
-
-
-def log_fields(result: SolveResponse) -> dict[str, Any]:
-    """The access log's facts about a solved request (``scope["state"]["log_fields"]``)."""
-    usage = result.usage
-    return {
-        "subquestions": len(result.subquestions),
-        "decomposer_ms": round(usage.decomposer.latency_ms, 2),
-        "decomposer_calls": usage.decomposer.calls,
-        "solver_ms": round(usage.solver.latency_ms, 2),
-        "solver_calls": usage.solver.calls,
-        "prompt_tokens": usage.total.prompt_tokens,
-        "completion_tokens": usage.total.completion_tokens,
-        "answered_by": usage.solver.answered_by,
-        "estimated_usage": usage.solver.estimated or usage.decomposer.estimated,
-    }
-
-
-def solve_plan(body: SolveRequest, request: Request) -> tuple[Services, Plan]:
-    """Resolve a solve request (``/solve``, the facade): any 422 or 503 before work starts."""
-    services = get_services(request)
-    plan = resolve(body, services)
-    request.state.mode = plan.mode
-    services.require_ready(plan)
-    shared = services.settings.cache.shared
-    policy = CachePolicy.of(
-        "shared" if shared else key_name(request),
-        body.cache,
-        request.headers.get("cache-control", ""),
-    )
-    return services, dataclasses.replace(plan, cache=policy)
-
-
 @router.post(
     "/solve",
     response_model=SolveResponse,
@@ -119,24 +67,24 @@ def solve_plan(body: SolveRequest, request: Request) -> tuple[Services, Plan]:
 )
 async def solve(body: SolveRequest, request: Request) -> SolveResponse | EventStream:
     """Decompose the question and solve it in the chosen mode."""
-    services, plan = solve_plan(body, request)
+    services, plan = plan_request(body, request)
     if body.stream:
         return _solve_stream(request, services, plan)
+    rec = record_of(request)
     result = await run_request(
-        request,
-        services.pipeline.solve(plan, request_id=_request_id(request)),
-        plan.timeout_s,
+        request, services.pipeline.solve(plan, request_id=rec.request_id), plan.timeout_s
     )
-    request.state.log_fields = log_fields(result)
+    rec.log_fields = log_fields(result)
     return result
 
 
 def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStream:
     """``/solve`` as server-sent events: the same pipeline run, its progress as it happens."""
-    request_id = _request_id(request)
+    rec = record_of(request)
+    request_id = rec.request_id
     started = time.perf_counter()
     latency_ms: float | None = None
-    request.state.log_fields = {"stream": True}
+    rec.log_fields = {"stream": True}
 
     async def work(emit: Callable[[bytes], None]) -> None:
         nonlocal latency_ms
@@ -148,7 +96,7 @@ def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStre
             services.pipeline.solve(plan, request_id=request_id, events=event), plan.timeout_s
         )
         latency_ms = result.latency_ms
-        request.state.log_fields = {"stream": True, **log_fields(result)}
+        rec.log_fields = {"stream": True, **log_fields(result)}
         event("answer", AnswerEvent(**dict(result)))
         event("usage", result.usage)
 
@@ -162,12 +110,10 @@ def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStre
 @router.post("/decompose", response_model=DecomposeResponse, responses=ERRORS, dependencies=_AUTH)
 async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
     """Only the decomposer's plan: the subquestions, no solving."""
-    services = get_services(request)
-    plan = resolve(body, services)
-    services.require_ready(plan)
+    services, plan = plan_request(body, request)
     return await run_request(
         request,
-        services.pipeline.decompose(plan, request_id=_request_id(request)),
+        services.pipeline.decompose(plan, request_id=record_of(request).request_id),
         plan.timeout_s,
     )
 

@@ -1,12 +1,13 @@
 """Server-sent events: a response that runs the request's work and streams what it emits.
 
 ``EventStream`` is a pure-ASGI response. It sends the headers at once, runs
-the work as a task and writes each event the work emits as it comes. A
-watcher waits for ``http.disconnect``: a client that leaves cancels the work
-(the engine aborts its generation, solver calls are cancelled) and the request
-is recorded as 499. A failure after the headers went out cannot change the
-status line: it is sent as an error event, and the status it would have had is
-what the metrics and the access log record (``scope["state"]["status"]``).
+the work as a task and writes each event the work emits as it comes. The
+request's disconnect watcher (``service/api/disconnect.py``) waits for
+``http.disconnect``: a client that leaves cancels the work (the engine aborts
+its generation, solver calls are cancelled) and the request is recorded as
+499. A failure after the headers went out cannot change the status line: it is
+sent as an error event, and the status it would have had is what the metrics
+and the access log record (the request record's ``status``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from service.api.disconnect import watch_disconnect
+from service.api.request_record import record
 from service.core.errors import ClientDisconnected, ServiceError
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class EventStream(Response):
                 log.warning("streamed request failed: %s", exc.message, extra={"status": status})
             emit(self._error(exc))
         except Exception:
-            rid = scope.get("state", {}).get("request_id", "-")
+            rid = record(scope).request_id
             log.exception("unhandled error in a stream", extra={"request_id": rid})
             status = 500
             emit(
@@ -120,30 +123,20 @@ class EventStream(Response):
 
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         task = asyncio.create_task(produce())
-        left = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            left.set()
-            task.cancel()
-
-        watcher = asyncio.create_task(watch())
         status = ClientDisconnected.status_code
         try:
-            while (chunk := await self._next(queue, finished)) is not _END:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if not left.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                status = await task
+            async with watch_disconnect(receive, task) as left:
+                while (chunk := await self._next(queue, finished)) is not _END:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if not left.is_set():
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    status = await task
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the server is shutting down, not the client leaving
         finally:
-            watcher.cancel()
             task.cancel()
-            for t in (watcher, task):
-                with contextlib.suppress(BaseException):
-                    await t
-        scope.setdefault("state", {})["status"] = status
+            with contextlib.suppress(BaseException):
+                await task
+        record(scope).status = status

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx2
 
-from service.cli import procs
+from service.cli.local_service import PROBE_TIMEOUT_S, in_process_server, wait_ready
 from service.core.settings import MODES, Settings
 from service.observability.logs import configure_logging
 
@@ -74,52 +73,6 @@ def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"distilled: {merged}")
     return 0
-
-
-@contextlib.contextmanager
-def in_process_server(settings: Settings) -> Iterator[str]:
-    """Run the service on a free loopback port for one CLI call.
-
-    Leaving the block runs the app's lifespan shutdown to its end, which
-    closes the decomposer (and its vLLM engine) before the interpreter exits.
-    """
-    from service.api.app import create_app
-
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": procs.free_port()})
-    with procs.serve_in_thread(create_app(settings), settings.port) as url:
-        yield url
-    # Finalize the engine's objects now, while the interpreter is whole.
-    gc.collect()
-
-
-# One readiness probe's own limit. /readyz answers at once, so a probe that
-# takes longer was lost (one was, once, in CI: the client then waited out its
-# 600 s read timeout); the next probe, a second later, gets the answer.
-PROBE_TIMEOUT_S = 5.0
-
-
-def wait_ready(client: httpx2.Client, url: str, timeout_s: float) -> None:
-    """Poll ``url``/readyz until the service is ready, or exit naming its last state."""
-    last = "no answer"
-
-    def ready() -> bool:
-        nonlocal last
-        try:
-            resp = client.get(f"{url}/readyz", timeout=PROBE_TIMEOUT_S)
-        except httpx2.TransportError as exc:
-            last = type(exc).__name__
-            return False
-        if resp.status_code == 200:
-            return True
-        last = str(resp.json().get("decomposer", {}).get("state", resp.text))
-        if last.startswith("failed"):
-            raise RuntimeError(last)
-        return False
-
-    try:
-        procs.wait_until(ready, timeout_s=timeout_s, what=url, interval_s=1.0)
-    except (RuntimeError, TimeoutError):
-        raise SystemExit(f"service at {url} did not become ready: {last}") from None
 
 
 def _print_result(result: dict[str, Any]) -> None:

@@ -178,19 +178,15 @@ class VllmDecomposer:
         adapter: str | None = None,
     ) -> Completion:
         engine, lora = await self._route(adapter)
-        try:
-            return await engine.generate(
-                prompt,
-                request_id=request_id,
-                max_tokens=max_tokens,
-                temperature=self._settings.decomposer.temperature,
-                stop=stop,
-                adapter=lora,
-            )
-        except ValueError as exc:
-            # vLLM validates its input here (a prompt longer than the model
-            # takes): the request's fault, not the server's.
-            raise InvalidRequest(f"the decomposer cannot take this input: {exc}") from None
+        # An input the engine refuses is an InvalidRequest already (engine.py).
+        return await engine.generate(
+            prompt,
+            request_id=request_id,
+            max_tokens=max_tokens,
+            temperature=self._settings.decomposer.temperature,
+            stop=stop,
+            adapter=lora,
+        )
 
     async def aclose(self) -> None:
         engines = [self.engine, self._base]

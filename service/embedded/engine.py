@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from service.core.completion import Completion
-from service.core.errors import NotReady
+from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import DecomposerSettings
 from service.embedded.hardware import (
     EngineHardware,
@@ -285,21 +285,25 @@ class EmbeddedEngine:
         adapter: str | None = None,
         stop_token_ids: Sequence[int] = (),
     ) -> Completion:
+        """One generation. An input the engine refuses (a prompt past the model's
+        context, a bad sampling value) is ``InvalidRequest`` (422): mapped here,
+        once, for every caller (the decomposer, the embedded ``/v1``)."""
         if self._engine is None:
             raise RuntimeError("engine not started")
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=list(stop) or None,
-            stop_token_ids=list(stop_token_ids) or None,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
         final = None
         try:
+            params = SamplingParams(
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=list(stop) or None,
+                stop_token_ids=list(stop_token_ids) or None,
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
             async for out in self._engine.generate(
                 prompt,
                 params,
@@ -318,6 +322,14 @@ class EmbeddedEngine:
             # A 503 (and /readyz not ready), not a 500: the service cannot
             # answer until it is restarted; vLLM logged the cause.
             raise NotReady(ENGINE_DEAD) from None
+        except (VLLMClientError, ValueError) as exc:
+            # vLLM's own OpenAI server answers these with a 400: the request's
+            # fault, never retried. The pinned vLLM raises VLLMValidationError
+            # (a VLLMClientError, not a ValueError) for a prompt past
+            # max_model_len; older code paths still raise ValueError.
+            raise InvalidRequest(
+                f"the model {self.served_name} cannot take this input: {exc}"
+            ) from None
         if final is None or not final.outputs:
             raise RuntimeError("engine returned no output")
         completion = final.outputs[0]

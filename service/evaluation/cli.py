@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx2
 
-from service.cli.main import PROBE_TIMEOUT_S, in_process_server, wait_ready
+from service.cli.local_service import PROBE_TIMEOUT_S, in_process_server, wait_ready
 from service.core.settings import MODES, Settings
 from service.evaluation.datasets import DEFAULT_DATASET, FORMATS, Dataset, Problem
 from service.evaluation.runner import RunStats

@@ -100,12 +100,11 @@ class Pipeline:
                 completion = await call
         except UpstreamError as exc:
             raise exc.during(name, stage.role) from None
-        except ValueError as exc:
-            # The in-process engine rejects an input it cannot take (a prompt past
-            # the model's context) with ValueError, as vLLM's own server maps to 400.
-            raise InvalidRequest(
-                f"{stage.role} cannot take this input during '{name}': {exc}", stage=name
-            ) from None
+        except InvalidRequest as exc:
+            # A backend refused the input (the engine maps its own refusals
+            # once, in service/embedded/engine.py): the request's fault, 422.
+            exc.stage = exc.stage or name
+            raise
         seconds = time.perf_counter() - started
         usage = stage.usage
         if completion.cached:

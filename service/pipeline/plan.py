@@ -1,6 +1,6 @@
 """One request, resolved in one place: what to run, with what, for how long.
 
-``resolve(body, services)`` turns a request body into a ``Plan``: the mode,
+``resolve(body, resources)`` turns a request body into a ``Plan``: the mode,
 the subquestion cap, the solver chain (a profile and its fallbacks), the
 decomposer adapter (or none) and the deadline. It also rejects what no plan
 can serve (422: limits, unknown solver or adapter, a deadline over the cap).
@@ -13,17 +13,29 @@ Another front end (an OpenAI-compatible facade, a streaming route) builds a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from service.cache.keys import OFF, CachePolicy
 from service.core.errors import InvalidRequest
+from service.core.input_limits import InputLimits
 from service.core.schemas import DecomposeRequest, SolveRequest
 from service.core.settings import Mode, Settings
+from service.decomposer.adapters import Adapters
 from service.solver import SolverChain
 
-if TYPE_CHECKING:
-    from service.api.state import Services
+
+class Resources(Protocol):
+    """What resolving needs from the app (``service.api.state.Services`` has it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def adapters(self) -> Adapters: ...
+    @property
+    def solvers(self) -> Mapping[str, SolverChain]: ...
+
 
 # The distilled adapter writes static decompositions and socratic next
 # subquestions (service/distill/socratic.py); direct makes no decomposer call.
@@ -58,37 +70,14 @@ class Plan:
         return self.mode != "direct" or self.solver_embedded
 
 
-def _check_limits(body: DecomposeRequest, settings: Settings) -> None:
-    if len(body.question) > settings.max_question_chars:
-        raise InvalidRequest(
-            f"question is {len(body.question)} characters; the limit is "
-            f"{settings.max_question_chars}"
-        )
-    if body.context is not None and len(body.context) > settings.max_context_chars:
-        raise InvalidRequest(
-            f"context is {len(body.context)} characters; the limit is {settings.max_context_chars}"
-        )
-    cap = body.max_subquestions
-    if cap is not None and cap > settings.max_subquestions_limit:
-        raise InvalidRequest(
-            f"max_subquestions must be between 1 and {settings.max_subquestions_limit}"
-        )
-
-
-def _timeout(body: DecomposeRequest, settings: Settings) -> float:
-    if body.timeout_s is not None and body.timeout_s > settings.max_request_timeout_s:
-        raise InvalidRequest(
-            f"timeout_s must be at most {settings.max_request_timeout_s:g} seconds"
-        )
-    return body.timeout_s or settings.request_timeout_s
-
-
-def resolve(body: DecomposeRequest, services: Services) -> Plan:
+def resolve(body: DecomposeRequest, services: Resources) -> Plan:
     """The plan for a ``SolveRequest`` (``/solve``) or a ``DecomposeRequest`` (``/decompose``)."""
     settings = services.settings
-    _check_limits(body, settings)
+    InputLimits.from_settings(settings).check(
+        body.question, body.context, body.max_subquestions, body.timeout_s
+    )
     adapter = services.adapters.pick(body.decomposer_adapter)
-    timeout_s = _timeout(body, settings)
+    timeout_s = body.timeout_s or settings.request_timeout_s
     mode: Mode | None = None
     solver: SolverChain | None = None
     embedded = distilled = False

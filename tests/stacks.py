@@ -31,7 +31,16 @@ import httpx
 
 from service.core.settings import DecomposerSettings
 from service.embedded.engine import engine_env, engine_hardware
-from tests.support import Proc, free_port, service_cli, start_process, wait_ready, wait_until
+from tests.support import (
+    FaultServer,
+    Proc,
+    free_port,
+    serve_process,
+    service_cli,
+    start_process,
+    wait_ready,
+    wait_until,
+)
 
 SOLVER_NAME = "solver-gemma"
 # Short answers keep the CPU test suite fast; the contract does not care.
@@ -60,6 +69,10 @@ class Stack:
     tiny: TinyAdapter
     early_readyz: httpx.Response
     early_solve: httpx.Response
+    # The service's "stalled" solver profile: a server that takes each call
+    # and answers none while the tests run, so a request that uses it is in
+    # progress for as long as a test wants (tests/test_solve_contract.py).
+    stalled: FaultServer
 
 
 class Prestart:
@@ -98,7 +111,13 @@ class Prestart:
             proc.stop()
 
     def process(self, args: list[str], env: dict[str, str], log: Path, url: str) -> Proc:
-        proc = start_process(args, env=env, log=log, url=url)
+        return self._track(start_process(args, env=env, log=log, url=url))
+
+    def serve(self, env: dict[str, str], log: Path) -> Proc:
+        """`python -m service serve` on a socket handed over (tests/support.py)."""
+        return self._track(serve_process(env, log))
+
+    def _track(self, proc: Proc) -> Proc:
         with self._lock:
             self._procs.append(proc)
         return proc
@@ -148,7 +167,8 @@ def launch_stack(pre: Prestart, model_dir: Path, logs: Path) -> Stack:
     starts with it. Two statuses are captured while the engine still loads."""
     solver = start_solver(pre, model_dir, logs)
     tiny = train_tiny_adapter(Path(tempfile.mkdtemp(prefix="distill-", dir=logs)))
-    port = free_port()
+    stalled = FaultServer("stall", stall_s=3600).__enter__()
+    stalled_profile = {"base_url": stalled.url, "model": "stalled", "read_timeout_s": 3600}
     env = {
         "DIVCONQ_SOLVER__BASE_URL": solver.url,
         "DIVCONQ_SOLVER__MODEL": SOLVER_NAME,
@@ -157,13 +177,9 @@ def launch_stack(pre: Prestart, model_dir: Path, logs: Path) -> Stack:
         "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
         "DIVCONQ_DECOMPOSER__ADAPTERS": json.dumps({"tiny": str(tiny.path)}),
         "DIVCONQ_PRICES": json.dumps({SOLVER_NAME: PRICE}),
+        "DIVCONQ_SOLVERS": json.dumps({"stalled": stalled_profile}),
     }
-    service = pre.process(
-        [sys.executable, "-m", "service", "serve", "--port", str(port)],
-        env=env,
-        log=logs / "service.log",
-        url=f"http://127.0.0.1:{port}",
-    )
+    service = pre.serve(env, logs / "service.log")
     wait_until(
         lambda: httpx.get(f"{service.url}/healthz").status_code == 200,
         timeout_s=120,
@@ -182,17 +198,11 @@ def launch_stack(pre: Prestart, model_dir: Path, logs: Path) -> Stack:
             proc=proc.proc,
             log=proc.log,
         )
-    return Stack(solver, service, tiny, early_readyz, early_solve)
+    return Stack(solver, service, tiny, early_readyz, early_solve, stalled)
 
 
 def launch_embedded(pre: Prestart, model_dir: Path, logs: Path) -> Proc:
     """`python -m service serve` on the embedded default, ready."""
-    port = free_port()
-    service = pre.process(
-        [sys.executable, "-m", "service", "serve", "--port", str(port)],
-        env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)},
-        log=logs / "embedded.log",
-        url=f"http://127.0.0.1:{port}",
-    )
+    service = pre.serve({"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)}, logs / "embedded.log")
     wait_ready(service, "embedded service /readyz", STARTUP_TIMEOUT_S)
     return service

@@ -15,7 +15,7 @@ from service.api.app import create_app
 from service.cli import procs
 from service.core.settings import Settings
 from tests.fakes import FakeDecomposer, ScriptedSolver, transport
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 
 @contextlib.contextmanager
@@ -27,7 +27,7 @@ def live(
     app = create_app(
         settings, transport=transport({"solver": solver}), decomposer=decomposer or FakeDecomposer()
     )
-    with procs.serve_in_thread(app, free_port()) as url:
+    with procs.serve_in_thread(app) as url:
         wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout_s=30, what="app")
         yield url
 

@@ -20,14 +20,17 @@ import httpx
 
 from service.api.app import create_app
 from service.cli import procs
-from service.cli.procs import free_port
+from service.cli.procs import bound_socket, free_port, refused_port, url_of
 from service.core.settings import Settings
 
 __all__ = [
     "FaultServer",
     "Proc",
+    "bound_socket",
     "free_port",
     "live_app",
+    "refused_port",
+    "serve_process",
     "service_cli",
     "start_process",
     "wait_ready",
@@ -77,11 +80,23 @@ def wait_ready(service: Proc, what: str, timeout_s: float = 600) -> None:
     )
 
 
-def start_process(args: list[str], env: dict[str, str], log: Path, url: str) -> Proc:
+def start_process(
+    args: list[str], env: dict[str, str], log: Path, url: str, pass_fds: tuple[int, ...] = ()
+) -> Proc:
     full_env = {**os.environ, **env}
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, env=full_env, stdout=out, stderr=subprocess.STDOUT, pass_fds=pass_fds
+        )
     return Proc(url=url, proc=proc, log=log)
+
+
+def serve_process(env: dict[str, str], log: Path) -> Proc:
+    """``python -m service serve`` on a loopback socket bound here and handed over
+    (``--fd``): no other process can take its port meanwhile."""
+    with bound_socket() as sock:
+        args = [sys.executable, "-m", "service", "serve", "--fd", str(sock.fileno())]
+        return start_process(args, env, log, url_of(sock), pass_fds=(sock.fileno(),))
 
 
 def service_cli(
@@ -102,9 +117,9 @@ def service_cli(
 @contextlib.contextmanager
 def live_app(settings: Settings) -> Iterator[str]:
     """The real app under uvicorn on a loopback port, in a thread."""
-    port = free_port()
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-    with procs.serve_in_thread(create_app(settings), port) as url:
+    sock = bound_socket()
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": sock.getsockname()[1]})
+    with procs.serve_in_thread(create_app(settings), sock) as url:
         wait_until(
             lambda: httpx.get(f"{url}/healthz").status_code == 200,
             timeout_s=30,

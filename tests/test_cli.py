@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, service_cli
+from tests.support import refused_port, service_cli
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> str:
@@ -49,17 +49,23 @@ def test_solve_against_running_service(service_url: str) -> None:
 
 def test_solve_in_process_on_embedded_default(model_dir: Path) -> None:
     """No service running, no solver configured: the embedded model does both roles."""
-    env = {
-        "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
-        "DIVCONQ_PORT": str(free_port()),  # nothing listens there
-        "DIVCONQ_SOLVER__MAX_TOKENS": "16",
-    }
-    for var in list(os.environ):
-        if var.startswith("DIVCONQ_SOLVER__"):
-            env[var] = ""
-    proc = service_cli(
-        "solve", "A pen costs $3. How much do 4 pens cost?", "--mode", "static", "--json", env=env
-    )
+    with refused_port() as port:  # nothing listens there
+        env = {
+            "DIVCONQ_DATA_DIR": str(model_dir.parent.parent),
+            "DIVCONQ_PORT": str(port),
+            "DIVCONQ_SOLVER__MAX_TOKENS": "16",
+        }
+        for var in list(os.environ):
+            if var.startswith("DIVCONQ_SOLVER__"):
+                env[var] = ""
+        proc = service_cli(
+            "solve",
+            "A pen costs $3. How much do 4 pens cost?",
+            "--mode",
+            "static",
+            "--json",
+            env=env,
+        )
     body = json.loads(proc.stdout)
     # The engine is shut down before the interpreter exits: nothing is printed after.
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
@@ -123,22 +129,18 @@ def test_serve_that_merges_the_distilled_weights_itself_becomes_ready(
     forever on OpenMP workers it did not have (docs/benchmarks.md, section 0).
     """
     import shutil
-    import sys
 
     import httpx
 
     from tests.stacks import STARTUP_TIMEOUT_S
-    from tests.support import start_process, wait_ready
+    from tests.support import serve_process, wait_ready
 
     models = tmp_path / "models"
     models.mkdir()
     (models / model_dir.name).symlink_to(model_dir)  # the base model only
-    port = free_port()
-    service = start_process(
-        [sys.executable, "-m", "service", "serve", "--port", str(port)],
-        env={"DIVCONQ_DATA_DIR": str(tmp_path), "DIVCONQ_DECOMPOSER__BASE_ENGINE": "off"},
-        log=tmp_path / "serve.log",
-        url=f"http://127.0.0.1:{port}",
+    service = serve_process(
+        {"DIVCONQ_DATA_DIR": str(tmp_path), "DIVCONQ_DECOMPOSER__BASE_ENGINE": "off"},
+        tmp_path / "serve.log",
     )
     try:
         wait_ready(service, "serve after merging in-process", STARTUP_TIMEOUT_S)

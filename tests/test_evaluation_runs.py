@@ -15,7 +15,7 @@ import pytest
 from service.core.settings import ModelPrice
 from service.evaluation import datasets, report, runner, scoring
 from service.evaluation.datasets import Problem
-from tests.support import free_port
+from tests.support import refused_port
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -222,22 +222,23 @@ async def test_run_requests_only_what_is_missing(tmp_path: Path) -> None:
     ]
     # The interrupted run's last line was cut mid-write.
     path.write_text("".join(json.dumps(r) + "\n" for r in done) + '{"problem_id": "2"', "utf-8")
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: any request is an error
+    with refused_port() as port:  # nothing listens: any request is an error
+        url = f"http://127.0.0.1:{port}"
 
-    stats = await runner.run(problems[:2], modes, url=url, results_path=path, progress=False)
-    assert (stats.total, stats.skipped, stats.requested, stats.errors) == (4, 4, 0, 0)
+        stats = await runner.run(problems[:2], modes, url=url, results_path=path, progress=False)
+        assert (stats.total, stats.skipped, stats.requested, stats.errors) == (4, 4, 0, 0)
 
-    stats = await runner.run(problems, modes, url=url, results_path=path, progress=False)
-    assert (stats.total, stats.skipped, stats.requested, stats.errors) == (6, 4, 2, 2)
-    records = runner.read_results(path)
-    assert records[:4] == done
-    new = records[4:]
-    assert {(r["problem_id"], r["mode"]) for r in new} == {("2", "direct"), ("2", "static")}
-    assert all(r["error"] and r["retryable"] and r["status"] is None for r in new)
+        stats = await runner.run(problems, modes, url=url, results_path=path, progress=False)
+        assert (stats.total, stats.skipped, stats.requested, stats.errors) == (6, 4, 2, 2)
+        records = runner.read_results(path)
+        assert records[:4] == done
+        new = records[4:]
+        assert {(r["problem_id"], r["mode"]) for r in new} == {("2", "direct"), ("2", "static")}
+        assert all(r["error"] and r["retryable"] and r["status"] is None for r in new)
 
-    # Failed requests are retried by the next run, done ones still are not.
-    stats = await runner.run(problems, modes, url=url, results_path=path, progress=False)
-    assert (stats.skipped, stats.requested) == (4, 2)
+        # Failed requests are retried by the next run, done ones still are not.
+        stats = await runner.run(problems, modes, url=url, results_path=path, progress=False)
+        assert (stats.skipped, stats.requested) == (4, 2)
 
 
 # --- the command line, for real -----------------------------------------------------
@@ -258,7 +259,8 @@ def test_eval_help_and_bad_modes() -> None:
     assert help_.returncode == 0, help_.stderr
     for option in ("--dataset", "--format", "--limit", "--seed", "--modes", "--url", "--out"):
         assert option in help_.stdout
-    bad = _eval("--modes", "direct,telepathy", "--url", f"http://127.0.0.1:{free_port()}")
+    with refused_port() as port:
+        bad = _eval("--modes", "direct,telepathy", "--url", f"http://127.0.0.1:{port}")
     assert bad.returncode != 0
     assert "telepathy" in bad.stderr
 

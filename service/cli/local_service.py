@@ -26,8 +26,10 @@ def in_process_server(settings: Settings) -> Iterator[str]:
     """
     from service.api.app import create_app
 
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": procs.free_port()})
-    with procs.serve_in_thread(create_app(settings), settings.port) as url:
+    sock = procs.bound_socket()
+    port = int(sock.getsockname()[1])
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+    with procs.serve_in_thread(create_app(settings), sock) as url:
         yield url
     # Finalize the engine's objects now, while the interpreter is whole.
     gc.collect()

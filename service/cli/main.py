@@ -11,12 +11,14 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import httpx2
 
+from service.cli import procs
 from service.cli.local_service import PROBE_TIMEOUT_S, in_process_server, wait_ready
 from service.core.settings import MODES, Settings
 from service.observability.logs import configure_logging
@@ -27,26 +29,42 @@ def _secrets(settings: Settings) -> list[str]:
     return [k.get_secret_value() for k in keys if k is not None]
 
 
+def _listening_socket(args: argparse.Namespace, settings: Settings) -> socket.socket:
+    """The socket the service accepts on: handed over (``--fd``), or bound here.
+
+    Bound before the app starts so that it can be closed in the vLLM engine
+    core, which is forked later (service/embedded/engine_process.py).
+    """
+    if args.fd is not None:
+        return socket.socket(fileno=args.fd)
+    return procs.bound_socket(settings.host, settings.port)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
     import uvicorn
 
     from service.api.app import create_app
+    from service.embedded.engine_process import close_in_forked_children
 
     updates: dict[str, Any] = {}
-    if args.host:
+    if args.host is not None:
         updates["host"] = args.host
-    if args.port:
+    if args.port is not None:
         updates["port"] = args.port
     settings = settings.model_copy(update=updates)
-    uvicorn.run(
+    sock = _listening_socket(args, settings)
+    close_in_forked_children(sock)
+    config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
         log_level=settings.log_level,
         # Our JSON handler on the root logger (configure_logging) formats uvicorn too.
         log_config=None,
         timeout_graceful_shutdown=30,
     )
+    logging.getLogger("divconq").info(f"listening on {procs.url_of(sock)}")
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -134,8 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill(sub)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", help="bind address (DIVCONQ_HOST)")
-    serve.add_argument("--port", type=int, help="port (DIVCONQ_PORT)")
+    serve.add_argument("--host", help="bind address (default: DIVCONQ_HOST, else 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, help="port, 0 for any (default: DIVCONQ_PORT, else 8000)"
+    )
+    serve.add_argument(
+        "--fd",
+        type=int,
+        help="serve on this already bound TCP socket, inherited from the caller "
+        "(a supervisor's or the tests'); --host and --port are then ignored",
+    )
     serve.set_defaults(func=cmd_serve)
 
     prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model once")

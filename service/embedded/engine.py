@@ -12,12 +12,13 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from service.core.completion import Completion
 from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import DecomposerSettings
+from service.embedded.engine_process import in_fresh_thread, watch_parent_in_forked_children
 from service.embedded.hardware import (
     EngineHardware,
     cpu_model,
@@ -37,43 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENGINE_DEAD = "the vLLM engine stopped (see the service log for why); restart the service"
-
-T = TypeVar("T")
-
-
-async def in_fresh_thread(fn: Callable[[], T], *, name: str) -> T:
-    """Run ``fn`` in a new thread of its own and await its result.
-
-    Not ``asyncio.to_thread``: vLLM forks its engine core from the thread
-    that builds the engine, and GNU OpenMP, which does not support fork,
-    keeps a thread's worker pool in that thread's own state. The executor
-    threads of ``to_thread`` run torch work first (merging the distilled
-    weights), so a core forked from one inherited a pool whose workers do not
-    exist in the child, and waited for them forever in its first parallel
-    region (docs/benchmarks.md, section 0). A thread that never ran one has
-    no pool to inherit.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, exc: BaseException | None) -> None:
-        if future.done():  # the awaiting task was cancelled meanwhile
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(cast(T, result))
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task, which re-raises it
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return await future
 
 
 def engine_hardware(s: DecomposerSettings, *, gpu: bool = False) -> EngineHardware:
@@ -263,6 +227,8 @@ class EmbeddedEngine:
         # (engine_hardware's start_method says why fork).
         config = args.create_engine_config()
         os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = hw.start_method
+        # A forked core must not outlive the service (engine_process.py).
+        watch_parent_in_forked_children()
         with tokenizer_copies_in_background() as copying:
             engine = AsyncLLM(
                 vllm_config=config,

@@ -15,6 +15,15 @@ started once per test session, ahead of the tests that need them
 A test that uses one of them (``REAL_STACK``) is marked ``slow`` here,
 whether or not it says so itself: ``make unit`` (``pytest -m "not slow"``)
 never waits for an engine.
+
+Two rules for every test, enforced here:
+
+- a skip is a failure: whatever a test needs (promtool, Compose, kubectl,
+  torch) is installed by ``make install``, so a test that skips has found a
+  broken set-up, and saying "passed" would hide it;
+- the fast tier reads no ``DIVCONQ_*`` variable from the caller's shell: an
+  exported ``DIVCONQ_API_KEYS`` or solver URL must not change what it checks
+  (tests that want a setting pass it, or set it with ``monkeypatch``).
 """
 
 from __future__ import annotations
@@ -45,6 +54,31 @@ PRESTART = os.environ.get("DIVCONQ_TEST_PRESTART", "embedded,stack")
 
 def _fixtures(item: pytest.Item | None) -> set[str]:
     return set(getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped ({reason}): this suite counts a skip as a failure; "
+            "`make install` installs every tool the tests use"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _no_divconq_environment(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast tier builds its Settings from what each test gives, never the shell's."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    for name in list(os.environ):
+        if name.startswith("DIVCONQ_"):
+            monkeypatch.delenv(name)
 
 
 def _memory_group(item: pytest.Item) -> int:

@@ -1,6 +1,6 @@
 """Shared helpers for the deployment checks (tests/test_deploy_*.py).
 
-Not a test module: the repository root, running a command or skipping when
+Not a test module: the repository root, running a command or failing when
 its tool is missing, YAML and pyproject loading, and every environment
 variable a setting is read from (SETTING_ENV_NAMES), used by
 test_deploy_compose.py, test_deploy_docker.py and test_deploy_k8s.py.
@@ -30,13 +30,13 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def tool(name: str) -> str:
-    """A command from the venv (dev extra) or PATH, or skip naming it."""
+    """A command from the venv (dev extra) or PATH; a missing one fails the test."""
     venv_bin = Path(sys.executable).parent / name
     if venv_bin.is_file():
         return str(venv_bin)
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed (dev extra / .ci/run installs it)")
+        pytest.fail(f"{name} is not installed: `make install` installs it")
     return found
 
 

@@ -122,6 +122,7 @@ class ScriptedSolver:
         self.bodies: list[dict[str, Any]] = []
         self.active = 0
         self.max_active = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _ok(self, text: str = "The answer is 7.", usage: bool = True) -> httpx2.Response:
         body: dict[str, Any] = {
@@ -133,6 +134,7 @@ class ScriptedSolver:
 
     async def __call__(self, request: httpx2.Request) -> httpx2.Response:
         behaviour = self.script[min(self.hits, len(self.script) - 1)]
+        self._loop = asyncio.get_running_loop()
         self.hits += 1
         self.paths.append(request.url.raw_path.decode())
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
@@ -145,6 +147,11 @@ class ScriptedSolver:
             return await self._behave(behaviour, request)
         finally:
             self.active -= 1
+
+    def release_from_thread(self) -> None:
+        """Set ``release`` from outside the serving event loop (a live server's thread)."""
+        assert self._loop is not None, "no request has arrived yet"
+        self._loop.call_soon_threadsafe(self.release.set)
 
     async def until_hits(self, n: int) -> None:
         """Wait until ``n`` requests have arrived."""

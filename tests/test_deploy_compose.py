@@ -6,8 +6,8 @@ without a Docker engine.
 - deploy/grafana: the provisioned datasource and the dashboards that use it;
 - .env.example: exactly the real settings, each with its true default.
 
-`.ci/run` installs Compose; a test skips, naming the tool, only where it is
-missing. Shared helpers are in tests/deploy_support.py.
+`make install` installs Compose (scripts/install.sh); where it is missing the
+tests fail. Shared helpers are in tests/deploy_support.py.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _compose_cmd() -> list[str]:
         out = run([*cmd, "version"])
         if out.returncode == 0 and re.search(r"Compose version v?2\.", out.stdout):
             return cmd
-    pytest.skip("Docker Compose v2 is not installed (.ci/run installs it)")
+    pytest.fail("Docker Compose v2 is not installed: `make install` installs it")
 
 
 def _compose_config(env_file: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -4,8 +4,8 @@
   GPU/CPU variants and runtime stage inspected;
 - .dockerignore: keeps the build context small but keeps what the image needs.
 
-hadolint comes with the `dev` extra; a test skips, naming the tool, only where
-it is missing. Shared helpers are in tests/deploy_support.py.
+hadolint comes with the `dev` extra; where it is missing the tests fail.
+Shared helpers are in tests/deploy_support.py.
 """
 
 from __future__ import annotations

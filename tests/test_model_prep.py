@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
-torch = pytest.importorskip("torch")
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from service.embedded import vocab  # noqa: E402
-from service.embedded.model_prep import (  # noqa: E402
+from service.embedded import vocab
+from service.embedded.model_prep import (
     COMPLETE_MARKER,
     distilled_model_dir,
     is_prepared,

@@ -36,7 +36,7 @@ from tests.fakes import (
     solve,
     url_of,
 )
-from tests.support import FaultServer, live_app
+from tests.support import FaultServer, live_app, wait_until
 
 # --- retry policy --------------------------------------------------------------------
 
@@ -100,12 +100,11 @@ async def test_429_retry_after_is_honoured_and_counted() -> None:
 async def test_retry_after_past_the_deadline_fails_at_once() -> None:
     solver = ScriptedSolver("429", "ok", retry_after="60")
     async with serve(settings_for(), solver) as client:
-        started = time.monotonic()
         resp = await solve(client, timeout_s=5)
-        elapsed = time.monotonic() - started
+    # A 502 naming the 429, not the deadline's 504: it gave up at once
+    # instead of sleeping 60 s into the 5 s deadline.
     assert "HTTP 429" in error_of(resp, 502, "upstream_error")["message"]
     assert solver.hits == 1
-    assert elapsed < 1.0
 
 
 def _tokenizer_file(path: Path) -> Path:
@@ -314,14 +313,21 @@ def test_stall_past_read_timeout_is_504_after_retries() -> None:
 
 def test_disconnect_cancels_the_solver_call() -> None:
     """A client that leaves takes its in-flight solver call with it."""
-    with socket_app("slow", stall_s=5) as (url, server):
+    # The solver answers after 10 minutes, longer than any test runs: only a
+    # cancelled call ends the request while the server still holds it.
+    with socket_app("slow", stall_s=600, read_timeout_s=900) as (url, server):
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/solve", json={"question": Q, "mode": "direct"}, timeout=0.5)
-        deadline = time.monotonic() + 3
-        in_flight = "divconq_requests_in_flight 1.0"
-        while in_flight in httpx.get(f"{url}/metrics").text and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "divconq_requests_in_flight 0.0" in httpx.get(f"{url}/metrics").text
-        # Long before the solver would have answered (5 s): the call was cancelled.
-        assert time.monotonic() < deadline
-        assert server.hits == 1
+        wait_until(
+            lambda: "divconq_requests_in_flight 0.0" in httpx.get(f"{url}/metrics").text,
+            timeout_s=30,
+            what="the request to end",
+        )
+        left = httpx.get(f"{url}/metrics").text
+        assert server.hits == 1 and server.active == 1  # not answered, not retried
+    gone = [
+        line.rsplit(" ", 1)[1]
+        for line in left.splitlines()
+        if line.startswith("divconq_requests_total{") and 'status="499"' in line
+    ]
+    assert gone == ["1.0"]  # recorded as a client that left

@@ -90,23 +90,23 @@ async def test_invalid_stream_request_is_a_plain_422() -> None:
 
 
 def test_decomposition_arrives_before_the_first_solver_call_returns() -> None:
-    solver = ScriptedSolver("slow", delay_s=1.0)
-    with live(settings_for(), solver, FakeDecomposer(PLAN)) as url:
-        started = time.perf_counter()
-        arrived: dict[str, float] = {}
-        returned_at_decomposition = -1
-        with httpx.stream(
+    # The solver answers only when the test lets it: an event that arrives
+    # before then cannot have been held back until the solver's first answer
+    # (one that were would end the read in a timeout).
+    solver = ScriptedSolver("block")
+    with (
+        live(settings_for(), solver, FakeDecomposer(PLAN)) as url,
+        httpx.stream(
             "POST", f"{url}/solve", json={"question": Q, "stream": True}, timeout=30
-        ) as resp:
-            for name, _, at in events(resp.iter_lines()):
-                assert name is not None
-                arrived.setdefault(name, at - started)
-                if name == "decomposition":
-                    returned_at_decomposition = solver.hits - solver.active
-    assert returned_at_decomposition == 0  # no solver call had answered yet
-    # Not held back until the solver's first answer (1 s after its call began).
-    assert arrived["decomposition"] < arrived["subquestion"] - 0.5
-    assert list(arrived) == ["decomposition", "subquestion", "answer", "usage", "done"]
+        ) as resp,
+    ):
+        stream = events(resp.iter_lines())
+        first, _, _ = next(stream)
+        answered_before = solver.release.is_set()
+        solver.release_from_thread()
+        rest = [name for name, _, _ in stream]
+    assert (first, answered_before) == ("decomposition", False)
+    assert list(dict.fromkeys(rest)) == ["subquestion", "answer", "usage", "done"]
 
 
 def _wait_for(check: Any, timeout_s: float = 10.0) -> bool:
@@ -135,10 +135,9 @@ def test_clients_that_leave_cancel_their_work_and_are_499s(
 ) -> None:
     """Streamed or not: the solver call is cancelled at once, the slot freed, and the
     request recorded as 499, with no traceback and nothing logged above info."""
-    solver = ScriptedSolver("slow", delay_s=15)
+    solver = ScriptedSolver("block")  # never answers: only a cancelled call ends
     caplog.set_level(logging.INFO)
     with live(settings_for(), solver, FakeDecomposer(PLAN)) as url:
-        started = time.monotonic()
         with httpx.stream(
             "POST", f"{url}/solve", json={"question": Q, "stream": True}, timeout=30
         ) as resp:
@@ -147,8 +146,8 @@ def test_clients_that_leave_cancel_their_work_and_are_499s(
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/solve", json={"question": Q, "mode": "direct"}, timeout=0.5)
         assert _wait_for(lambda: _count(url, "499") == 2)
+        # The solver never answers: its calls ended because they were cancelled.
         assert _wait_for(lambda: solver.active == 0)
-        assert time.monotonic() - started < 12  # before the solver would have answered
         assert "divconq_requests_in_flight 0.0" in httpx.get(f"{url}/metrics").text
         assert _count(url, "500") == 0
     access = [r for r in caplog.records if r.name == "divconq.access"]

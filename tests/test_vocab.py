@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.embedded import vocab
 
 
@@ -99,7 +97,8 @@ def test_the_trimmed_tokenizer_encodes_its_source_the_same_and_anything_lossless
 
 
 def test_trim_checkpoint_keeps_the_embedding_rows_of_the_kept_tokens(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     full = _tiny_tokenizer()
     (tmp_path / "tokenizer.json").write_text(json.dumps(full))
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": len(full["model"]["vocab"])}))

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import httpx2
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.app import create_app
@@ -216,13 +217,22 @@ async def serve(
     decomposer: FakeDecomposer | None = None,
     *,
     fake_decomposer: bool = True,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in process, lifespan and all; yields a client speaking ASGI to it."""
+    """The app in process, lifespan and all; yields a client speaking ASGI to it.
+
+    ``tracer_provider``: where its spans go (tests/test_tracing.py); untraced without.
+    """
     if isinstance(solvers, ScriptedSolver):
         solvers = {"solver": solvers}
     if decomposer is None and fake_decomposer:
         decomposer = FakeDecomposer()
-    app = create_app(settings, transport=transport(solvers or {}), decomposer=decomposer)
+    app = create_app(
+        settings,
+        transport=transport(solvers or {}),
+        decomposer=decomposer,
+        tracer_provider=tracer_provider,
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

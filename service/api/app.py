@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 import httpx2
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
 from service.api import openai_compat, openapi, routes
@@ -31,11 +32,13 @@ from service.api.middleware import (
     RequestIdMiddleware,
 )
 from service.api.state import Services
+from service.api.trace_middleware import TraceMiddleware
 from service.cache import build_cache
 from service.core.settings import Settings
 from service.decomposer import Decomposer, build_decomposer
 from service.decomposer.adapters import Adapters
 from service.observability.metrics import Metrics
+from service.observability.tracing import Tracing
 from service.pipeline.modes import Pipeline
 from service.pipeline.token_estimate import TokenEstimator, tokenizer_file
 from service.solver import build_solvers
@@ -68,6 +71,7 @@ def create_app(
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
     decomposer: Decomposer | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """The app. ``transport`` and ``decomposer`` are the test seam.
 
@@ -75,13 +79,18 @@ def create_app(
       decomposer): ``httpx2.MockTransport(handler)`` answers them in process.
     - ``decomposer`` replaces the configured backend (the in-process vLLM
       engine): any object with the ``Decomposer`` protocol.
+    - ``tracer_provider`` replaces the one the standard ``OTEL_*`` variables
+      configure (``service.observability.tracing``): an SDK provider with an
+      in-memory exporter records the spans in process.
     """
     settings = settings or Settings()
     # One registry per app: tests run several apps in one process.
     metrics = Metrics(max_in_flight=settings.max_in_flight)
+    tracing = Tracing(tracer_provider)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.start_from_env(metrics.span_dropped)
         http = _http_client(settings, transport)
         decomposer_ = decomposer or build_decomposer(settings, http)
         solvers = build_solvers(settings, http, metrics)
@@ -113,6 +122,8 @@ def create_app(
             await decomposer_.aclose()
             await cache.aclose()
             await http.aclose()
+            # Flushing may wait on the trace endpoint (bounded): not on the event loop.
+            await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="divconq",
@@ -130,5 +141,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdmissionMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    # Inside the request id: the server span covers every answer, 413s and 429s included.
+    app.add_middleware(TraceMiddleware, tracing_=tracing)
     app.add_middleware(RequestIdMiddleware)
     return app

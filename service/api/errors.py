@@ -3,7 +3,9 @@
 Handlers raise; pure-ASGI middleware (413, 429) sends ``service_error_response``
 of the same exception types, so every error body is built here.
 
-Every error body is ``{"error": {"type", "message", "stage"?}}``. Unexpected
+Every error body is ``{"error": {"type", "message", "stage"?, "trace_id"?,
+"span_id"?}}``: in a traced request the ids of its server span, to look the
+trace up. Unexpected
 exceptions become a generic 500 whose message points at the logs; the
 traceback goes to the log, never to the client.
 """
@@ -23,6 +25,7 @@ from service.api.request_record import record_of
 from service.api.solving import claim_for_facade
 from service.core.errors import ServiceError
 from service.core.schemas import ErrorResponse
+from service.observability.tracing import ids
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +60,19 @@ def error_response(
     *,
     stage: str | None = None,
     headers: dict[str, str] | None = None,
+    trace: dict[str, str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(_body(error_type, message, stage), status_code=status, headers=headers)
+    body = _body(error_type, message, stage, trace)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _body(error_type: str, message: str, stage: str | None) -> dict[str, dict[str, str]]:
+def _body(
+    error_type: str, message: str, stage: str | None, trace: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
     body = {"type": error_type, "message": message}
     if stage:
         body["stage"] = stage
+    body.update(ids() if trace is None else trace)
     return {"error": body}
 
 
@@ -114,8 +122,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = record_of(request).request_id
-        log.exception("unhandled error", extra={"request_id": rid})
+        rec = record_of(request)
+        rid = rec.request_id
+        # This handler runs outside the server span: the span left its ids.
+        trace = rec.trace_ids
+        log.exception("unhandled error", extra={"request_id": rid, **trace})
         return error_response(
-            500, "internal_error", f"internal error; see the service log for request {rid}"
+            500,
+            "internal_error",
+            f"internal error; see the service log for request {rid}",
+            trace=trace,
         )

@@ -16,7 +16,7 @@ from service.api.errors import service_error_response
 from service.api.request_record import SCOPE_KEY, RequestRecord, record
 from service.core.errors import Overloaded, PayloadTooLarge
 from service.observability.logs import request_id_var
-from service.observability.metrics import Metrics
+from service.observability.metrics import Metrics, exemplar
 
 access_log = logging.getLogger("divconq.access")
 # The endpoints that get metrics and access lines (the label values).
@@ -246,7 +246,7 @@ class ObservabilityMiddleware:
     ) -> None:
         mode = str(rec.mode or "none")
         self.metrics.requests.labels(endpoint, mode, str(status)).inc()
-        self.metrics.request_duration.labels(endpoint, mode).observe(seconds)
+        self.metrics.request_duration.labels(endpoint, mode).observe(seconds, exemplar())
         access_log.info(
             "request",
             extra={

@@ -63,6 +63,9 @@ class RequestRecord:
     # is admitted (``/v1/chat/completions``): set by AdmissionMiddleware,
     # raises ``Overloaded`` past the bound.
     admit: Callable[[], None] = _admitted_up_front
+    # In a traced request, the server span's ``trace_id`` and ``span_id`` (hex):
+    # written by TraceMiddleware, read by the 500 handler, which runs outside it.
+    trace_ids: dict[str, str] = field(default_factory=dict)
 
 
 def record(scope: Scope) -> RequestRecord:

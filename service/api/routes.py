@@ -24,7 +24,6 @@ from service.core.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from service.observability.metrics import CONTENT_TYPE
 from service.pipeline.plan import Plan
 
 router = APIRouter()
@@ -120,8 +119,10 @@ async def decompose(body: DecomposeRequest, request: Request) -> DecomposeRespon
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format: the service's families and the engine's ``vllm:`` ones."""
-    return Response(get_services(request).metrics.exposition(), media_type=CONTENT_TYPE)
+    """The service's families and the engine's ``vllm:`` ones: Prometheus text format, or
+    OpenMetrics (with the latency histograms' trace exemplars) when the scraper asks."""
+    body, content_type = get_services(request).metrics.render(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)
 
 
 @router.get("/healthz")

@@ -3,7 +3,8 @@
 Lookups are counted in ``divconq_cache_lookups_total{kind, outcome}``
 (kind: ``call`` for one solver call, ``solve`` for a whole ``/solve``;
 outcome: ``hit``, ``miss``, ``error``). A store error is a miss that is
-counted, logged once per outage, and never fails the request.
+counted, logged once per outage, and never fails the request. In a traced
+request each lookup is a ``cache.get {kind}`` span with its outcome.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import json
 import logging
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from service.cache.keys import CachePolicy, cache_key
 from service.cache.stores import CacheStore, CacheUnavailable, open_store
 from service.core.completion import Completion
 from service.core.settings import Settings
+from service.observability import tracing
 from service.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -39,14 +43,18 @@ class ResponseCache:
         """The JSON entry for ``parts`` in the policy's namespace, or None (a miss)."""
         if not (self.enabled and policy.read):
             return None
-        try:
-            raw = await self.store.get(cache_key(kind, policy.namespace, parts))
-        except CacheUnavailable as exc:
-            self._error(exc, kind)
-            return None
-        self._failing = False
-        self._metrics.cache_lookups.labels(kind, "miss" if raw is None else "hit").inc()
-        return None if raw is None else json.loads(raw)
+        with tracing.span(f"cache.get {kind}", SpanKind.INTERNAL, {tracing.CACHE_KIND: kind}):
+            try:
+                raw = await self.store.get(cache_key(kind, policy.namespace, parts))
+            except CacheUnavailable as exc:
+                self._error(exc, kind)
+                tracing.annotate(tracing.CACHE_OUTCOME, "error")
+                return None
+            self._failing = False
+            outcome = "miss" if raw is None else "hit"
+            self._metrics.cache_lookups.labels(kind, outcome).inc()
+            tracing.annotate(tracing.CACHE_OUTCOME, outcome)
+            return None if raw is None else json.loads(raw)
 
     async def put(self, kind: str, policy: CachePolicy, parts: Any, entry: Any) -> None:
         if not (self.enabled and policy.write):

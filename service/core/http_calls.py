@@ -2,7 +2,8 @@
 
 Shared by the HTTP decomposer and every HTTP solver, so timeouts, refused
 connections, error statuses and bad JSON read the same whichever backend
-raised them. Messages name the server, never the key; the caller that knows
+raised them, and every call carries the current trace (W3C ``traceparent``)
+when the request is traced. Messages name the server, never the key; the caller that knows
 why it called (the pipeline) adds the stage and role (``UpstreamError.during``).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
+from opentelemetry import propagate, trace
 
 from service.core.deadline import remaining
 from service.core.errors import (
@@ -75,6 +77,17 @@ async def post_json(
     """The JSON object a model server answered; a typed ``UpstreamError`` otherwise."""
     where = _where(url)
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
+    span = trace.get_current_span()
+    if span.get_span_context().is_valid:
+        # The model call's context goes to the server (sampled or not: the
+        # server follows our decision), and its span learns where it went.
+        headers = dict(headers)
+        propagate.inject(headers)
+        if span.is_recording():
+            parts = urlsplit(url)
+            span.set_attribute("server.address", parts.hostname or "")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            span.set_attribute("server.port", port)
     try:
         resp = await client.post(url, json=payload, headers=headers, timeout=_bounded(timeout))
     except httpx2.TimeoutException as exc:

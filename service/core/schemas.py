@@ -139,6 +139,9 @@ class ErrorBody(BaseModel):
     type: str
     message: str
     stage: str | None = None
+    # In a traced request: the trace and the server span, to look it up.
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 class ErrorResponse(BaseModel):

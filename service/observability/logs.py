@@ -2,7 +2,9 @@
 
 The request id lives in a context variable set by ``RequestIdMiddleware``;
 asyncio tasks and ``to_thread`` copy the context, so every log line written
-while serving a request carries its id without passing it around.
+while serving a request carries its id without passing it around. So does the
+current OpenTelemetry span: in a traced request every line carries
+``trace_id`` and ``span_id``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -36,6 +40,10 @@ class JsonFormatter(logging.Formatter):
         rid = record.__dict__.get("request_id") or request_id_var.get()
         if rid:
             line["request_id"] = rid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = format(span.trace_id, "032x")
+            line["span_id"] = format(span.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in line:
                 line[key] = value

@@ -17,6 +17,7 @@ OpenTelemetry GenAI mapping (see docs/observability.md):
 
 from __future__ import annotations
 
+from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -26,6 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
 
 from service.core.completion import Completion
 
@@ -41,6 +43,20 @@ STAGES = ("decompose", "solve", "final")
 CACHE_KINDS = ("call", "solve")
 CACHE_OUTCOMES = ("hit", "miss", "error")
 SOLVER_OUTCOMES = ("ok", "retried", "timeout", "connect_error", "http_error", "invalid_response")
+SPAN_DROP_REASONS = ("queue_full", "export_failed")
+_EOF = b"# EOF\n"
+
+
+def exemplar() -> dict[str, str] | None:
+    """The current sampled trace as an exemplar (latency bucket -> trace); None untraced.
+
+    Exemplars are served in the OpenMetrics exposition only (``render``), which
+    Prometheus asks for by default (with ``--enable-feature=exemplar-storage``).
+    """
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
 
 class Metrics:
@@ -128,6 +144,13 @@ class Metrics:
             ["kind", "outcome"],
             registry=r,
         )
+        self.spans_dropped = Counter(
+            f"{PREFIX}_trace_spans_dropped",
+            "Trace spans never delivered, by reason: queue_full (the exporter fell behind) "
+            "or export_failed (the trace endpoint was unreachable or refused the batch).",
+            ["reason"],
+            registry=r,
+        )
         # Pre-create the bounded label sets, so rate() and dashboards see zeros
         # rather than absent series before the first event.
         for outcome in SOLVER_OUTCOMES:
@@ -135,6 +158,8 @@ class Metrics:
         for kind in CACHE_KINDS:
             for outcome in CACHE_OUTCOMES:
                 self.cache_lookups.labels(kind, outcome)
+        for reason in SPAN_DROP_REASONS:
+            self.spans_dropped.labels(reason)
         self.in_flight_limit.set(max_in_flight)
         # The same count as the gauge, readable without private attributes.
         self.active = 0
@@ -142,15 +167,31 @@ class Metrics:
     def model_call(
         self, stage: str, model: str, completion: Completion, seconds: float, cost_usd: float
     ) -> None:
-        self.stage_duration.labels(stage, model).observe(seconds)
+        self.stage_duration.labels(stage, model).observe(seconds, exemplar())
         self.tokens.labels(stage, "input", model).inc(completion.prompt_tokens)
         self.tokens.labels(stage, "output", model).inc(completion.completion_tokens)
         # inc(0) too: the series exists (at 0) even where no price is configured.
         self.cost.labels(stage, model).inc(cost_usd)
 
+    def span_dropped(self, reason: str, count: int) -> None:
+        """The trace exporter's drop hook (called from its thread; counters are thread-safe)."""
+        self.spans_dropped.labels(reason).inc(count)
+
     def exposition(self) -> bytes:
         """Our families, then vLLM's (and the process collectors) from the global registry."""
         return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """``exposition`` in the format the scraper's ``Accept`` asks for, and its type.
+
+        OpenMetrics (what Prometheus asks for first) carries the latency
+        histograms' exemplars; the classic text format has no place for them.
+        """
+        encode, content_type = choose_encoder(accept)
+        ours, theirs = encode(self.registry), encode(REGISTRY)
+        if ours.endswith(_EOF):  # one OpenMetrics document: one EOF, at its end
+            ours = ours[: -len(_EOF)]
+        return ours + theirs, content_type
 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -17,14 +17,21 @@ Every figure in the response is measured here, around the backend calls
 (``Pipeline._call``), which is also where a failure learns its stage. What to
 run (mode, cap, solver chain, adapter) comes settled in a ``Plan``
 (``service/pipeline/plan.py``); nothing here re-derives a default.
+
+In a traced request a run is one ``invoke_workflow`` span (mode, subquestion
+count, final status) holding a span per decomposer call and, from the solver
+chain, one per solver attempt (``service/observability/tracing.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Sequence
+
+from opentelemetry.trace import Span, SpanKind
 
 from service.cache.cache import ResponseCache, completion_entry, completion_from
 from service.core.completion import Completion
@@ -43,6 +50,7 @@ from service.core.schemas import (
 )
 from service.core.settings import Mode, Settings
 from service.decomposer import Decomposer
+from service.observability import tracing
 from service.observability.metrics import Metrics
 from service.pipeline import prompts
 from service.pipeline.cached import replayed, solve_key
@@ -67,6 +75,11 @@ class Pipeline:
         self._metrics = metrics
         self._estimator = estimator or TokenEstimator(None)
         self._cache = cache
+        # The engine runs in process (an INTERNAL span); an 'openai' decomposer is a server.
+        backend = settings.decomposer.backend
+        self._decomposer_span = (
+            ("openai", SpanKind.CLIENT) if backend == "openai" else (backend, SpanKind.INTERNAL)
+        )
 
     def _run(self, request_id: str, plan: Plan, events: EventSink | None = None) -> Run:
         solver_model = plan.solver.model_name if plan.solver else ""
@@ -78,6 +91,21 @@ class Pipeline:
                 "decomposer", StageUsage(model=self._decomposer.model_name, adapter=plan.adapter)
             ),
             solver=Stage("solver", StageUsage(model=solver_model)),
+        )
+
+    def _trace_call(
+        self, stage: Stage, name: str, prompt: str | prompts.Messages
+    ) -> contextlib.AbstractContextManager[Span]:
+        """A decomposer call's span; a solver call's spans (one per attempt) are the
+        solver chain's, labelled with the stage they serve."""
+        if stage.role != "decomposer":
+            return tracing.stage(name)
+        provider, kind = self._decomposer_span
+        attrs = {tracing.STAGE: name}
+        if stage.usage.adapter:
+            attrs[tracing.ADAPTER] = stage.usage.adapter
+        return tracing.model_call(
+            tracing.OP_TEXT_COMPLETION, stage.usage.model, provider, kind, attrs, prompt
         )
 
     async def _call(
@@ -96,8 +124,9 @@ class Pipeline:
         """
         started = time.perf_counter()
         try:
-            with stage.clock.running():
+            with stage.clock.running(), self._trace_call(stage, name, prompt) as span:
                 completion = await call
+                tracing.record_completion(span, completion, completion.model or stage.usage.model)
         except UpstreamError as exc:
             raise exc.during(name, stage.role) from None
         except InvalidRequest as exc:
@@ -285,6 +314,15 @@ class Pipeline:
         round, the subquestions so far) and ``subquestion`` (each answered one)
         as they happen; the final answer is the return value.
         """
+        flow = {tracing.MODE: str(plan.mode), tracing.CACHE: "off"}
+        with tracing.workflow(f"divconq.{plan.mode}", flow) as span:
+            response = await self._run_solve(plan, request_id=request_id, events=events)
+            tracing.record_run(span, len(response.subquestions), response.usage.total)
+            return response
+
+    async def _run_solve(
+        self, plan: Plan, *, request_id: str, events: EventSink | None
+    ) -> SolveResponse:
         mode = plan.mode
         assert mode is not None, "a /decompose plan cannot be solved"
         run = self._run(request_id, plan, events)
@@ -296,6 +334,7 @@ class Pipeline:
         )
         if parts is not None and self._cache is not None:
             entry = await self._cache.get("solve", plan.cache, parts)
+            tracing.annotate(tracing.CACHE, "miss" if entry is None else "hit")
             if entry is not None:
                 return replayed(SolveResponse.model_validate(entry), request_id, run.elapsed_ms)
         result = await self._solve_now(run, mode)
@@ -336,6 +375,13 @@ class Pipeline:
 
     async def decompose(self, plan: Plan, *, request_id: str) -> DecomposeResponse:
         """Run a ``/decompose`` plan: the subquestions, nothing solved."""
+        with tracing.workflow("divconq.decompose", {tracing.MODE: "decompose"}) as span:
+            response = await self._run_decompose(plan, request_id=request_id)
+            usage = response.usage.decomposer
+            tracing.record_run(span, len(response.subquestions), usage)
+            return response
+
+    async def _run_decompose(self, plan: Plan, *, request_id: str) -> DecomposeResponse:
         run = self._run(request_id, plan)
         subs = await self._decompose_static(run)
         return DecomposeResponse(

@@ -70,5 +70,6 @@ class AnthropicSolver:
             text,
             *(usage or (0, 0)),
             str(body.get("stop_reason") or "stop"),
+            model=str(body.get("model") or ""),
             usage_reported=usage is not None,
         )

@@ -74,5 +74,8 @@ class OpenAIChatSolver:
             str(text),
             *(usage or (0, 0)),
             str(choice.get("finish_reason")),
+            # The model the server says answered (the profile's model is reported
+            # in usage and prices: ResilientSolver sets it).
+            model=str(body.get("model") or ""),
             usage_reported=usage is not None,
         )

@@ -10,7 +10,9 @@
   completion with the profile that answered.
 
 Every attempt is counted in ``divconq_solver_calls_total{outcome}``: ``ok``,
-``retried`` (failed, tried again), or the final failure's kind.
+``retried`` (failed, tried again), or the final failure's kind; in a traced
+request every attempt is a ``chat {model}`` span of its own (a retry carries
+``http.request.resend_count``, a fallback's ``divconq.solver.fallback``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from service.core.completion import Completion
 from service.core.deadline import remaining
 from service.core.errors import (
@@ -31,6 +35,7 @@ from service.core.errors import (
     UpstreamTimeout,
 )
 from service.core.settings import SolverSettings
+from service.observability import tracing
 from service.observability.metrics import Metrics
 from service.solver.base import Solver
 
@@ -67,18 +72,21 @@ class ResilientSolver:
         self._profile = profile
         self._metrics = metrics
         self._slots = asyncio.Semaphore(profile.max_concurrency)
+        self._provider = tracing.PROVIDERS.get(profile.backend, profile.backend)
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self._profile.backoff_max_s, self._profile.backoff_base_s * 2**attempt)
         # Full jitter: retries from many requests spread out instead of stampeding.
         return random.uniform(0.0, cap)
 
-    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
+    async def chat(
+        self, messages: Sequence[dict[str, str]], *, request_id: str, fallback: bool = False
+    ) -> Completion:
         attempt = 0
         while True:
             try:
                 async with self._slots:
-                    completion = await self._backend.chat(messages, request_id=request_id)
+                    completion = await self._attempt(messages, request_id, attempt, fallback)
             except UpstreamError as exc:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:
@@ -99,6 +107,29 @@ class ResilientSolver:
                 continue
             self._metrics.solver_calls.labels("ok").inc()
             return dataclasses.replace(completion, profile=self.name, model=self.model_name)
+
+    async def _attempt(
+        self, messages: Sequence[dict[str, str]], request_id: str, attempt: int, fallback: bool
+    ) -> Completion:
+        """One call to the backend, as its own span when the request is traced."""
+        if tracing.current() is None:
+            return await self._backend.chat(messages, request_id=request_id)
+        attrs: dict[str, str | int | bool | float] = {
+            tracing.PROFILE: self.name,
+            tracing.GEN_AI_REQUEST_TEMPERATURE: self._profile.temperature,
+        }
+        if self._profile.max_tokens is not None:
+            attrs[tracing.GEN_AI_REQUEST_MAX_TOKENS] = self._profile.max_tokens
+        if attempt:
+            attrs[tracing.RESEND_COUNT] = attempt
+        if fallback:
+            attrs[tracing.FALLBACK] = True
+        with tracing.model_call(
+            tracing.OP_CHAT, self.model_name, self._provider, SpanKind.CLIENT, attrs, messages
+        ) as span:
+            completion = await self._backend.chat(messages, request_id=request_id)
+            tracing.record_completion(span, completion, completion.model or self.model_name)
+            return completion
 
     def _retry_delay(self, exc: UpstreamError, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None to give up now."""
@@ -126,9 +157,9 @@ class SolverChain:
 
     async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
         failure: UpstreamError | None = None
-        for member in self._members:
+        for i, member in enumerate(self._members):
             try:
-                return await member.chat(messages, request_id=request_id)
+                return await member.chat(messages, request_id=request_id, fallback=i > 0)
             except UpstreamError as exc:
                 failure = exc
                 if remaining() == 0.0:

@@ -1,0 +1,94 @@
+"""Pure-ASGI middleware: the server span of each request, continuing the caller's trace.
+
+Just inside ``RequestIdMiddleware`` (which creates the request's record), so
+the span covers everything else the request meets (admission's 429, the body
+limit's 413, a stream to its last event). An
+incoming W3C ``traceparent`` / ``tracestate`` (whatever ``OTEL_PROPAGATORS``
+names) makes it a child of the caller's span. The app's ``Tracing`` is made
+current for the request, so the pipeline's spans and the solver calls'
+``traceparent`` hang under this span. Probes and ``/metrics`` are not traced.
+
+The response carries ``traceresponse`` (W3C Trace Context level 2): a caller
+that sent no ``traceparent`` learns which trace to look up. With tracing off
+this middleware only passes the request on.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.request_record import record
+from service.observability import tracing
+
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class TraceMiddleware:
+    def __init__(self, app: ASGIApp, tracing_: tracing.Tracing) -> None:
+        self.app = app
+        self.tracing = tracing_
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracer = self.tracing.tracer
+        if tracer is None or scope["type"] != "http" or scope["path"] in _UNTRACED:
+            await self.app(scope, receive, send)
+            return
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope["method"]
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "network.protocol.version": scope.get("http_version", "1.1"),
+        }
+        if scope.get("client"):
+            attributes["client.address"] = scope["client"][0]
+        if "user-agent" in carrier:
+            attributes["user_agent.original"] = carrier["user-agent"]
+        status = 500  # what the client gets if the app dies before answering
+        with (
+            tracer.start_as_current_span(
+                method,
+                context=propagate.extract(carrier),
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+            tracing.using(self.tracing),
+        ):
+            ids = tracing.ids()
+            flags = format(span.get_span_context().trace_flags, "02x")
+            header = f"00-{ids['trace_id']}-{ids['span_id']}-{flags}".encode()
+            rec = record(scope)
+            span.set_attribute(tracing.REQUEST_ID, rec.request_id)
+            # The 500 handler runs outside this middleware: it finds the ids here.
+            rec.trace_ids = ids
+
+            async def send_traced(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    message["headers"] = [*message.get("headers", []), (b"traceresponse", header)]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_traced)
+            except BaseException as exc:
+                tracing.record_error(span, exc)
+                raise
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                # A stream that failed after it began records what it came to.
+                final = rec.status if rec.status is not None else status
+                span.set_attribute("http.response.status_code", final)
+                if rec.mode:
+                    span.set_attribute(tracing.MODE, rec.mode)
+                if final >= 500:
+                    span.set_attribute(tracing.ERROR_TYPE, str(final))
+                    span.set_status(Status(StatusCode.ERROR))

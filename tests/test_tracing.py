@@ -1,0 +1,591 @@
+"""Tracing: one span tree per request, the caller's trace continued, nothing by default.
+
+In process: each test gives the app an SDK tracer provider with an in-memory
+exporter and reads back the spans its own request made (scripted solvers,
+fake decomposer). One test exports over real OTLP/HTTP to a receiver that
+decodes the protobuf; another points the exporter at a closed port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from service.core.settings import Settings
+from service.observability import tracing
+from service.observability.logs import JsonFormatter
+from tests.fakes import (
+    FakeDecomposer,
+    Q,
+    ScriptedSolver,
+    error_of,
+    metric,
+    serve,
+    settings_for,
+    solve,
+    url_of,
+)
+from tests.streams import parse
+
+PLAN = "1. How many apples does Tom have?\n2. How many pears does Ann buy?"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_VARS = (
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    tracing.CAPTURE_CONTENT_ENV,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever the shell running the tests exports, each test sets its own.
+    for name in OTEL_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+# --- reading a trace back ----------------------------------------------------------
+
+
+def _children(spans: tuple[ReadableSpan, ...], parent: ReadableSpan) -> list[ReadableSpan]:
+    kids = [s for s in spans if s.parent is not None and s.parent.span_id == _sid(parent)]
+    return sorted(kids, key=lambda s: s.start_time or 0)
+
+
+def _sid(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.span_id
+
+
+def _tid(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.trace_id
+
+
+def _one(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, [s.name for s in spans]
+    return found[0]
+
+
+def tree(spans: tuple[ReadableSpan, ...]) -> dict[str, Any]:
+    """The request's trace as nested {name, kind, stage, children}: one root."""
+    roots = [s for s in spans if s.parent is None or not s.parent.is_valid or s.parent.is_remote]
+    assert len(roots) == 1, [s.name for s in roots]
+
+    def node(span: ReadableSpan) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": span.name, "kind": span.kind}
+        attrs = span.attributes or {}
+        if tracing.STAGE in attrs:
+            out["stage"] = attrs[tracing.STAGE]
+        kids = _children(spans, span)
+        if kids:
+            out["children"] = [node(k) for k in kids]
+        return out
+
+    return node(roots[0])
+
+
+def _attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def plain(*args: Any, **extra: Any) -> Settings:
+    """Scripted-solver settings without the response cache (its spans: test_cache_*)."""
+    return settings_for(*args, cache={"enabled": False}, **extra)
+
+
+def _chat(stage: str, model: str = "big-solver") -> dict[str, Any]:
+    return {"name": f"chat {model}", "kind": SpanKind.CLIENT, "stage": stage}
+
+
+DECOMPOSE = {
+    "name": "text_completion fake-decomposer",
+    "kind": SpanKind.INTERNAL,
+    "stage": "decompose",
+}
+
+
+def _request(name: str, workflow: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": SpanKind.SERVER,
+        "children": [
+            {"name": f"invoke_workflow {workflow}", "kind": SpanKind.INTERNAL, "children": calls}
+        ],
+    }
+
+
+# --- the span tree of each mode ----------------------------------------------------
+
+MODE_CALLS = {
+    "static": [DECOMPOSE, _chat("solve"), _chat("solve"), _chat("final")],
+    "hinted": [DECOMPOSE, _chat("final")],
+    "socratic": [DECOMPOSE, _chat("solve"), DECOMPOSE, _chat("solve"), DECOMPOSE, _chat("final")],
+    "direct": [_chat("final")],
+}
+
+
+@pytest.mark.parametrize("mode", list(MODE_CALLS))
+async def test_span_tree_of_each_mode(
+    mode: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    texts = [PLAN] if mode != "socratic" else [*PLAN.replace("1. ", "").split("\n2. "), "DONE"]
+    settings = plain(parallel_subquestions=False)
+    async with serve(
+        settings, ScriptedSolver("ok"), FakeDecomposer(*texts), tracer_provider=provider
+    ) as client:
+        resp = await solve(client, mode=mode)
+    assert resp.status_code == 200, resp.text
+    spans = exporter.get_finished_spans()
+    assert tree(spans) == _request("POST /solve", f"divconq.{mode}", MODE_CALLS[mode])
+    # Everything in one trace, and the client is told which.
+    assert {_tid(s) for s in spans} == {_tid(spans[0])}
+    assert resp.headers["traceresponse"].split("-")[1] == format(_tid(spans[0]), "032x")
+
+    flow = _attrs(_one(spans, f"invoke_workflow divconq.{mode}"))
+    assert flow[tracing.GEN_AI_OPERATION] == "invoke_workflow"
+    assert flow[tracing.MODE] == mode
+    assert flow[tracing.SUBQUESTIONS] == len(resp.json()["subquestions"])
+    total = resp.json()["usage"]["total"]
+    assert flow[tracing.GEN_AI_INPUT_TOKENS] == total["prompt_tokens"]
+    assert flow[tracing.GEN_AI_OUTPUT_TOKENS] == total["completion_tokens"]
+
+    server = _one(spans, "POST /solve")
+    assert _attrs(server)["http.response.status_code"] == 200
+    assert _attrs(server)["http.route"] == "/solve"
+    assert _attrs(server)[tracing.REQUEST_ID] == resp.headers["x-request-id"]
+
+
+async def test_model_call_spans_carry_the_genai_attributes(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with serve(
+        plain(), ScriptedSolver("ok"), FakeDecomposer(PLAN), tracer_provider=provider
+    ) as client:
+        resp = await solve(client, mode="hinted", decomposer_adapter="gsm8k-socratic")
+    assert resp.status_code == 200, resp.text
+    spans = exporter.get_finished_spans()
+    chat = _attrs(_one(spans, "chat big-solver"))
+    assert chat == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "big-solver",
+        "gen_ai.request.max_tokens": 8,
+        "gen_ai.request.temperature": 0.0,
+        "gen_ai.response.model": "big-solver",
+        "gen_ai.usage.input_tokens": ScriptedSolver.PROMPT_TOKENS,
+        "gen_ai.usage.output_tokens": 5,
+        "gen_ai.response.finish_reasons": ("stop",),
+        "divconq.stage": "final",
+        "divconq.solver.profile": "default",
+        "server.address": "solver.test",
+        "server.port": 80,
+    }
+    decompose = _one(spans, "text_completion fake-decomposer")
+    assert decompose.kind is SpanKind.INTERNAL  # the engine runs in process
+    assert _attrs(decompose) == {
+        "gen_ai.operation.name": "text_completion",
+        "gen_ai.provider.name": "vllm",
+        "gen_ai.request.model": "fake-decomposer",
+        "gen_ai.response.model": "fake-decomposer",
+        "gen_ai.usage.input_tokens": FakeDecomposer.PROMPT_TOKENS,
+        "gen_ai.usage.output_tokens": FakeDecomposer.COMPLETION_TOKENS,
+        "gen_ai.response.finish_reasons": ("stop",),
+        "divconq.stage": "decompose",
+        "divconq.decomposer.adapter": "gsm8k-socratic",
+    }
+    # No prompt or completion text unless content capture is on.
+    assert not any(Q in json.dumps(_attrs(s)) for s in spans)
+
+
+# --- retries, fallbacks, parallel subquestions, streams -------------------------------
+
+
+async def test_a_retry_and_a_fallback_are_spans_of_their_own(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    # The primary fails twice with retryable errors, then gives up (max_retries=1);
+    # the backup answers.
+    primary, backup = ScriptedSolver("503", "timeout"), ScriptedSolver("ok")
+    settings = plain(
+        "primary",
+        solver={"fallbacks": ["backup"], "max_retries": 1},
+        solvers={"backup": {"base_url": url_of("backup"), "model": "backup-model"}},
+    )
+    async with serve(
+        settings, {"primary": primary, "backup": backup}, tracer_provider=provider
+    ) as client:
+        resp = await solve(client)
+    assert resp.status_code == 200, resp.text
+    spans = exporter.get_finished_spans()
+    assert tree(spans) == _request(
+        "POST /solve",
+        "divconq.direct",
+        [_chat("final"), _chat("final"), _chat("final", "backup-model")],
+    )
+    first, retry, fallback = _children(spans, _one(spans, "invoke_workflow divconq.direct"))
+    assert first.status.status_code is StatusCode.ERROR
+    assert _attrs(first)["error.type"] == "503"
+    assert tracing.RESEND_COUNT not in _attrs(first)
+    assert retry.status.status_code is StatusCode.ERROR
+    assert _attrs(retry)["error.type"] == "timeout"
+    assert _attrs(retry)[tracing.RESEND_COUNT] == 1
+    assert fallback.status.status_code is StatusCode.UNSET
+    assert _attrs(fallback)[tracing.FALLBACK] is True
+    assert _attrs(fallback)[tracing.PROFILE] == "backup"
+    assert tracing.FALLBACK not in _attrs(first)
+
+
+async def test_a_failed_request_marks_its_spans_and_names_its_trace(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with serve(plain(), ScriptedSolver("400"), tracer_provider=provider) as client:
+        resp = await solve(client)
+    err = error_of(resp, 502, "upstream_error")
+    spans = exporter.get_finished_spans()
+    server = _one(spans, "POST /solve")
+    assert err["trace_id"] == format(_tid(server), "032x")
+    assert err["span_id"] == format(_sid(server), "016x")
+    assert server.status.status_code is StatusCode.ERROR
+    assert _attrs(server)["error.type"] == "502"
+    flow = _one(spans, "invoke_workflow divconq.direct")
+    assert flow.status.status_code is StatusCode.ERROR
+    assert _attrs(flow)["error.type"] == "upstream_error"
+    assert _attrs(_one(spans, "chat big-solver"))["error.type"] == "400"
+
+
+async def test_parallel_subquestions_are_overlapping_siblings(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    solver = ScriptedSolver("slow", delay_s=0.05)
+    async with serve(plain(), solver, FakeDecomposer(PLAN), tracer_provider=provider) as client:
+        resp = await solve(client, mode="static")
+    assert resp.status_code == 200, resp.text
+    assert solver.max_active == 2
+    spans = exporter.get_finished_spans()
+    calls = _children(spans, _one(spans, "invoke_workflow divconq.static"))
+    a, b = (s for s in calls if _attrs(s).get(tracing.STAGE) == "solve")
+    assert a.parent == b.parent
+    assert a.start_time and b.start_time and a.end_time and b.end_time
+    assert b.start_time < a.end_time and a.start_time < b.end_time
+
+
+async def test_a_streamed_request_has_the_same_tree(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    settings = plain(parallel_subquestions=False)
+    async with serve(
+        settings, ScriptedSolver("ok"), FakeDecomposer(PLAN), tracer_provider=provider
+    ) as client:
+        resp = await solve(client, mode="static", stream=True)
+    assert [e for e, _ in parse(resp.text)][-1] == "done"
+    spans = exporter.get_finished_spans()
+    assert tree(spans) == _request("POST /solve", "divconq.static", MODE_CALLS["static"])
+    server, flow = _one(spans, "POST /solve"), _one(spans, "invoke_workflow divconq.static")
+    # The server span lasts until the stream's last event.
+    assert server.end_time and flow.end_time and server.end_time >= flow.end_time
+
+
+async def test_decompose_and_the_openai_facade_have_the_same_tree(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    settings = plain(parallel_subquestions=False)
+    async with serve(
+        settings, ScriptedSolver("ok"), FakeDecomposer(PLAN), tracer_provider=provider
+    ) as client:
+        decomposed = await client.post("/decompose", json={"question": Q})
+        spans = exporter.get_finished_spans()
+        assert decomposed.status_code == 200, decomposed.text
+        assert tree(spans) == _request("POST /decompose", "divconq.decompose", [DECOMPOSE])
+        exporter.clear()
+        chat = await client.post(
+            "/v1/chat/completions",
+            json={"model": "divconq-static", "messages": [{"role": "user", "content": Q}]},
+        )
+    assert chat.status_code == 200, chat.text
+    assert tree(exporter.get_finished_spans()) == _request(
+        "POST /v1/chat/completions", "divconq.static", MODE_CALLS["static"]
+    )
+
+
+async def test_cache_lookups_are_spans_and_a_hit_ends_the_workflow(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with serve(settings_for(), ScriptedSolver("ok"), tracer_provider=provider) as client:
+        first = await solve(client)
+        missed = exporter.get_finished_spans()
+        exporter.clear()
+        second = await solve(client)
+    assert first.status_code == second.status_code == 200, second.text
+    lookup = {"kind": SpanKind.INTERNAL}
+    assert tree(missed) == _request(
+        "POST /solve",
+        "divconq.direct",
+        [{"name": "cache.get solve", **lookup}, {"name": "cache.get call", **lookup},
+         _chat("final")],
+    )  # fmt: skip
+    hit = exporter.get_finished_spans()
+    assert tree(hit) == _request(
+        "POST /solve", "divconq.direct", [{"name": "cache.get solve", **lookup}]
+    )
+    assert _attrs(_one(missed, "invoke_workflow divconq.direct"))[tracing.CACHE] == "miss"
+    assert _attrs(_one(hit, "invoke_workflow divconq.direct"))[tracing.CACHE] == "hit"
+    assert _attrs(_one(hit, "cache.get solve"))[tracing.CACHE_OUTCOME] == "hit"
+    assert _attrs(_one(missed, "cache.get call"))[tracing.CACHE_OUTCOME] == "miss"
+
+
+# --- context in and out; logs; content; exemplars -------------------------------------
+
+
+async def _solve_traced(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    """``/solve`` from a caller whose own trace is TRACE_ID (its span PARENT_ID)."""
+    return await client.post(
+        "/solve",
+        json={"question": Q, "mode": "direct", **body},
+        headers={"traceparent": TRACEPARENT, "tracestate": "caller=1"},
+    )
+
+
+async def test_the_callers_trace_is_continued_to_the_solver(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    solver = ScriptedSolver("ok")
+    async with serve(plain(), solver, FakeDecomposer(PLAN), tracer_provider=provider) as client:
+        resp = await _solve_traced(client, mode="static")
+    assert resp.status_code == 200, resp.text
+    spans = exporter.get_finished_spans()
+    assert {format(_tid(s), "032x") for s in spans} == {TRACE_ID}
+    server = _one(spans, "POST /solve")
+    assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_ID
+    # Every solver call carried the trace, with its own span as the parent.
+    chats = {format(_sid(s), "016x") for s in spans if s.name == "chat big-solver"}
+    sent = [h["traceparent"].split("-") for h in solver.headers]
+    assert len(sent) == 3
+    assert {trace_id for _, trace_id, _, _ in sent} == {TRACE_ID}
+    assert {parent for _, _, parent, _ in sent} == chats
+
+
+async def test_untraced_by_default_nothing_is_sent_or_added() -> None:
+    solver = ScriptedSolver("ok")
+    async with serve(plain(), solver) as client:
+        resp = await _solve_traced(client)
+        failed = await solve(client, mode="nonsense")
+    assert resp.status_code == 200, resp.text
+    assert "traceresponse" not in resp.headers
+    assert "traceparent" not in solver.headers[0]
+    assert "trace_id" not in error_of(failed, 422)
+
+
+async def test_log_lines_carry_the_trace(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep()
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("divconq.access")
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        async with serve(plain(), ScriptedSolver("ok"), tracer_provider=provider) as client:
+            resp = await solve(client)
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert resp.status_code == 200, resp.text
+    server = _one(exporter.get_finished_spans(), "POST /solve")
+    (line,) = [json.loads(line) for line in lines]
+    assert line["trace_id"] == format(_tid(server), "032x")
+    assert line["span_id"] == format(_sid(server), "016x")
+
+
+async def test_content_is_recorded_only_when_the_genai_switch_is_on(
+    provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tracing.CAPTURE_CONTENT_ENV, "true")
+    async with serve(plain(), ScriptedSolver("ok"), tracer_provider=provider) as client:
+        resp = await solve(client)
+    assert resp.status_code == 200, resp.text
+    chat = _attrs(_one(exporter.get_finished_spans(), "chat big-solver"))
+    sent = json.loads(chat["gen_ai.input.messages"])
+    assert Q in sent[-1]["parts"][0]["content"] and sent[-1]["role"] == "user"
+    (answer,) = json.loads(chat["gen_ai.output.messages"])
+    assert answer["parts"][0]["content"] == "The answer is 7."
+
+
+async def test_latency_histograms_carry_the_trace_as_exemplar(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with serve(plain(), ScriptedSolver("ok"), tracer_provider=provider) as client:
+        resp = await solve(client)
+        scraped = await client.get(
+            "/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        classic = await client.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    trace_id = format(_tid(_one(exporter.get_finished_spans(), "POST /solve")), "032x")
+    assert scraped.headers["content-type"].startswith("application/openmetrics-text")
+    text = scraped.text
+    assert text.count("# EOF") == 1 and text.endswith("# EOF\n")
+    for family in ("divconq_request_duration_seconds", "divconq_stage_duration_seconds"):
+        buckets = [ln for ln in text.splitlines() if ln.startswith(f"{family}_bucket")]
+        assert any(f'trace_id="{trace_id}"' in ln for ln in buckets), family
+    # The classic text format has no exemplars, and is still the default.
+    assert classic.headers["content-type"].startswith("text/plain")
+    assert "trace_id" not in classic.text
+
+
+# --- configuration from the standard variables; real export ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({}, []),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, ["otlp_proto_grpc"]),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", PROTOCOL: "http/protobuf"},
+         ["otlp_proto_http"]),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
+         ["otlp_proto_grpc"]),
+        ({"OTEL_TRACES_EXPORTER": "console,otlp_proto_http"}, ["console", "otlp_proto_http"]),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, []),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, []),
+    ],
+)  # fmt: skip
+def test_standard_variables_choose_the_exporter(env: dict[str, str], names: list[str]) -> None:
+    assert tracing.exporter_names(env) == names
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver: decodes each POSTed ExportTraceServiceRequest."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+        self.got = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.paths.append(self.path)
+                receiver.requests.append(ExportTraceServiceRequest.FromString(body))
+                receiver.got.set()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def spans(self) -> dict[str, Any]:
+        out = {}
+        for req in self.requests:
+            for rs in req.resource_spans:
+                service = {a.key: a.value.string_value for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        out[span.name] = (span, service, ss.schema_url)
+        return out
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+async def test_spans_are_exported_over_otlp_http(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "divconq-under-test")
+    async with serve(plain(), ScriptedSolver("ok")) as client:
+        resp = await _solve_traced(client)
+    # The lifespan's end flushed the batch processor.
+    assert resp.status_code == 200, resp.text
+    assert receiver.paths == ["/v1/traces"]
+    spans = receiver.spans()
+    assert set(spans) == {"POST /solve", "invoke_workflow divconq.direct", "chat big-solver"}
+    span, service, schema = spans["chat big-solver"]
+    assert span.trace_id.hex() == TRACE_ID
+    assert span.kind == span.SPAN_KIND_CLIENT
+    attrs = {a.key: a.value for a in span.attributes}
+    assert attrs["gen_ai.operation.name"].string_value == "chat"
+    assert attrs["gen_ai.usage.input_tokens"].int_value == ScriptedSolver.PROMPT_TOKENS
+    assert service["service.name"] == "divconq-under-test"
+    assert schema == tracing.SCHEMA_URL
+
+
+async def test_an_unreachable_trace_endpoint_drops_and_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bound socket that never listens: connections to it are refused.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    try:
+        port = closed.getsockname()[1]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+        async with serve(plain(), ScriptedSolver("ok")) as client:
+            resp = await solve(client)
+            assert resp.status_code == 200, resp.text
+            dropped = 0.0
+            for _ in range(200):
+                dropped = await metric(
+                    client, "divconq_trace_spans_dropped_total", reason="export_failed"
+                )
+                if dropped:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        closed.close()
+    assert dropped == 3  # the server, workflow and chat spans

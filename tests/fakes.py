@@ -48,15 +48,96 @@ def settings_for(solver_host: str = "solver", **extra: Any) -> Settings:
     return Settings(solver=solver, **extra)  # type: ignore[arg-type]
 
 
+class FakeEngine:
+    """The in-process engine as ``EmbeddedChat`` uses it, with scripted pieces of text.
+
+    Each ``generate`` call writes the next piece (the last one repeats). A
+    piece ending in ``>>`` stops there, as the engine stops at that stop
+    string: the calculator then computes the annotation and asks for the next
+    piece. ``render_chat`` renders messages as JSON, so a test reads back what
+    the engine was sent (``messages``).
+    """
+
+    served_name = "gemma-3-270m"
+    PROMPT_TOKENS = 30
+
+    def __init__(self, *pieces: str, ready: bool = True) -> None:
+        self.pieces = list(pieces) or ["The answer is 7."]
+        self.calls: list[dict[str, Any]] = []
+        self._ready = ready
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def dead(self) -> bool:
+        return False
+
+    @property
+    def turn_end_ids(self) -> list[int]:
+        return [106]
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        return json.dumps(list(messages)) + "\n"
+
+    def messages(self, call: int = 0) -> list[dict[str, str]]:
+        """The chat messages of the ``call``-th generation (its rendered prompt)."""
+        rendered: list[dict[str, str]] = json.loads(self.calls[call]["prompt"].split("\n")[0])
+        return rendered
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        request_id: str,
+        max_tokens: int,
+        temperature: float,
+        stop: Sequence[str] = (),
+        adapter: str | None = None,
+        stop_token_ids: Sequence[int] = (),
+    ) -> Completion:
+        piece = self.pieces[min(len(self.calls), len(self.pieces) - 1)]
+        self.calls.append(
+            {
+                "prompt": prompt,
+                "request_id": request_id,
+                "max_tokens": max_tokens,
+                "stop": list(stop),
+                "stop_token_ids": list(stop_token_ids),
+            }
+        )
+        closes = piece.endswith(">>") and ">>" in stop
+        text = piece.removesuffix(">>") if closes else piece
+        return Completion(
+            text,
+            self.PROMPT_TOKENS,
+            len(text.split()),
+            stop_reason=">>" if closes else None,
+            model=self.served_name,
+        )
+
+
 class FakeDecomposer:
-    """The ``Decomposer`` protocol with scripted texts (the last one repeats)."""
+    """The ``Decomposer`` protocol with scripted texts (the last one repeats).
+
+    ``engine``: a ``FakeEngine`` for the embedded solver and the raw /v1 model
+    to run on, as the ``vllm`` decomposer's engine serves them.
+    """
 
     model_name = "fake-decomposer"
     PROMPT_TOKENS = 50
     COMPLETION_TOKENS = 20
 
-    def __init__(self, *texts: str, ready: bool = True, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *texts: str,
+        ready: bool = True,
+        delay_s: float = 0.0,
+        engine: FakeEngine | None = None,
+    ) -> None:
         self.texts = list(texts) or ["none"]
+        self.engine = engine
         self.delay_s = delay_s
         self.calls: list[dict[str, Any]] = []
         self.closed = False

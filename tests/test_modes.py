@@ -8,8 +8,6 @@ import time
 import pytest
 
 from service.core.schemas import StageUsage
-from service.core.settings import Settings
-from service.pipeline import prompts
 from service.pipeline.run_state import BusyClock
 from tests.fakes import FakeDecomposer, Q, ScriptedSolver, serve, settings_for, solve
 
@@ -218,21 +216,3 @@ def test_busy_clock_counts_overlapping_calls_once(monkeypatch: pytest.MonkeyPatc
     with clock.running():  # then 0.5 .. 0.7 alone
         now[0] = 0.7
     assert usage.latency_ms == pytest.approx(400.0 + 200.0)
-
-
-async def test_embedded_solver_is_this_service() -> None:
-    """The default profile: the solver is this service's own /v1 (here, scripted)."""
-    solver = ScriptedSolver("ok")
-    settings = Settings(api_keys=["k1"])
-    async with serve(settings, {"127.0.0.1": solver}) as client:
-        resp = await client.post(
-            "/solve",
-            json={"question": Q, "mode": "direct"},
-            headers={"Authorization": "Bearer k1"},
-        )
-    assert resp.status_code == 200, resp.text
-    assert solver.paths == ["/v1/chat/completions"]
-    assert solver.headers[0]["authorization"] == "Bearer k1"  # our own key, for our own /v1
-    # The distilled solver: its own multi-turn format, a whole solution on one line.
-    assert solver.bodies[0]["stop"] == ["\n"] and solver.bodies[0]["max_tokens"] == 256
-    assert solver.bodies[0]["messages"] == prompts.distilled_direct(Q)

@@ -14,7 +14,8 @@ def test_env_nested(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIVCONQ_SOLVER__API_KEY", "sk-secret-123")
     monkeypatch.setenv("DIVCONQ_DEFAULT_MODE", "socratic")
     s = Settings()
-    assert s.solver_base_url == "https://api.example.test/v1"
+    # A base URL and no backend: an OpenAI-compatible solver.
+    assert s.solver.backend == "openai" and s.solver.base_url == "https://api.example.test/v1/"
     assert s.solver_model_name == "big-model"
     assert s.default_mode == "socratic"
     assert s.solver_max_tokens == 256
@@ -23,16 +24,29 @@ def test_env_nested(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_solver_is_embedded() -> None:
-    s = Settings(port=9123)
-    assert s.solver_base_url == "http://127.0.0.1:9123/v1"
+    s = Settings()
+    assert s.solver.backend == "embedded" and s.solver.embedded
     assert s.solver_model_name == s.decomposer_model_name == "gemma-3-270m"
     # The embedded default is the distilled solver: one step per line.
-    assert s.solver_distilled(s.solver)
-    assert s.solver_stop(s.solver) == ["\n"]
-    # A model of your own at /v1 is not: it gets the chat prompts.
+    assert s.solver_prompts(s.solver) == "distilled"
+    assert (s.solver_stop(s.solver), s.solver_tokens(s.solver)) == (["\n"], 256)
+    # A model of your own in process is not: it gets the chat prompts.
     own = Settings(decomposer={"model": "/models/mine"})
-    assert not own.solver_distilled(own.solver)
-    assert own.solver_stop(own.solver) == ["\n\n"]
+    assert own.solver_prompts(own.solver) == "chat"
+    assert (own.solver_stop(own.solver), own.solver_tokens(own.solver)) == (["\n\n"], 96)
+
+
+def test_embedded_solver_takes_no_url() -> None:
+    with pytest.raises(ValidationError, match="takes no BASE_URL"):
+        Settings(solver={"backend": "embedded", "base_url": "http://x.test/v1"})
+
+
+def test_remote_backends_need_what_they_call() -> None:
+    with pytest.raises(ValidationError, match="SOLVER__BASE_URL is required"):
+        Settings(solver={"backend": "azure_openai", "model": "dep"})
+    # Anthropic has a default URL; a remote solver gets no stop and chat prompts.
+    s = Settings(solver={"backend": "anthropic", "model": "claude"})
+    assert (s.solver_stop(s.solver), s.solver_prompts(s.solver)) == ([], "chat")
 
 
 def test_remote_solver_needs_model(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,9 @@
 """The app factory and the lifespan that owns the engine and the HTTP client.
 
 Nothing happens at import time: ``create_app(settings)`` builds an app, and
-its lifespan creates one pooled ``httpx2.AsyncClient``, the decomposer, the
-solver chains and the adapter registry, once. The
+its lifespan creates one pooled ``httpx2.AsyncClient``, the decomposer (and
+the chat replies of its engine, ``EmbeddedChat``), the solver chains and the
+adapter registry, once. The
 decomposer loads in a background task, so the server answers ``/healthz`` at
 once and ``/readyz`` (and ``/solve``) say 503 until the model is ready.
 
@@ -37,11 +38,12 @@ from service.cache import build_cache
 from service.core.settings import Settings
 from service.decomposer import Decomposer, build_decomposer
 from service.decomposer.adapters import Adapters
+from service.embedded.chat import EmbeddedChat
 from service.observability.metrics import Metrics
 from service.observability.tracing import Tracing
 from service.pipeline.modes import Pipeline
 from service.pipeline.token_estimate import TokenEstimator, tokenizer_file
-from service.solver import build_solvers
+from service.solver import SolverDeps, build_solvers
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,19 @@ def create_app(
         tracing.start_from_env(metrics.span_dropped)
         http = _http_client(settings, transport)
         decomposer_ = decomposer or build_decomposer(settings, http)
-        solvers = build_solvers(settings, http, metrics)
+        # The decomposer's engine (once loaded) answers the embedded solver and /v1.
+        embedded = EmbeddedChat(
+            lambda: getattr(decomposer_, "engine", None),
+            calculator=settings.calculator,
+            count=lambda outcome: metrics.calculator.labels(outcome).inc(),
+        )
+        solvers = build_solvers(settings, SolverDeps(http, embedded), metrics)
         cache = build_cache(settings, metrics)
         app.state.services = Services(
             settings=settings,
             http=http,
             decomposer=decomposer_,
+            embedded=embedded,
             adapters=Adapters.from_settings(settings),
             solvers=solvers,
             pipeline=Pipeline(

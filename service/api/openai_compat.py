@@ -6,9 +6,9 @@
 - a pipeline model (``DIVCONQ_PIPELINE_MODELS``: ``divconq-static`` ...) runs
   decompose-then-solve (``service/api/facade.py``): a drop-in for OpenAI
   clients;
-- the embedded model (its own name, or no ``model``) answers raw, as before:
-  it is the default solver (over real HTTP, like any hosted one), with no
-  network and no key, and operators may poke it with any OpenAI client.
+- the embedded model (its own name, or no ``model``) answers raw: the code of
+  the embedded solver (``service/embedded/chat.py``, calculator included)
+  with the request's sampling, for operators to poke with any OpenAI client.
 
 ``GET /v1/models`` lists both.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -36,12 +35,10 @@ from service.api.openai_schemas import (
     ReplyMessage,
 )
 from service.api.state import get_services
-from service.core.completion import Completion
-from service.core.errors import InvalidRequest, ModelNotFound, NotReady
+from service.core.errors import InvalidRequest, ModelNotFound
 from service.core.schemas import ErrorResponse
 from service.core.settings import Settings
-from service.embedded.calculator import generate_with_calculator
-from service.embedded.engine import ENGINE_DEAD, EmbeddedEngine
+from service.embedded.chat import Sampling
 
 # Behind the API keys too when they are set: it serves the model to anyone.
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -71,15 +68,6 @@ def embedded_name(settings: Settings) -> str | None:
     return None
 
 
-def _engine(request: Request) -> EmbeddedEngine:
-    engine = get_services(request).engine
-    if engine is not None and engine.dead:
-        raise NotReady(ENGINE_DEAD)
-    if engine is None or not engine.ready:
-        raise NotReady("embedded model not loaded yet", headers={"Retry-After": "10"})
-    return engine
-
-
 @router.get("/models", response_model=ModelList, response_model_exclude_none=True)
 async def models(request: Request) -> ModelList:
     """The pipeline models, and the embedded model where this service serves it."""
@@ -92,63 +80,34 @@ async def models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-async def _reply(
-    request: Request, engine: EmbeddedEngine, body: ChatRequest, completion_id: str
-) -> Completion:
-    """One chat reply; with the calculator on, every annotation it closes is computed."""
-    services = get_services(request)
-    settings = services.settings
-    messages = [
-        # Gemma's template knows system, user and assistant turns.
-        {"role": {"developer": "system", "tool": "user"}.get(m.role, m.role), "content": m.text}
-        for m in body.messages
-    ]
-    prompt = engine.render_chat(messages)
-    stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
-    max_tokens = body.max_completion_tokens or body.max_tokens or settings.solver_max_tokens
-    temperature = body.temperature or 0.0
-    calls = 0
-
-    async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
-        nonlocal calls
-        calls += 1
-        # An input the engine refuses is an InvalidRequest already (engine.py).
-        return await engine.generate(
-            text,
-            # vLLM wants a unique id per generation.
-            request_id=completion_id if calls == 1 else f"{completion_id}-{calls}",
-            max_tokens=budget,
-            temperature=temperature,
-            stop=stops,
-            # A chat reply ends with its turn.
-            stop_token_ids=engine.turn_end_ids,
-        )
-
-    if not settings.calculator:
-        return await generate(prompt, max_tokens, stop)
-    run = await generate_with_calculator(generate, prompt, max_tokens=max_tokens, stop=stop)
-    for outcome in run.outcomes:
-        services.metrics.calculator.labels(outcome).inc()
-    return run.completion
-
-
 async def _raw(body: ChatRequest, request: Request) -> ChatCompletion:
-    """The embedded model's own reply, no pipeline."""
+    """The embedded model's own reply, no pipeline: the embedded solver's code, the
+    request's sampling."""
     if body.stream:
         raise InvalidRequest("stream: the embedded model answers whole; pipeline models stream")
-    settings = get_services(request).settings
+    services = get_services(request)
+    settings = services.settings
     cap = settings.decomposer.max_model_len
     for name in ("max_tokens", "max_completion_tokens"):
         value = getattr(body, name)
         if value is not None and value > cap:
             raise InvalidRequest(f"{name}: must be at most {cap} (the model's context)")
-    engine = _engine(request)
+    chat = services.embedded
+    chat.engine()  # 503 before anything else while it loads
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    gen = await cancel_on_disconnect(request, _reply(request, engine, body, completion_id))
+    sampling = Sampling(
+        max_tokens=body.max_completion_tokens or body.max_tokens or settings.solver_max_tokens,
+        temperature=body.temperature or 0.0,
+        stop=[body.stop] if isinstance(body.stop, str) else (body.stop or []),
+    )
+    messages = [{"role": m.role, "content": m.text} for m in body.messages]
+    gen = await cancel_on_disconnect(
+        request, chat.reply(messages, request_id=completion_id, sampling=sampling)
+    )
     return ChatCompletion(
         id=completion_id,
         created=int(time.time()),
-        model=engine.served_name,
+        model=gen.model,
         choices=[Choice(message=ReplyMessage(content=gen.text), finish_reason=gen.finish_reason)],
         usage=ChatUsage(
             prompt_tokens=gen.prompt_tokens,

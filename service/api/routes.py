@@ -163,7 +163,12 @@ async def readyz(request: Request) -> JSONResponse:
             name: {
                 "backend": p.backend,
                 "model": s.solver_model(p),
-                "base_url": s.solver_url(p) if p.backend != "anthropic" else p.base_url,
+                # None for the embedded solver (in process) and Anthropic's default.
+                "base_url": p.base_url,
+                # What each call is sent with, defaults resolved: the truth to check.
+                "max_tokens": s.solver_tokens(p),
+                "stop": s.solver_stop(p),
+                "prompts": s.solver_prompts(p),
                 "fallbacks": p.fallbacks,
                 "default": name == s.default_solver,
             }

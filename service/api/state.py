@@ -13,6 +13,7 @@ from service.core.errors import NotReady
 from service.core.settings import Settings
 from service.decomposer import Decomposer
 from service.decomposer.adapters import Adapters
+from service.embedded.chat import EmbeddedChat
 from service.embedded.engine import EmbeddedEngine
 from service.observability.metrics import Metrics
 from service.pipeline.modes import Pipeline
@@ -25,6 +26,8 @@ class Services:
     settings: Settings
     http: httpx2.AsyncClient
     decomposer: Decomposer
+    # The in-process model's chat replies: the embedded solver and the raw /v1 model.
+    embedded: EmbeddedChat
     adapters: Adapters
     solvers: dict[str, SolverChain]
     pipeline: Pipeline

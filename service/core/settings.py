@@ -21,6 +21,11 @@ EMBEDDED_MODEL_NAME = "gemma-3-270m"
 # The distilled decomposer shipped in service/adapters/, trained for the embedded model.
 SHIPPED_ADAPTER = "gsm8k-socratic"
 NO_ADAPTER = "none"
+# The solver backend that runs on the in-process engine.
+EMBEDDED_BACKEND = "embedded"
+# Remote solver backends with no default base URL.
+NEEDS_BASE_URL = frozenset({"openai", "azure_openai"})
+PromptStyleName = Literal["chat", "distilled"]
 
 
 def shipped_adapters() -> dict[str, str]:
@@ -112,18 +117,24 @@ class DecomposerSettings(BaseModel):
 
 
 class SolverSettings(BaseModel):
-    """One solver profile: the large model that answers subquestions, over HTTP."""
+    """One solver profile: the model that answers subquestions."""
 
     backend: str = Field(
-        "openai",
-        description="Registry name: openai (any OpenAI-compatible), azure_openai, anthropic.",
+        "embedded",
+        description="Registry name: embedded (the in-process model, with the calculator; "
+        "the default), openai (any OpenAI-compatible), azure_openai, anthropic. A profile "
+        "that sets base_url and no backend is openai.",
     )
     base_url: str | None = Field(
         None,
-        description="API base URL (OpenAI-compatible ones end in /v1); unset = this service's "
-        "own /v1 (the embedded model), so the default needs no network and no key.",
+        description="API base URL of a remote solver (OpenAI-compatible ones end in /v1; "
+        "anthropic: unset = https://api.anthropic.com/v1). The embedded solver takes none.",
     )
-    model: str | None = Field(None, description="Model (Azure: deployment) name; unset = embedded.")
+    model: str | None = Field(
+        None,
+        description="Model (Azure: deployment) name of a remote solver; the embedded solver "
+        "is the in-process model.",
+    )
     api_key: SecretStr | None = None
     api_version: str = Field(
         "2024-10-21",
@@ -133,10 +144,19 @@ class SolverSettings(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
     max_tokens: int | None = Field(
-        None, ge=1, description="Unset = 256 for a remote solver, 96 for the embedded one."
+        None,
+        ge=1,
+        description="Cap on one solver reply. Unset = 256, or 96 for an embedded solver "
+        "with chat prompts (a model of your own, which rambles on a CPU). /readyz shows "
+        "each profile's.",
     )
     temperature: float = Field(0.0, ge=0.0)
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(
+        default_factory=list,
+        description="Stop strings. Unset = none for a remote solver; for the embedded one "
+        'a newline ("\\n": the distilled solver writes one step per line), or a blank '
+        "line with chat prompts. /readyz shows each profile's.",
+    )
     max_connections: int = Field(100, ge=1)
     max_concurrency: int = Field(32, ge=1, description="Calls in flight to this solver.")
     max_retries: int = Field(
@@ -151,8 +171,22 @@ class SolverSettings(BaseModel):
         "auto",
         description="How subquestions are put to this solver: 'chat' (instructions, for "
         "hosted models), 'distilled' (the multi-turn format the embedded distilled solver "
-        "was trained on). 'auto': distilled for the embedded default, else chat.",
+        "was trained on; docs/solvers.md). 'auto': distilled for the embedded solver on "
+        "the shipped model, else chat.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_when_a_url_is_set(cls, data: object) -> object:
+        # Settings written before the embedded backend existed name only a URL.
+        if isinstance(data, dict) and data.get("base_url") and not data.get("backend"):
+            return {**data, "backend": "openai"}
+        return data
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this profile is the in-process model (service/solver/embedded.py)."""
+        return self.backend == EMBEDDED_BACKEND
 
 
 class ModelPrice(BaseModel):
@@ -299,16 +333,22 @@ class Settings(BaseSettings):
         profiles = self.solver_profiles
         for name, profile in profiles.items():
             env = "DIVCONQ_SOLVER" if name == "default" else f"DIVCONQ_SOLVERS__{name.upper()}"
-            if profile.base_url is None:
-                # The embedded solver is this process's own /v1, which only
-                # exists when the embedded engine runs here.
-                if self.decomposer.backend != "vllm" or not self.serve_openai_api:
+            if profile.embedded:
+                if self.decomposer.backend != "vllm":
                     raise ValueError(
-                        f"{env}__BASE_URL is required unless the in-process 'vllm' "
-                        "decomposer serves the embedded solver at /v1"
+                        f"{env}__BACKEND is embedded (the default), which runs on the "
+                        "in-process 'vllm' decomposer's engine; set "
+                        f"{env}__BASE_URL and {env}__MODEL for a remote solver"
+                    )
+                if profile.base_url or profile.model:
+                    raise ValueError(
+                        f"{env}: the embedded solver is the in-process model; it takes no "
+                        "BASE_URL or MODEL (a remote solver: set BACKEND=openai)"
                     )
             elif not profile.model:
-                raise ValueError(f"{env}__MODEL is required when {env}__BASE_URL is set")
+                raise ValueError(f"{env}__MODEL is required for backend {profile.backend!r}")
+            elif profile.backend in NEEDS_BASE_URL and not profile.base_url:
+                raise ValueError(f"{env}__BASE_URL is required for backend {profile.backend!r}")
             for fallback in profile.fallbacks:
                 if fallback not in profiles or fallback == name:
                     raise ValueError(f"{env}__FALLBACKS names unknown profile {fallback!r}")
@@ -359,36 +399,32 @@ class Settings(BaseSettings):
         """Every solver profile by name; DIVCONQ_SOLVER__* is 'default'."""
         return {"default": self.solver, **self.solvers}
 
-    def solver_url(self, profile: SolverSettings) -> str:
-        if profile.base_url:
-            return profile.base_url.rstrip("/")
-        return f"http://127.0.0.1:{self.port}/v1"
-
     def solver_model(self, profile: SolverSettings) -> str:
-        return profile.model or self.decomposer_model_name
+        return self.decomposer_model_name if profile.embedded else str(profile.model)
 
-    def solver_distilled(self, profile: SolverSettings) -> bool:
-        """Whether this profile speaks the distilled solver's format (prompts.distilled_*)."""
+    def solver_prompts(self, profile: SolverSettings) -> PromptStyleName:
+        """The prompt style this profile gets (``service.pipeline.styles``)."""
         if profile.prompts != "auto":
-            return profile.prompts == "distilled"
+            return profile.prompts
         # The embedded default serves the distilled checkpoint (model_prep.py).
-        embedded = profile.base_url is None and self.decomposer.backend == "vllm"
-        return embedded and self.decomposer.model is None
+        shipped = profile.embedded and self.decomposer.model is None
+        return "distilled" if shipped else "chat"
 
     def solver_stop(self, profile: SolverSettings) -> list[str]:
-        if profile.stop or profile.base_url:
+        if profile.stop or not profile.embedded:
             return profile.stop
-        # The distilled solver writes one step per line; the base model rambles
+        # The distilled solver writes one step per line; a base model rambles
         # on after its first paragraph.
-        return ["\n"] if self.solver_distilled(profile) else ["\n\n"]
+        return ["\n"] if self.solver_prompts(profile) == "distilled" else ["\n\n"]
 
     def solver_tokens(self, profile: SolverSettings) -> int:
         if profile.max_tokens is not None:
             return profile.max_tokens
         # The distilled solver writes a whole GSM8K solution in `direct` mode (95th
-        # percentile 227 tokens); its steps end at the newline well before. The
-        # base model on CPU writes ~20 tokens/s and rambles: keep it snappy.
-        return 256 if profile.base_url or self.solver_distilled(profile) else 96
+        # percentile 227 tokens); its steps end at the newline well before. A base
+        # model on CPU writes ~20 tokens/s and rambles: keep it snappy.
+        rambles = profile.embedded and self.solver_prompts(profile) == "chat"
+        return 96 if rambles else 256
 
     def price(self, model: str) -> ModelPrice:
         return self.prices.get(model) or ModelPrice()
@@ -407,10 +443,6 @@ class Settings(BaseSettings):
         if d.served_model_name:
             return d.served_model_name
         return d.model or EMBEDDED_MODEL_NAME
-
-    @property
-    def solver_base_url(self) -> str:
-        return self.solver_url(self.solver)
 
     @property
     def solver_max_tokens(self) -> int:

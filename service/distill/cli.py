@@ -94,10 +94,10 @@ async def _chat_teacher(
 
     from service.distill import data
     from service.observability.metrics import Metrics
-    from service.solver import build_solvers
+    from service.solver import SolverDeps, build_solvers
 
     async with httpx2.AsyncClient() as http:
-        solvers = build_solvers(settings, http, Metrics())
+        solvers = build_solvers(settings, SolverDeps(http), Metrics())
         if args.teacher not in solvers:
             raise SystemExit(f"unknown solver profile {args.teacher!r}")
         return await data.teacher_decompositions(

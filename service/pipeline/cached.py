@@ -37,7 +37,7 @@ def solve_key(settings: Settings, decomposer_model: str, plan: Plan) -> dict[str
             "temperature": d.temperature,
         },
         "solver": {"profile": chain.name, "members": chain.identity},
-        "distilled": plan.solver_distilled,
+        "prompts": plan.prompts.name,
     }
 
 

@@ -15,8 +15,9 @@ a non-streamed one, so answers and accounting are identical.
 
 Every figure in the response is measured here, around the backend calls
 (``Pipeline._call``), which is also where a failure learns its stage. What to
-run (mode, cap, solver chain, adapter) comes settled in a ``Plan``
-(``service/pipeline/plan.py``); nothing here re-derives a default.
+run (mode, cap, solver chain and its prompt style, adapter) comes settled in a
+``Plan`` (``service/pipeline/plan.py``); nothing here re-derives a default or
+branches on the solver's prompt style.
 
 In a traced request a run is one ``invoke_workflow`` span (mode, subquestion
 count, final status) holding a span per decomposer call and, from the solver
@@ -214,8 +215,7 @@ class Pipeline:
     async def _answer(
         self, run: Run, index: int, sub: str, history: list[tuple[str, str]]
     ) -> SubquestionResult:
-        ask = prompts.distilled_subquestion if run.plan.solver_distilled else prompts.subquestion
-        messages = ask(run.question, sub, history, run.context)
+        messages = run.plan.prompts.subquestion(run.question, sub, history, run.context)
         started = time.perf_counter()
         completion = await self._solve(run, messages, "solve")
         result = SubquestionResult(
@@ -260,7 +260,7 @@ class Pipeline:
             )
             for s in subs
         ]
-        return results, prompts.hinted(run.question, subs, run.context)
+        return results, run.plan.prompts.hinted(run.question, subs, run.context)
 
     async def _socratic(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
         history: list[tuple[str, str]] = []
@@ -294,14 +294,10 @@ class Pipeline:
         return results, self._final(run, history)
 
     async def _direct(self, run: Run) -> tuple[list[SubquestionResult], prompts.Messages]:
-        if run.plan.solver_distilled:
-            # The distilled solver's whole-problem task: every step, then the answer.
-            return [], prompts.distilled_direct(run.question, run.context)
-        return [], prompts.direct(run.question, run.context)
+        return [], run.plan.prompts.direct(run.question, run.context)
 
     def _final(self, run: Run, history: list[tuple[str, str]]) -> prompts.Messages:
-        final = prompts.distilled_final if run.plan.solver_distilled else prompts.final
-        return final(run.question, history, run.context)
+        return run.plan.prompts.final(run.question, history, run.context)
 
     # --- entry points -------------------------------------------------------------
 

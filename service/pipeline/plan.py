@@ -1,8 +1,9 @@
 """One request, resolved in one place: what to run, with what, for how long.
 
 ``resolve(body, resources)`` turns a request body into a ``Plan``: the mode,
-the subquestion cap, the solver chain (a profile and its fallbacks), the
-decomposer adapter (or none) and the deadline. It also rejects what no plan
+the subquestion cap, the solver chain (a profile and its fallbacks) and the
+prompt style it is asked in, the decomposer adapter (or none) and the
+deadline. It also rejects what no plan
 can serve (422: limits, unknown solver or adapter, a deadline over the cap).
 Routes call it once; the pipeline and the readiness check only read the plan,
 so no default is re-derived anywhere else.
@@ -23,6 +24,7 @@ from service.core.input_limits import InputLimits
 from service.core.schemas import DecomposeRequest, SolveRequest
 from service.core.settings import Mode, Settings
 from service.decomposer.adapters import Adapters
+from service.pipeline.styles import CHAT, STYLES, PromptStyle
 from service.solver import SolverChain
 
 
@@ -57,10 +59,10 @@ class Plan:
     adapter: str | None
     timeout_s: float
     solver: SolverChain | None = None
-    # The chosen solver is this service's own /v1 (it needs the embedded engine).
+    # The chosen solver runs on the in-process engine (the embedded backend).
     solver_embedded: bool = False
-    # It speaks the distilled solver's multi-turn format (prompts.distilled_*).
-    solver_distilled: bool = False
+    # How the chosen solver is asked (service/pipeline/styles.py).
+    prompts: PromptStyle = CHAT
     # How this request may use the response cache (the route sets it).
     cache: CachePolicy = OFF
 
@@ -80,7 +82,8 @@ def resolve(body: DecomposeRequest, services: Resources) -> Plan:
     timeout_s = body.timeout_s or settings.request_timeout_s
     mode: Mode | None = None
     solver: SolverChain | None = None
-    embedded = distilled = False
+    embedded = False
+    style: PromptStyle = CHAT
     if isinstance(body, SolveRequest):
         mode = body.mode or settings.default_mode
         name = body.solver or settings.default_solver
@@ -90,8 +93,8 @@ def resolve(body: DecomposeRequest, services: Resources) -> Plan:
             )
         solver = services.solvers[name]
         profile = settings.solver_profiles[name]
-        embedded = profile.base_url is None
-        distilled = settings.solver_distilled(profile)
+        embedded = profile.embedded
+        style = STYLES[settings.solver_prompts(profile)]
     return Plan(
         question=body.question,
         context=body.context,
@@ -101,5 +104,5 @@ def resolve(body: DecomposeRequest, services: Resources) -> Plan:
         timeout_s=timeout_s,
         solver=solver,
         solver_embedded=embedded,
-        solver_distilled=distilled,
+        prompts=style,
     )

@@ -233,6 +233,23 @@ def distilled_direct(question: str, context: str | None = None) -> Messages:
     return _distilled_turns(question, [], DIRECT_SUBQUESTION, context)
 
 
+def distilled_hinted(
+    question: str, subquestions: Sequence[str], context: str | None = None
+) -> Messages:
+    """``hinted`` for the distilled solver: its whole-problem task, hints under the problem.
+
+    It was trained on no hinted task, and the chat prompt's instructions it
+    copies ("The answer is X."). So ``hinted`` maps to what it was trained on,
+    the ``direct`` task, with the subquestions listed after the problem as its
+    context lines (the decomposer's plan, in the problem's own words).
+    """
+    if not subquestions:
+        return distilled_direct(question, context)
+    hints = "\n".join(f"{i}. {q}" for i, q in enumerate(subquestions, 1))
+    problem = f"{_problem(question, context)}\nHints:\n{hints}"
+    return _distilled_turns(problem, [], DIRECT_SUBQUESTION, None)
+
+
 def distilled_answer_step(answer: str) -> str:
     """How the distilled solver's final step is written (its training target)."""
     return f"The answer is {answer}."

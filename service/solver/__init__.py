@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2
-
 from service.core.settings import Settings, SolverSettings
 from service.observability.metrics import Metrics
-from service.solver.base import Solver, build_backend, register, registered
+from service.solver.base import Solver, SolverDeps, build_backend, register, registered
 from service.solver.resilient import ResilientSolver, SolverChain
 
 # Importing the modules registers their backends.
-from service.solver import anthropic_messages, azure_openai, openai_chat  # noqa: F401  isort: skip
+from service.solver import anthropic_messages, azure_openai, embedded, openai_chat  # noqa: F401  isort: skip
 
 
 def sampling_identity(settings: Settings, profile: SolverSettings) -> dict[str, Any]:
@@ -26,7 +24,7 @@ def sampling_identity(settings: Settings, profile: SolverSettings) -> dict[str, 
     response cache's key for one solver call (with the messages)."""
     return {
         "backend": profile.backend,
-        "url": settings.solver_url(profile) if profile.base_url else profile.base_url,
+        "url": profile.base_url.rstrip("/") if profile.base_url else None,
         "model": settings.solver_model(profile),
         "api_version": profile.api_version,
         "max_tokens": settings.solver_tokens(profile),
@@ -35,14 +33,12 @@ def sampling_identity(settings: Settings, profile: SolverSettings) -> dict[str, 
     }
 
 
-def build_solvers(
-    settings: Settings, http: httpx2.AsyncClient, metrics: Metrics
-) -> dict[str, SolverChain]:
+def build_solvers(settings: Settings, deps: SolverDeps, metrics: Metrics) -> dict[str, SolverChain]:
     profiles = settings.solver_profiles
     resilient = {
         name: ResilientSolver(
             name,
-            build_backend(name, p, settings, http),
+            build_backend(name, p, settings, deps),
             p,
             metrics,
             identity=sampling_identity(settings, p),
@@ -58,6 +54,7 @@ def build_solvers(
 __all__ = [
     "Solver",
     "SolverChain",
+    "SolverDeps",
     "build_solvers",
     "register",
     "registered",

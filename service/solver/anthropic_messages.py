@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx2
-
 from service.core.completion import Completion
 from service.core.errors import UpstreamInvalidResponse
 from service.core.http_calls import post_json, usage_of
 from service.core.settings import Settings, SolverSettings
-from service.solver.base import call_timeout, register, split_system
+from service.solver.base import SolverDeps, call_timeout, register, split_system
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -25,10 +23,10 @@ DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 @register("anthropic")
 class AnthropicSolver:
     def __init__(
-        self, name: str, profile: SolverSettings, settings: Settings, http: httpx2.AsyncClient
+        self, name: str, profile: SolverSettings, settings: Settings, deps: SolverDeps
     ) -> None:
         self._profile = profile
-        self._http = http
+        self._http = deps.http
         self.model_name = settings.solver_model(profile)
         self._max_tokens = settings.solver_tokens(profile)
         self._url = (profile.base_url or DEFAULT_BASE_URL).rstrip("/") + "/messages"

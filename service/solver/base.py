@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import httpx2
 
 from service.core.completion import Completion
 from service.core.settings import Settings, SolverSettings
+from service.embedded.chat import EmbeddedChat
 
 
 class Solver(Protocol):
@@ -21,8 +23,18 @@ class Solver(Protocol):
         ...
 
 
-# (profile name, profile, all settings, the shared HTTP client) -> backend
-SolverFactory = Callable[[str, SolverSettings, Settings, httpx2.AsyncClient], Solver]
+@dataclass(frozen=True)
+class SolverDeps:
+    """What backends share, owned by the app's lifespan."""
+
+    # The pooled client of every remote call.
+    http: httpx2.AsyncClient
+    # The in-process model's chat replies (None where no engine runs here).
+    embedded: EmbeddedChat | None = None
+
+
+# (profile name, profile, all settings, what backends share) -> backend
+SolverFactory = Callable[[str, SolverSettings, Settings, SolverDeps], Solver]
 _REGISTRY: dict[str, SolverFactory] = {}
 F = TypeVar("F", bound=SolverFactory)
 
@@ -40,7 +52,7 @@ def registered() -> list[str]:
 
 
 def build_backend(
-    name: str, profile: SolverSettings, settings: Settings, http: httpx2.AsyncClient
+    name: str, profile: SolverSettings, settings: Settings, deps: SolverDeps
 ) -> Solver:
     try:
         factory = _REGISTRY[profile.backend]
@@ -49,7 +61,7 @@ def build_backend(
             f"solver profile {name!r}: unknown backend {profile.backend!r}; "
             f"known: {', '.join(registered())}"
         ) from None
-    return factory(name, profile, settings, http)
+    return factory(name, profile, settings, deps)
 
 
 def call_timeout(profile: SolverSettings) -> httpx2.Timeout:

@@ -1,7 +1,7 @@
 """``openai`` solver: any OpenAI-compatible ``/chat/completions`` endpoint.
 
 OpenAI itself, vLLM (``vllm serve``), TGI, Ollama (``/v1``), llama.cpp server,
-and by default this service's own ``/v1`` serving the embedded model.
+or another divconq's ``/v1``.
 """
 
 from __future__ import annotations
@@ -9,31 +9,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx2
-
 from service.core.completion import Completion
 from service.core.errors import UpstreamInvalidResponse
 from service.core.http_calls import post_json, usage_of
 from service.core.settings import Settings, SolverSettings
-from service.solver.base import call_timeout, register
+from service.solver.base import SolverDeps, call_timeout, register
 
 
 @register("openai")
 class OpenAIChatSolver:
     def __init__(
-        self, name: str, profile: SolverSettings, settings: Settings, http: httpx2.AsyncClient
+        self, name: str, profile: SolverSettings, settings: Settings, deps: SolverDeps
     ) -> None:
+        if not profile.base_url:
+            raise ValueError(f"solver profile {name!r}: backend {profile.backend!r} needs base_url")
         self._profile = profile
-        self._http = http
+        self._http = deps.http
         self.model_name = settings.solver_model(profile)
         self._max_tokens = settings.solver_tokens(profile)
         self._stop = settings.solver_stop(profile)
-        self._url = self.endpoint(settings.solver_url(profile))
-        api_key = profile.api_key
-        if api_key is None and profile.base_url is None and settings.api_keys:
-            # The embedded solver is our own /v1, which then wants a key too.
-            api_key = settings.api_keys[0]
-        self._key = api_key.get_secret_value() if api_key is not None else None
+        self._url = self.endpoint(profile.base_url.rstrip("/"))
+        key = profile.api_key
+        self._key = key.get_secret_value() if key is not None else None
         self._timeout = call_timeout(profile)
 
     def endpoint(self, base_url: str) -> str:

@@ -1,0 +1,135 @@
+"""Chat replies from the in-process engine, the calculator in the loop.
+
+The one way the embedded model answers chat messages: the ``embedded`` solver
+(``service/solver/embedded.py``) calls it with its profile's sampling, the
+raw model at ``/v1/chat/completions`` with the request's. Both therefore
+render the same template, stop at the same turn end, and compute the same
+``<<expression=value>>`` annotations (``service/embedded/calculator.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.core.completion import Completion
+from service.core.errors import NotReady
+from service.embedded.calculator import generate_with_calculator
+from service.embedded.engine import ENGINE_DEAD
+
+# Gemma's template knows system, user and assistant turns.
+_ROLES = {"developer": "system", "tool": "user"}
+
+
+class ChatEngine(Protocol):
+    """What a chat reply needs of the engine (``EmbeddedEngine``; tests fake it)."""
+
+    served_name: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def dead(self) -> bool: ...
+
+    @property
+    def turn_end_ids(self) -> list[int]: ...
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str: ...
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        request_id: str,
+        max_tokens: int,
+        temperature: float,
+        stop: Sequence[str] = (),
+        adapter: str | None = None,
+        stop_token_ids: Sequence[int] = (),
+    ) -> Completion: ...
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One reply's sampling: a solver profile's, or a /v1 request's."""
+
+    max_tokens: int
+    temperature: float
+    stop: Sequence[str]
+
+
+class EmbeddedChat:
+    """Chat replies from the engine ``engine()`` returns (None while it loads)."""
+
+    def __init__(
+        self,
+        engine: Callable[[], ChatEngine | None],
+        *,
+        calculator: bool,
+        count: Callable[[str], None],
+    ) -> None:
+        self._engine = engine
+        self._calculator = calculator
+        # Counts each calculator outcome (computed, corrected, rejected).
+        self._count = count
+
+    def engine(self) -> ChatEngine:
+        """The loaded engine; 503 while it loads or after it died."""
+        engine = self._engine()
+        if engine is not None and engine.dead:
+            raise NotReady(ENGINE_DEAD)
+        if engine is None or not engine.ready:
+            raise NotReady("embedded model not loaded yet", headers={"Retry-After": "10"})
+        return engine
+
+    @property
+    def model_name(self) -> str | None:
+        engine = self._engine()
+        return engine.served_name if engine is not None else None
+
+    async def reply(
+        self, messages: Sequence[dict[str, str]], *, request_id: str, sampling: Sampling
+    ) -> Completion:
+        """One reply; with the calculator on, every annotation it closes is computed.
+
+        ``request_id`` must be unique per reply (vLLM's rule); the calculator's
+        later engine calls add a suffix to it.
+        """
+        engine = self.engine()
+        prompt = engine.render_chat(
+            [{"role": _ROLES.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
+        )
+        calls = 0
+
+        async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
+            nonlocal calls
+            calls += 1
+            # An input the engine refuses is an InvalidRequest already (engine.py).
+            return await engine.generate(
+                text,
+                request_id=request_id if calls == 1 else f"{request_id}-{calls}",
+                max_tokens=budget,
+                temperature=sampling.temperature,
+                stop=stops,
+                # A chat reply ends with its turn.
+                stop_token_ids=engine.turn_end_ids,
+            )
+
+        if not self._calculator:
+            completion = await generate(prompt, sampling.max_tokens, sampling.stop)
+        else:
+            run = await generate_with_calculator(
+                generate, prompt, max_tokens=sampling.max_tokens, stop=sampling.stop
+            )
+            for outcome in run.outcomes:
+                self._count(outcome)
+            completion = run.completion
+        return Completion(
+            completion.text,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            completion.finish_reason,
+            model=engine.served_name,
+        )

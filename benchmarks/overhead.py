@@ -10,6 +10,11 @@ subquestions in one parallel wave, the fourth, the final answer: five calls),
 and ``static-stream``: the same ``static`` request with ``"stream": true``,
 read as server-sent events to the last (``done``) event.
 
+Then what tracing costs (``benchmarks/_tracing_cost.py``): services with
+tracing off and on (the SDK's batch processor exporting over OTLP/HTTP to a
+local sink), optionally one from before tracing existed
+(``--tracing-baseline REF``), measured side by side at one client.
+
 Per request it takes the stage latencies the response reports
 (``usage.decomposer.latency_ms + usage.solver.latency_ms``; streamed: the
 ``usage`` event, and ``latency_ms`` from the ``done`` event) and reports two
@@ -26,6 +31,8 @@ machine's cores.
 
     .venv/bin/python benchmarks/overhead.py
     .venv/bin/python benchmarks/overhead.py --smoke
+    .venv/bin/python benchmarks/overhead.py --concurrency 1 --modes static --limits default \
+        --arrivals burst --tracing-baseline 036eb06~1     # tracing: off, on, before
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from _bench import (
     wait_http,
     write_json,
 )
+from _tracing_cost import tracing_cost
 
 QUESTIONS = [
     "Tom has 3 apples, Ann buys 4 pears and Bob picks 5 plums. How many fruits do they have?",
@@ -269,12 +277,24 @@ def main() -> int:
     parser.add_argument("--delay-s", type=float, default=0.5, help="stub model answer delay")
     parser.add_argument("--duration-s", type=float, default=10.0, help="per level and mode")
     parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument(
+        "--tracing-rounds", type=int, default=5, help="tracing off/on rounds (0: skip)"
+    )
+    parser.add_argument(
+        "--tracing-delay-s", type=float, default=0.02, help="stub delay for the tracing rounds"
+    )
+    parser.add_argument(
+        "--tracing-baseline",
+        default=None,
+        help="git ref of a service from before tracing, measured beside off and on",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--out", default=str(RESULTS / "overhead.json"))
     args = parser.parse_args()
     if args.smoke:
         args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
         args.limits = "default"
+        args.tracing_rounds = 1
     args.levels = [int(c) for c in args.concurrency.split(",")]
     configs = [(lim, arr) for lim in args.limits.split(",") for arr in args.arrivals.split(",")]
 
@@ -303,6 +323,7 @@ def main() -> int:
         for limits, arrival in configs
     }
     streaming = stream_cost(rows)
+    tracing = tracing_cost(measure, args) if args.tracing_rounds else None
     report = {
         "benchmark": "overhead",
         "machine": info,
@@ -319,6 +340,8 @@ def main() -> int:
         "targets_at_64": targets,
         # What streaming adds: static-stream minus static, same limits, arrival, level.
         "streaming": streaming,
+        # What tracing adds at one client: on minus off (and off minus before).
+        "tracing": tracing,
     }
     columns = [
         "limits",
@@ -345,7 +368,8 @@ def main() -> int:
         print(table(streaming["rows"], list(streaming["rows"][0])))
         print(f"  server p50 <= 1 ms at every level: {streaming['server_p50_le_1ms']}")
     write_json(args.out, report)
-    return 0 if all(r["errors"] == 0 for r in rows) else 1
+    traced = tracing["rows"] if tracing else []
+    return 0 if all(r["errors"] == 0 for r in rows + traced) else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ models, so that only the service's own work is measured. ``/v1/completions``
 (the decomposer) answers with ``--plan``; ``/v1/chat/completions`` (the
 solver) with a short answer; both after their delay and with usage.
 ``GET /stats`` gives the call counts and the most calls in flight at once.
+``POST /v1/traces`` is an OTLP/HTTP trace sink (answers at once, counts the
+batches and bytes) for the overhead benchmark's tracing-on service.
 
 It is a bare asyncio (uvloop) HTTP/1.1 server with keep-alive, not a web
 framework: on a 2-core box its CPU would otherwise be charged to the
@@ -22,6 +24,8 @@ import json
 
 CHAT_USAGE = {"prompt_tokens": 80, "completion_tokens": 8}
 PLAN_USAGE = {"prompt_tokens": 120, "completion_tokens": 24}
+# An empty ExportTraceServiceResponse: everything accepted.
+TRACES_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
 
 
 def _response(status: str, body: dict[str, object]) -> bytes:
@@ -37,7 +41,7 @@ class Stub:
     def __init__(self, delay_s: float, decomposer_delay_s: float, plan: str) -> None:
         self.delay_s = delay_s
         self.decomposer_delay_s = decomposer_delay_s
-        self.counts = {"completions": 0, "chat": 0}
+        self.counts = {"completions": 0, "chat": 0, "trace_batches": 0, "trace_bytes": 0}
         self.active = 0
         self.max_active = 0
         self.chat = _response(
@@ -70,8 +74,12 @@ class Stub:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                if length:
-                    await reader.readexactly(length)
+                body = await reader.readexactly(length) if length else b""
+                if path.endswith(b"/v1/traces"):
+                    self.counts["trace_batches"] += 1
+                    self.counts["trace_bytes"] += len(body)
+                    writer.write(TRACES_OK)
+                    continue
                 writer.write(await self.answer(path))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass

@@ -1,0 +1,142 @@
+"""What tracing costs a request, for ``benchmarks/overhead.py``: off vs on, side by side.
+
+Services started together on one stub model (its own, with a short delay so a
+one-client loop makes many requests), measured in alternating rounds at one
+client so drift on a shared machine hits every configuration alike:
+
+- ``off``: no ``OTEL_*`` variables (``OTEL_TRACES_EXPORTER=none`` to be sure);
+- ``on``: ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the stub's ``/v1/traces`` sink,
+  OTLP/HTTP, the SDK's batch processor with its defaults, sampling everything;
+- ``before`` (with ``--tracing-baseline REF``): the service as of ``REF``
+  (``git archive``), from before tracing existed: what ``off`` is compared with.
+
+Each round gives a p50 of the overheads ``summarise`` reports; the figure is
+the median of the rounds' p50s per configuration (one noisy round moves it
+least); added = on - off (and off - before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from _bench import INDEPENDENT_PLAN, ROOT, running, start_service, start_stub, table, wait_http
+
+OFF = {"OTEL_TRACES_EXPORTER": "none"}
+TARGET_ADDED_P50_MS = 0.3
+
+
+def _env(stub_url: str, config: str) -> dict[str, str]:
+    env = {
+        "DIVCONQ_MAX_IN_FLIGHT": "8192",
+        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
+        "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub_url}/v1",
+        "DIVCONQ_SOLVER__BASE_URL": f"{stub_url}/v1",
+        "DIVCONQ_SOLVER__MODEL": "stub",
+        # Every request runs every stage: a cached answer would measure the cache.
+        "DIVCONQ_CACHE__ENABLED": "false",
+        **OFF,
+    }
+    if config == "on":
+        env.pop("OTEL_TRACES_EXPORTER")
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": stub_url,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "divconq-bench",
+        }
+    return env
+
+
+@contextlib.contextmanager
+def _checkout(ref: str | None) -> Iterator[Path | None]:
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="divconq-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", ref, "service"], cwd=ROOT, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp)
+
+
+def _p50(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
+def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
+    """Rows per configuration and mode, and what tracing adds at p50."""
+    configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
+    stub = start_stub(args.tracing_delay_s, INDEPENDENT_PLAN)
+    with running(stub), _checkout(args.tracing_baseline) as old:
+        services = {
+            c: start_service(
+                _env(stub.url, "off" if c == "before" else c),
+                cwd=old if c == "before" and old else ROOT,
+            )
+            for c in configs
+        }
+        with running(*services.values()):
+            for s in services.values():
+                wait_http(f"{s.url}/readyz", proc=s.proc)
+            samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for _ in range(args.tracing_rounds):
+                for mode in ("direct", "static"):
+                    for c in configs:
+                        s = services[c]
+                        row = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
+                        samples.setdefault((c, mode), []).append(row)
+    rows = []
+    medians = ("overhead_server_p50_ms", "overhead_client_p50_ms", "cpu_ms_per_request")
+    for (config, mode), got in samples.items():
+        rows.append(
+            {
+                "tracing": config,
+                "mode": mode,
+                "requests": sum(r["requests"] for r in got),
+                "errors": sum(r["errors"] for r in got),
+                **{k: round(_p50([r[k] for r in got]), 3) for k in medians},
+            }
+        )
+    by = {(r["tracing"], r["mode"]): r for r in rows}
+    added = []
+    for mode in ("direct", "static"):
+        for new, old_ in (("on", "off"), ("off", "before")):
+            if (new, mode) not in by or (old_, mode) not in by:
+                continue
+            a, b = by[(new, mode)], by[(old_, mode)]
+            added.append(
+                {
+                    "compare": f"{new} - {old_}",
+                    "mode": mode,
+                    "server_p50_added_ms": round(
+                        a["overhead_server_p50_ms"] - b["overhead_server_p50_ms"], 3
+                    ),
+                    "client_p50_added_ms": round(
+                        a["overhead_client_p50_ms"] - b["overhead_client_p50_ms"], 3
+                    ),
+                    "cpu_ms_per_request_added": round(
+                        a["cpu_ms_per_request"] - b["cpu_ms_per_request"], 3
+                    ),
+                }
+            )
+    on = [a for a in added if a["compare"] == "on - off"]
+    met = all(a["client_p50_added_ms"] <= TARGET_ADDED_P50_MS for a in on) if on else None
+    print("\ntracing, one client (median of the rounds' p50s, ms):")
+    print(table(rows, list(rows[0])))
+    print(table(added, list(added[0])))
+    print(f"  on adds <= {TARGET_ADDED_P50_MS} ms p50 at one client: {met}")
+    return {
+        "rounds": args.tracing_rounds,
+        "delay_s": args.tracing_delay_s,
+        "baseline": args.tracing_baseline,
+        "rows": rows,
+        "added": added,
+        "on_added_client_p50_le_0_3ms": met,
+    }

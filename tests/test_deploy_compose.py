@@ -29,7 +29,7 @@ from tests.deploy_support import ROOT, SETTING_ENV_NAMES, run
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 GRAFANA = ROOT / "deploy" / "grafana"
-COMPOSE_SERVICES = {"divconq", "solver", "prometheus", "grafana"}
+COMPOSE_SERVICES = {"divconq", "solver", "prometheus", "grafana", "jaeger"}
 
 
 # ------------------------------------------------------------ compose v2 --
@@ -123,6 +123,22 @@ def test_compose_monitoring(compose_default: dict[str, Any]) -> None:
     assert Path(grafana["/var/lib/grafana/dashboards"]["source"]) == GRAFANA / "dashboards"
 
 
+def test_compose_traces_to_jaeger(compose_default: dict[str, Any]) -> None:
+    """The service exports its spans to the stack's Jaeger, the OpenTelemetry way;
+    Prometheus keeps the exemplars that link latency buckets to them."""
+    services = compose_default["services"]
+    env = services["divconq"]["environment"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert env["OTEL_SERVICE_NAME"] == "divconq"
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/jaeger:")
+    assert "--set=receivers.otlp.protocols.http.endpoint=0.0.0.0:4318" in jaeger["command"]
+    assert [p["target"] for p in jaeger["ports"]] == [16686]
+    assert jaeger["ports"][0]["host_ip"] == "127.0.0.1"
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+
+
 def test_compose_hosted_solver_by_environment(tmp_path: Path) -> None:
     """SOLVER_REPLICAS=0 plus the DIVCONQ_SOLVER__* variables swap in a hosted API."""
     env_file = tmp_path / ".env"
@@ -159,6 +175,14 @@ def test_grafana_provisioning() -> None:
     assert datasource["uid"] == "prometheus"
     assert datasource["type"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
+
+    # Exemplars (label trace_id) link to the provisioned Jaeger.
+    [link] = datasource["jsonData"]["exemplarTraceIdDestinations"]
+    [jaeger] = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "jaeger.yml").read_text()
+    )["datasources"]
+    assert link == {"name": "trace_id", "datasourceUid": jaeger["uid"]}
+    assert jaeger["type"] == "jaeger" and jaeger["url"] == "http://jaeger:16686"
 
     [provider] = yaml.safe_load(
         (GRAFANA / "provisioning" / "dashboards" / "dashboards.yml").read_text()

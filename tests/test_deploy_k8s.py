@@ -22,6 +22,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from opentelemetry import environment_variables as otel_api_env
+from opentelemetry.sdk import environment_variables as otel_sdk_env
 
 from tests.deploy_support import ROOT, SETTING_ENV_NAMES, load_yaml_docs, run, tool
 
@@ -177,6 +179,14 @@ def test_deployment_gpu_probes_and_security(base_docs: list[dict[str, Any]]) -> 
     assert pod["terminationGracePeriodSeconds"] >= sleep + 30 + 15
 
 
+OTEL_SDK_VARIABLES = {
+    v
+    for module in (otel_api_env, otel_sdk_env)
+    for k, v in vars(module).items()
+    if k.startswith("OTEL_") and isinstance(v, str)
+}
+
+
 def test_solver_settings_come_from_configmap_and_secret(base_docs: list[dict[str, Any]]) -> None:
     container = _by_kind(base_docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     config_map = _by_kind(base_docs, "ConfigMap")
@@ -187,10 +197,13 @@ def test_solver_settings_come_from_configmap_and_secret(base_docs: list[dict[str
     assert secret_ref["name"] == secret["metadata"]["name"]
     assert {"DIVCONQ_SOLVER__BASE_URL", "DIVCONQ_SOLVER__MODEL"} <= set(config_map["data"])
     assert set(secret["stringData"]) == {"DIVCONQ_SOLVER__API_KEY"}
-    # Every variable set this way is a real setting.
+    # Every variable set this way is a real setting: ours, or the OpenTelemetry SDK's.
     names = set(config_map["data"]) | set(secret["stringData"])
     names |= {e["name"] for e in container["env"]}
-    assert names <= set(SETTING_ENV_NAMES)
+    assert names <= set(SETTING_ENV_NAMES) | OTEL_SDK_VARIABLES
+    # Tracing shows where its spans go (docs/observability.md).
+    assert config_map["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http")
+    assert config_map["data"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
     # A placeholder, never something that looks like a key.
     placeholder = secret["stringData"]["DIVCONQ_SOLVER__API_KEY"]
     assert "REPLACE" in placeholder and not placeholder.startswith(("sk-", "sk_"))

@@ -94,7 +94,14 @@ USAGE_ESTIMATED = "divconq.usage.estimated"
 REQUEST_ID = "divconq.request_id"
 
 # gen_ai.provider.name for each solver backend (others report their own name).
-PROVIDERS = {"openai": "openai", "azure_openai": "azure.ai.openai", "anthropic": "anthropic"}
+PROVIDERS = {
+    "openai": "openai",
+    "azure_openai": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "embedded": "vllm",
+}
+# Solver backends that run in this process: their calls are INTERNAL spans, not CLIENT.
+IN_PROCESS = frozenset({"embedded"})
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # "true" in the instrumentations' classic form; the newer experimental form

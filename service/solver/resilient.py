@@ -73,6 +73,8 @@ class ResilientSolver:
         self._metrics = metrics
         self._slots = asyncio.Semaphore(profile.max_concurrency)
         self._provider = tracing.PROVIDERS.get(profile.backend, profile.backend)
+        in_process = profile.backend in tracing.IN_PROCESS
+        self._span_kind = SpanKind.INTERNAL if in_process else SpanKind.CLIENT
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self._profile.backoff_max_s, self._profile.backoff_base_s * 2**attempt)
@@ -125,7 +127,7 @@ class ResilientSolver:
         if fallback:
             attrs[tracing.FALLBACK] = True
         with tracing.model_call(
-            tracing.OP_CHAT, self.model_name, self._provider, SpanKind.CLIENT, attrs, messages
+            tracing.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, messages
         ) as span:
             completion = await self._backend.chat(messages, request_id=request_id)
             tracing.record_completion(span, completion, completion.model or self.model_name)

@@ -38,8 +38,11 @@ import pytest
 
 from service.core.settings import Settings
 from service.embedded.model_prep import prepare_embedded_model
+from tests.real_services import REAL_SERVICES, redis_url
 from tests.stacks import Prestart, Stack, TinyAdapter, launch_embedded, launch_stack
 from tests.support import Proc
+
+__all__ = ["redis_url"]  # session fixtures defined in tests/real_services.py
 
 # Fixtures that need the prepared model, the vLLM engine or `vllm serve`.
 REAL_STACK = frozenset(
@@ -91,7 +94,7 @@ def _memory_group(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if REAL_STACK & _fixtures(item):
+        if (REAL_STACK | REAL_SERVICES) & _fixtures(item):
             item.add_marker(pytest.mark.slow)
     # The slow tier runs in three groups: tests that start an engine of
     # their own (the in-process CLI, the local teacher, the batching

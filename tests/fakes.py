@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.api.app import create_app
 from service.core.completion import Completion
 from service.core.settings import Settings
+from service.tenancy.store import LimitStore
 
 KEY = "sk-live-test-51d2"
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -299,6 +300,7 @@ async def serve(
     *,
     fake_decomposer: bool = True,
     tracer_provider: TracerProvider | None = None,
+    limit_store: LimitStore | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app in process, lifespan and all; yields a client speaking ASGI to it.
 
@@ -313,6 +315,7 @@ async def serve(
         transport=transport(solvers or {}),
         decomposer=decomposer,
         tracer_provider=tracer_provider,
+        limit_store=limit_store,
     )
     async with (
         app.router.lifespan_context(app),

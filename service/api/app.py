@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from service import __version__
 from service.api import openai_compat, openapi, routes
 from service.api.errors import install_error_handlers
+from service.api.limits import SpendMiddleware
 from service.api.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
@@ -44,6 +45,9 @@ from service.observability.tracing import Tracing
 from service.pipeline.modes import Pipeline
 from service.pipeline.token_estimate import TokenEstimator, tokenizer_file
 from service.solver import SolverDeps, build_solvers
+from service.tenancy.limiter import Limiter
+from service.tenancy.redis_store import RedisStore, connect
+from service.tenancy.store import LimitStore, MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,14 @@ def _http_client(
     )
 
 
+def _limits_store(settings: Settings) -> LimitStore:
+    """Redis when DIVCONQ_REDIS_URL is set (every replica shares it), else this process."""
+    if settings.redis_url is None:
+        return MemoryStore()
+    client = connect(settings.redis_url.get_secret_value(), settings.limits.store_timeout_s)
+    return RedisStore(client, settings.limits.key_prefix)
+
+
 def _log_load_failure(task: asyncio.Task[None]) -> None:
     # The decomposer records its own failure state; this only marks the
     # exception as retrieved so asyncio does not warn at shutdown.
@@ -74,8 +86,10 @@ def create_app(
     transport: httpx2.AsyncBaseTransport | None = None,
     decomposer: Decomposer | None = None,
     tracer_provider: TracerProvider | None = None,
+    limit_store: LimitStore | None = None,
 ) -> FastAPI:
-    """The app. ``transport`` and ``decomposer`` are the test seam.
+    """The app. ``transport``, ``decomposer``, ``tracer_provider`` and ``limit_store``
+    are the test seam.
 
     - ``transport`` carries every upstream HTTP call (solvers, an HTTP
       decomposer): ``httpx2.MockTransport(handler)`` answers them in process.
@@ -84,6 +98,8 @@ def create_app(
     - ``tracer_provider`` replaces the one the standard ``OTEL_*`` variables
       configure (``service.observability.tracing``): an SDK provider with an
       in-memory exporter records the spans in process.
+    - ``limit_store`` replaces the per-key limits' store (in process or
+      Redis): a ``MemoryStore`` on a test's clock, a store that fails.
     """
     settings = settings or Settings()
     # One registry per app: tests run several apps in one process.
@@ -103,6 +119,7 @@ def create_app(
         )
         solvers = build_solvers(settings, SolverDeps(http, embedded), metrics)
         cache = build_cache(settings, metrics)
+        store = limit_store if limit_store is not None else _limits_store(settings)
         app.state.services = Services(
             settings=settings,
             http=http,
@@ -119,6 +136,7 @@ def create_app(
             ),
             metrics=metrics,
             cache=cache,
+            limiter=Limiter(settings, store, metrics),
         )
         loader = asyncio.create_task(decomposer_.start(), name="decomposer-start")
         loader.add_done_callback(_log_load_failure)
@@ -130,6 +148,7 @@ def create_app(
                 await loader
             await decomposer_.aclose()
             await cache.aclose()
+            await store.aclose()
             await http.aclose()
             # Flushing may wait on the trace endpoint (bounded): not on the event loop.
             await asyncio.to_thread(tracing.shutdown)
@@ -147,6 +166,8 @@ def create_app(
     app.include_router(openai_compat.router)
     # Added last = outermost: the id exists before anything else runs, and
     # 429s from admission and 413s from the body limit are counted and logged.
+    # The spend (per-key limits' settlement) wraps only the app itself.
+    app.add_middleware(SpendMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdmissionMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)

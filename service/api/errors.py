@@ -35,11 +35,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         401: "Missing or invalid API key (when DIVCONQ_API_KEYS is set)",
         413: "Request body over DIVCONQ_MAX_BODY_BYTES",
-        429: "Too many requests in flight (Retry-After)",
+        429: "Too many requests in flight, or the key is over a limit: rate_limit_exceeded, "
+        "token_limit_exceeded, budget_exceeded (Retry-After)",
         422: "Invalid request (empty or too long question, unknown mode, bad cap)",
         499: "The client closed the connection (recorded, never answered)",
         502: "A model backend was unreachable or failed (the error names the stage)",
-        503: "Decomposer not loaded yet (Retry-After)",
+        503: "Decomposer not loaded yet, or the limits store is unreachable and "
+        "DIVCONQ_LIMITS__ON_STORE_ERROR is deny (Retry-After)",
         504: "A model backend timed out",
     }.items()
 }

@@ -111,7 +111,7 @@ async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletio
     rec = record_of(request)
     rec.endpoint = FACADE_ENDPOINT
     rec.admit()  # 429 past the in-flight bound, as on /solve
-    services, plan = plan_request(solve_request(body, mode), request)
+    services, plan = await plan_request(solve_request(body, mode), request)
     request_id = rec.request_id
 
     def work() -> Coroutine[Any, Any, SolveResponse]:

@@ -245,7 +245,11 @@ class ObservabilityMiddleware:
         self, scope: Scope, rec: RequestRecord, endpoint: str, status: int, seconds: float
     ) -> None:
         mode = str(rec.mode or "none")
+        # The key's name, never its secret; none without keys configured.
+        key = rec.api_key.name if rec.api_key is not None else None
         self.metrics.requests.labels(endpoint, mode, str(status)).inc()
+        if key is not None:
+            self.metrics.key_requests.labels(key, endpoint, str(status)).inc()
         self.metrics.request_duration.labels(endpoint, mode).observe(seconds, exemplar())
         access_log.info(
             "request",
@@ -255,6 +259,7 @@ class ObservabilityMiddleware:
                 "status": status,
                 "mode": mode,
                 "latency_ms": round(seconds * 1000.0, 2),
+                **({"key": key} if key is not None else {}),
                 **rec.log_fields,
             },
         )

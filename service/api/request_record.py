@@ -33,6 +33,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Scope
 
+from service.core.keys import ApiKey
+from service.tenancy.limiter import Ticket
+
 SCOPE_KEY = "divconq.request"
 
 
@@ -66,6 +69,14 @@ class RequestRecord:
     # In a traced request, the server span's ``trace_id`` and ``span_id`` (hex):
     # written by TraceMiddleware, read by the 500 handler, which runs outside it.
     trace_ids: dict[str, str] = field(default_factory=dict)
+    # The API key the request authenticated with: its tenant (name, limits,
+    # admin). Written by ``auth.require_api_key``; None without keys configured.
+    # Read through ``service.api.caller``
+    # (the name for logs, metric labels, the cache namespace and the ledger).
+    api_key: ApiKey | None = None
+    # What per-key admission counted for this request (``service.api.limits``);
+    # settled by ``SpendMiddleware`` when the request ends.
+    limits_ticket: Ticket | None = None
 
 
 def record(scope: Scope) -> RequestRecord:

@@ -66,7 +66,7 @@ _STREAM = {
 )
 async def solve(body: SolveRequest, request: Request) -> SolveResponse | EventStream:
     """Decompose the question and solve it in the chosen mode."""
-    services, plan = plan_request(body, request)
+    services, plan = await plan_request(body, request)
     if body.stream:
         return _solve_stream(request, services, plan)
     rec = record_of(request)
@@ -109,7 +109,7 @@ def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStre
 @router.post("/decompose", response_model=DecomposeResponse, responses=ERRORS, dependencies=_AUTH)
 async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
     """Only the decomposer's plan: the subquestions, no solving."""
-    services, plan = plan_request(body, request)
+    services, plan = await plan_request(body, request)
     return await run_request(
         request,
         services.pipeline.decompose(plan, request_id=record_of(request).request_id),
@@ -177,5 +177,9 @@ async def readyz(request: Request) -> JSONResponse:
         "in_flight": in_flight,
         "max_in_flight": s.max_in_flight,
         "saturated": in_flight >= s.max_in_flight,
+        # Where per-key limits are counted; an unreachable store keeps 200
+        # (DIVCONQ_LIMITS__ON_STORE_ERROR decides what requests get).
+        "limits": await services.limiter.status(),
+        "keys": len(s.api_keys),
     }
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from service.api.caller import key_name
+from service.api.limits import admit
 from service.api.request_record import record_of
 from service.api.state import Services, get_services
 from service.cache import CachePolicy
@@ -42,14 +43,15 @@ def log_fields(result: SolveResponse) -> dict[str, Any]:
     }
 
 
-def plan_request(body: DecomposeRequest, request: Request) -> tuple[Services, Plan]:
-    """Resolve a request (``/solve``, ``/decompose``, the facade): any 422 or 503
-    before work starts; the record learns its mode. A solve request also gets its
-    response-cache policy (``/decompose`` is never cached)."""
+async def plan_request(body: DecomposeRequest, request: Request) -> tuple[Services, Plan]:
+    """Resolve and admit a request (``/solve``, ``/decompose``, the facade): any 422,
+    503 or per-key 429 before work starts; the record learns its mode. A solve
+    request also gets its response-cache policy (``/decompose`` is never cached)."""
     services = get_services(request)
     plan = resolve(body, services)
     record_of(request).mode = plan.mode
     services.require_ready(plan)
+    await admit(request, services, plan)
     if not isinstance(body, SolveRequest):
         return services, plan
     shared = services.settings.cache.shared

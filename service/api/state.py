@@ -19,6 +19,7 @@ from service.observability.metrics import Metrics
 from service.pipeline.modes import Pipeline
 from service.pipeline.plan import Plan
 from service.solver import SolverChain
+from service.tenancy.limiter import Limiter
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Services:
     pipeline: Pipeline
     metrics: Metrics
     cache: ResponseCache
+    # Per-key limits (service/tenancy), counted in process or in Redis.
+    limiter: Limiter
 
     @property
     def engine(self) -> EmbeddedEngine | None:

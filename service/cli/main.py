@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
+import logging
 import os
 import socket
 import sys
@@ -17,16 +19,67 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx2
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from service.cli import procs
 from service.cli.local_service import PROBE_TIMEOUT_S, in_process_server, wait_ready
 from service.core.settings import MODES, Settings
 from service.observability.logs import configure_logging
 
+log = logging.getLogger("divconq")
+
 
 def _secrets(settings: Settings) -> list[str]:
-    keys = (settings.solver.api_key, settings.decomposer.api_key)
+    keys = [
+        settings.solver.api_key,
+        settings.decomposer.api_key,
+        settings.redis_url,
+        *(k.key for k in settings.api_keys),
+    ]
     return [k.get_secret_value() for k in keys if k is not None]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(settings: Settings) -> None:
+    """Secure by default: no keys on a non-loopback address is refused, unless allowed."""
+    if settings.api_keys or _loopback(settings.host):
+        return
+    where = f"{settings.host}:{settings.port}"
+    if not settings.allow_unauthenticated:
+        raise SystemExit(
+            f"divconq: refusing to serve on {where} without API keys: set DIVCONQ_API_KEYS "
+            "(a JSON list of keys, docs/tenancy.md), bind a loopback address "
+            "(DIVCONQ_HOST=127.0.0.1), or set DIVCONQ_ALLOW_UNAUTHENTICATED=true"
+        )
+    log.warning(
+        "serving without API keys on a non-loopback address "
+        "(DIVCONQ_ALLOW_UNAUTHENTICATED=true): anyone who reaches %s can use the solver",
+        where,
+    )
+
+
+def settings_error(exc: Exception) -> str:
+    """One line naming the setting(s) that failed to validate."""
+    if not isinstance(exc, ValidationError):
+        # pydantic-settings: a value that is not the JSON its field needs.
+        return f"divconq: invalid settings: {exc}"
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        name = "DIVCONQ_" + loc[0].upper() if loc else "settings"
+        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{name}{where}: {msg}")
+    return "divconq: invalid settings: " + "; ".join(parts)
 
 
 def _listening_socket(args: argparse.Namespace, settings: Settings) -> socket.socket:
@@ -41,12 +94,11 @@ def _listening_socket(args: argparse.Namespace, settings: Settings) -> socket.so
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import logging
-
     import uvicorn
 
     from service.api.app import create_app
     from service.embedded.engine_process import close_in_forked_children
+    from service.tenancy.redis_store import check_reachable
 
     updates: dict[str, Any] = {}
     if args.host is not None:
@@ -54,7 +106,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         updates["port"] = args.port
     settings = settings.model_copy(update=updates)
+    if args.fd is None:
+        check_exposure(settings)
+    if settings.redis_url is not None:
+        problem = check_reachable(
+            settings.redis_url.get_secret_value(), settings.limits.store_timeout_s * 4
+        )
+        if problem:
+            raise SystemExit(f"divconq: DIVCONQ_REDIS_URL: {problem}")
     sock = _listening_socket(args, settings)
+    if args.fd is not None:
+        # A handed-over socket: what it is bound to is what is exposed.
+        host, port = sock.getsockname()[:2]
+        check_exposure(settings.model_copy(update={"host": host, "port": port}))
     close_in_forked_children(sock)
     config = uvicorn.Config(
         create_app(settings),
@@ -63,7 +127,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,
         timeout_graceful_shutdown=30,
     )
-    logging.getLogger("divconq").info(f"listening on {procs.url_of(sock)}")
+    log.info(f"listening on {procs.url_of(sock)}")
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
@@ -189,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         # vLLM's frontend loggers then propagate to our JSON handler.
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    settings = Settings()
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise SystemExit(settings_error(exc)) from None
     configure_logging(settings.log_level, _secrets(settings))
     return int(args.func(args, settings))

@@ -66,6 +66,28 @@ class Overloaded(ServiceError):
     error_type = "overloaded"
 
 
+class LimitExceeded(ServiceError):
+    """A key is over one of its limits (``Retry-After``: the end of that window).
+
+    ``error_type`` names the limit: ``rate_limit_exceeded`` (requests per
+    minute), ``token_limit_exceeded`` (tokens per minute), ``budget_exceeded``
+    (USD per day)."""
+
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, error_type: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+        self.error_type = error_type
+
+
+class LimitsUnavailable(ServiceError):
+    """The limits store cannot be reached and DIVCONQ_LIMITS__ON_STORE_ERROR is 'deny'."""
+
+    status_code = 503
+    error_type = "limits_unavailable"
+
+
 class ClientDisconnected(ServiceError):
     """The client closed the connection before its answer: nginx's 499 "client
     closed request". Recorded (metrics, access log), never logged as a failure;

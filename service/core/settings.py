@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.core.keys import ApiKey, check_unique, parse_keys
 
 Mode = Literal["static", "hinted", "socratic", "direct"]
 MODES: tuple[Mode, ...] = ("static", "hinted", "socratic", "direct")
@@ -241,6 +243,31 @@ class LedgerSettings(BaseModel):
     )
 
 
+class LimitSettings(BaseModel):
+    """Per-key limits (requests/tokens per minute, USD per day): where they are counted."""
+
+    enabled: bool = Field(
+        True, description="Enforce the limits of DIVCONQ_API_KEYS; false = count nothing."
+    )
+    on_store_error: Literal["allow", "deny"] = Field(
+        "allow",
+        description="When the limits store (Redis) cannot be reached during a request: "
+        "'allow' admits it uncounted (an outage of the store is not an outage of the API; "
+        "the in-flight cap still bounds load), 'deny' answers 503. Counted in "
+        "divconq_limit_store_errors_total and shown in /readyz either way.",
+    )
+    store_timeout_s: float = Field(
+        0.5, gt=0, description="Redis: connect and command timeout for one limits check."
+    )
+    prompt_overhead_tokens: int = Field(
+        1536,
+        ge=0,
+        description="Tokens/minute reservation: the most tokens a prompt template adds to "
+        "the question and context in one model call (the few-shot examples).",
+    )
+    key_prefix: str = Field("divconq:limits", description="Redis key prefix.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIVCONQ_",
@@ -299,16 +326,25 @@ class Settings(BaseSettings):
     parallel_subquestions: bool = Field(
         True, description="static mode: solve subquestions that need no earlier answer at once."
     )
-    api_keys: list[SecretStr] = Field(
+    api_keys: list[ApiKey] = Field(
         default_factory=list,
-        description='Bearer keys for /solve and /decompose (JSON list: ["k1","k2"]); '
-        "empty = no auth.",
+        description="Bearer keys for the API, JSON list: plain strings (unlimited keys "
+        'named key-1, key-2 ...) or objects {"name", "key", "requests_per_minute", '
+        '"tokens_per_minute", "usd_per_day", "admin"} (docs/tenancy.md); empty = no auth.',
     )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve on a non-loopback address with no DIVCONQ_API_KEYS (anyone who "
+        "reaches the port spends the solver's budget); without it such a start is refused.",
+    )
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     redis_url: SecretStr | None = Field(
         None,
-        description="Redis shared by every replica (redis://[:password@]host:6379/0): the "
-        "response cache's store unless DIVCONQ_CACHE__URL says otherwise.",
+        description="Redis shared by every replica (redis://[:password@]host:6379/0, "
+        "rediss:// for TLS, unix:///path): where per-key limits are counted (unset = in "
+        "process, one node) and the response cache's store unless DIVCONQ_CACHE__URL says "
+        "otherwise.",
     )
     cache: CacheSettings = Field(default_factory=CacheSettings)
     ledger_url: SecretStr | None = Field(
@@ -328,8 +364,14 @@ class Settings(BaseSettings):
     )
     default_solver: str = Field("default", description="Profile used when a request names none.")
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_as_tenants(cls, v: Any) -> Any:
+        return parse_keys(v)
+
     @model_validator(mode="after")
     def _check_solver_target(self) -> Settings:
+        check_unique(self.api_keys)
         profiles = self.solver_profiles
         for name, profile in profiles.items():
             env = "DIVCONQ_SOLVER" if name == "default" else f"DIVCONQ_SOLVERS__{name.upper()}"

@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 def _service(args: argparse.Namespace, settings: Settings) -> tuple[str, str | None]:
     """The server to measure (``--url``, else this service's) and this service's API key."""
     url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    return url, settings.api_keys[0].get_secret_value() if settings.api_keys else None
+    return url, settings.api_keys[0].key.get_secret_value() if settings.api_keys else None
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:

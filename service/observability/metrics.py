@@ -151,6 +151,39 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Per key (its configured name, never its secret): a bounded label.
+        self.key_requests = Counter(
+            f"{PREFIX}_key_requests",
+            "API requests by key name, endpoint and HTTP status.",
+            ["key", "endpoint", "status"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            f"{PREFIX}_key_tokens",
+            "Tokens (input and output, all stages) spent by key name.",
+            ["key"],
+            registry=r,
+        )
+        self.key_cost = Counter(
+            f"{PREFIX}_key_cost_usd",
+            "Estimated cost in USD (DIVCONQ_PRICES) spent by key name.",
+            ["key"],
+            registry=r,
+        )
+        self.limit_rejections = Counter(
+            f"{PREFIX}_limit_rejections",
+            "Requests refused with 429 by key name and limit (requests_per_minute, "
+            "tokens_per_minute, usd_per_day).",
+            ["key", "limit"],
+            registry=r,
+        )
+        self.limit_store_errors = Counter(
+            f"{PREFIX}_limit_store_errors",
+            "Calls to the limits store (Redis) that failed, by operation (admit, settle, "
+            "ping) and the policy that applied (allow: admitted uncounted; deny: 503).",
+            ["op", "policy"],
+            registry=r,
+        )
         # Pre-create the bounded label sets, so rate() and dashboards see zeros
         # rather than absent series before the first event.
         for outcome in SOLVER_OUTCOMES:

@@ -50,6 +50,7 @@ from service.core.schemas import (
     TotalUsage,
 )
 from service.core.settings import Mode, Settings
+from service.core.spend import charge
 from service.decomposer import Decomposer
 from service.observability import tracing
 from service.observability.metrics import Metrics
@@ -156,6 +157,7 @@ class Pipeline:
         if completion.profile and completion.profile not in usage.answered_by:
             usage.answered_by.append(completion.profile)
         self._metrics.model_call(name, model, completion, seconds, cost)
+        charge(completion.prompt_tokens + completion.completion_tokens, cost)
         return completion
 
     async def _estimate(self, completion: Completion, prompt: str | prompts.Messages) -> Completion:

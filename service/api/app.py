@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 import httpx2
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
@@ -153,7 +154,9 @@ def create_app(
             # Flushing may wait on the trace endpoint (bounded): not on the event loop.
             await asyncio.to_thread(tracing.shutdown)
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the package's own copies (fastapi-offline), not
+    # a CDN: /docs works on a machine without network, as the service does.
+    app = FastAPIOffline(
         title="divconq",
         version=__version__,
         description="Decompose-then-solve: a small decomposer LLM and a large solver LLM.",

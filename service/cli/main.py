@@ -8,23 +8,18 @@ engine runs behind a ``__main__`` guard (see ``service/__main__.py``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
-import json
 import logging
 import os
 import socket
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-import httpx2
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from service.cli import procs
-from service.cli.local_service import PROBE_TIMEOUT_S, in_process_server, wait_ready
-from service.core.settings import MODES, Settings
+from service.core.settings import Settings
 from service.observability.logs import configure_logging
 
 log = logging.getLogger("divconq")
@@ -157,57 +152,24 @@ def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_result(result: dict[str, Any]) -> None:
-    print(f"answer: {result['answer']}")
-    for i, sub in enumerate(result["subquestions"], 1):
-        print(f"  {i}. {sub['question']}")
-        if sub["answer"]:
-            print(f"     -> {' '.join(sub['answer'].split())[:200]}")
-    print(f"answer_text: {' '.join(result['answer_text'].split())[:500]}")
-    usage = result["usage"]
-    print(f"{'stage':<11}{'model':<28}{'calls':>6}{'prompt':>8}{'output':>8}{'ms':>10}")
-    for stage in ("decomposer", "solver"):
-        u = usage[stage]
-        print(
-            f"{stage:<11}{u['model'][:27]:<28}{u['calls']:>6}{u['prompt_tokens']:>8}"
-            f"{u['completion_tokens']:>8}{u['latency_ms']:>10.0f}"
-        )
-    total = usage["total"]
-    print(
-        f"{'total':<11}{'':<28}{'':>6}{total['prompt_tokens']:>8}"
-        f"{total['completion_tokens']:>8}{result['latency_ms']:>10.0f}"
-    )
+def cmd_config_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli import config_docs
 
-
-def cmd_solve(args: argparse.Namespace, settings: Settings) -> int:
-    payload: dict[str, Any] = {"question": args.question}
-    if args.mode:
-        payload["mode"] = args.mode
-    if args.max_subquestions:
-        payload["max_subquestions"] = args.max_subquestions
-    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    with (
-        httpx2.Client(timeout=httpx2.Timeout(600.0, connect=2.0)) as client,
-        contextlib.ExitStack() as stack,
-    ):
-        try:
-            client.get(f"{url}/healthz", timeout=PROBE_TIMEOUT_S)
-        except httpx2.TransportError:
-            if args.url:
-                raise SystemExit(f"no service at {url}") from None
-            print("no running service; starting one in this process...", file=sys.stderr)
-            url = stack.enter_context(in_process_server(settings))
-        wait_ready(client, url, timeout_s=900)
-        resp = client.post(f"{url}/solve", json=payload)
-    result = resp.json()
-    if args.json or resp.status_code != 200:
-        print(json.dumps(result, indent=2))
-        return 0 if resp.status_code == 200 else 1
-    _print_result(result)
+    missing = config_docs.undocumented()
+    if missing:
+        raise SystemExit(f"settings without a Field description: {', '.join(missing)}")
+    if args.check:
+        stale = config_docs.stale()
+        for path in stale:
+            print(f"out of date: {path} (run `{config_docs.COMMAND}`)")
+        return 1 if stale else 0
+    for path in config_docs.write():
+        print(f"wrote {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from service.cli.solve import add_parser as add_solve
     from service.distill.cli import add_parser as add_distill
     from service.evaluation.cli import add_parser as add_eval
 
@@ -216,10 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill(sub)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", help="bind address (default: DIVCONQ_HOST, else 127.0.0.1)")
-    serve.add_argument(
-        "--port", type=int, help="port, 0 for any (default: DIVCONQ_PORT, else 8000)"
-    )
+    serve.add_argument("--host", help="bind address; unset = DIVCONQ_HOST, else 127.0.0.1")
+    serve.add_argument("--port", type=int, help="port, 0 for any; unset = DIVCONQ_PORT, else 8000")
     serve.add_argument(
         "--fd",
         type=int,
@@ -232,16 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--force", action="store_true", help="rebuild even if cached")
     prep.set_defaults(func=cmd_prepare_model)
 
-    solve = sub.add_parser("solve", help="solve one question and print the accounting")
-    solve.add_argument("question")
-    solve.add_argument("--mode", choices=MODES)
-    solve.add_argument("--max-subquestions", type=int)
-    solve.add_argument("--url", help="a running service (default: localhost, else in-process)")
-    solve.add_argument("--json", action="store_true", help="print the raw JSON response")
-    solve.set_defaults(func=cmd_solve)
+    add_solve(sub)
 
     add_eval(sub)
+
+    docs = sub.add_parser(
+        "config-docs",
+        help="write docs/configuration.md and .env.example from the settings' descriptions",
+    )
+    docs.add_argument(
+        "--check",
+        action="store_true",
+        help="only report whether they are up to date (exit 1 if not)",
+    )
+    docs.set_defaults(func=cmd_config_docs)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's help ends with its default (argparse's own formatter)."""
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -245,19 +245,27 @@ def add_parser(sub: Any) -> None:
     teacher.add_argument(
         "--local-teacher", help="checkpoint directory sampled offline with vLLM (sd-t, sd-c)"
     )
-    mk.add_argument("--recipe", choices=["sd-t", "sd-r", "sd-c"], default="sd-r")
+    mk.add_argument(
+        "--recipe",
+        choices=["sd-t", "sd-r", "sd-c"],
+        default="sd-r",
+        help="which teacher decompositions to keep: all (sd-t), those whose answer is right "
+        "(sd-r), those with the gold step count (sd-c)",
+    )
     mk.add_argument("--samples", type=int, default=4, help="local teacher: samples per problem")
     mk.add_argument("--temperature", type=float, default=0.8, help="local teacher")
     mk.add_argument(
         "--with-gold", action="store_true", help="add the teacher's problems to the gold split"
     )
-    mk.add_argument("--max-subquestions", type=int, default=8)
-    mk.add_argument("--concurrency", type=int, default=8)
+    mk.add_argument(
+        "--max-subquestions", type=int, default=8, help="cap on a teacher decomposition"
+    )
+    mk.add_argument("--concurrency", type=int, default=8, help="teacher requests in flight")
     mk.add_argument(
         "--limit", type=int, help="at most this many problems (from --questions: a seeded sample)"
     )
-    mk.add_argument("--held-out", type=int, default=150)
-    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--held-out", type=int, default=150, help="gold problems kept out of training")
+    mk.add_argument("--seed", type=int, default=0, help="seed of the held-out split and samples")
     mk.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")
     mk.set_defaults(func=cmd_data)
 
@@ -279,8 +287,8 @@ def add_parser(sub: Any) -> None:
         "per problem (held-out problems excluded)",
     )
     so.add_argument("--solutions-limit", type=int, help="at most this many of them (seeded)")
-    so.add_argument("--held-out", type=int, default=150)
-    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--held-out", type=int, default=150, help="gold problems kept out of training")
+    so.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     so.add_argument("--out", required=True, help="directory for train.jsonl and held_out.jsonl")
     so.set_defaults(func=cmd_socratic)
 
@@ -288,15 +296,15 @@ def add_parser(sub: Any) -> None:
     tr.add_argument("--data", required=True, help="directory with train.jsonl (+ held_out.jsonl)")
     tr.add_argument("--out", required=True, help="adapter directory")
     tr.add_argument("--base-model", help="HF id or path (default: the embedded Gemma 3 270M)")
-    tr.add_argument("--epochs", type=float, default=2.0)
-    tr.add_argument("--max-steps", type=int)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--lr", type=float, default=3e-4)
-    tr.add_argument("--rank", type=int, default=16)
-    tr.add_argument("--save-every", type=int, default=50)
-    tr.add_argument("--eval-every", type=int, default=50)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--epochs", type=float, default=2.0, help="passes over the training rows")
+    tr.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    tr.add_argument("--batch-size", type=int, default=8, help="rows per optimizer step")
+    tr.add_argument("--lr", type=float, default=3e-4, help="learning rate")
+    tr.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    tr.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
+    tr.add_argument("--eval-every", type=int, default=50, help="held-out loss every N steps")
+    tr.add_argument("--seed", type=int, default=0, help="random seed")
+    tr.add_argument("--threads", type=int, help="torch CPU threads; unset = torch's default")
     tr.add_argument("--merge", action="store_true", help="also save a merged full checkpoint")
     tr.add_argument("--init-adapter", help="adapter directory to go on training (warm start)")
     tr.set_defaults(func=cmd_train)
@@ -311,9 +319,9 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")
     ev.add_argument("--adapters", default="none,gsm8k-socratic", help="comma-separated names")
     ev.add_argument("--url", help="a running service (default: localhost:DIVCONQ_PORT)")
-    ev.add_argument("--limit", type=int)
-    ev.add_argument("--max-subquestions", type=int, default=8)
-    ev.add_argument("--concurrency", type=int, default=8)
+    ev.add_argument("--limit", type=int, help="at most this many problems; unset = all")
+    ev.add_argument("--max-subquestions", type=int, default=8, help="cap per decomposition")
+    ev.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -325,8 +333,8 @@ def add_parser(sub: Any) -> None:
     es.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
     es.add_argument("--url", help="an OpenAI-compatible server (default: this service's /v1)")
     es.add_argument("--model", help="model name (default: the embedded model's)")
-    es.add_argument("--limit", type=int)
-    es.add_argument("--concurrency", type=int, default=8)
-    es.add_argument("--max-tokens", type=int, default=256)
+    es.add_argument("--limit", type=int, help="at most this many problems; unset = all")
+    es.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    es.add_argument("--max-tokens", type=int, default=256, help="cap on one solver answer")
     es.add_argument("--out", help="write the report and per-problem results as JSON here")
     es.set_defaults(func=cmd_evaluate_solver)

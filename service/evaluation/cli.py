@@ -182,14 +182,21 @@ def add_parser(sub: Any) -> None:
         "summary.json and plot.png under --out.",
     )
     ev.add_argument("--dataset", default=str(DEFAULT_DATASET), help="default: %(default)s")
-    ev.add_argument("--format", choices=("auto", *FORMATS), default="auto")
+    ev.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="the dataset's format; auto = told from its rows",
+    )
     ev.add_argument("--limit", type=int, help="at most this many problems")
     ev.add_argument("--seed", type=int, help="sample problems at random (default: file order)")
     ev.add_argument("--modes", default=",".join(MODES), help="comma-separated (%(default)s)")
     ev.add_argument("--url", help="a running service (default: start one in this process)")
     ev.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     ev.add_argument("--out", default=".data/eval", help="output directory (%(default)s)")
-    ev.add_argument("--max-subquestions", type=int)
+    ev.add_argument(
+        "--max-subquestions", type=int, help="cap per request; unset = the service's default"
+    )
     ev.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
     ev.add_argument("--decomposer-adapter", help="adapter for every request ('none' = base model)")
     ev.add_argument("--solver", help="solver profile for every request")

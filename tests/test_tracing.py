@@ -3,12 +3,14 @@
 In process: each test gives the app an SDK tracer provider with an in-memory
 exporter and reads back the spans its own request made (scripted solvers,
 fake decomposer). One test exports over real OTLP/HTTP to a receiver that
-decodes the protobuf; another points the exporter at a closed port.
+decodes the protobuf, one over OTLP/gRPC to a gRPC receiver; another points
+the exporter at a closed port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import socket
@@ -17,14 +19,20 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from service.api.app import create_app
 from service.core.settings import Settings
 from service.observability import tracing
 from service.observability.logs import JsonFormatter
@@ -37,6 +45,7 @@ from tests.fakes import (
     serve,
     settings_for,
     solve,
+    transport,
     url_of,
 )
 from tests.streams import parse
@@ -285,6 +294,38 @@ async def test_a_failed_request_marks_its_spans_and_names_its_trace(
     assert flow.status.status_code is StatusCode.ERROR
     assert _attrs(flow)["error.type"] == "upstream_error"
     assert _attrs(_one(spans, "chat big-solver"))["error.type"] == "400"
+
+
+class BrokenDecomposer(FakeDecomposer):
+    async def complete(self, prompt: str, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug, not an upstream failure")
+
+
+async def test_an_unexpected_error_names_its_trace_too(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    app = create_app(
+        plain(),
+        transport=transport({"solver": ScriptedSolver("ok")}),
+        decomposer=BrokenDecomposer(),
+        tracer_provider=provider,
+    )
+    # Starlette re-raises after answering 500: the client must not.
+    asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=asgi, base_url="http://divconq.test") as client,
+    ):
+        resp = await solve(client, mode="static")
+    err = error_of(resp, 500, "internal_error")
+    spans = exporter.get_finished_spans()
+    server = _one(spans, "POST /solve")
+    assert err["trace_id"] == format(_tid(server), "032x")
+    assert err["span_id"] == format(_sid(server), "016x")
+    assert server.status.status_code is StatusCode.ERROR
+    decompose = _one(spans, "text_completion fake-decomposer")
+    assert _attrs(decompose)["error.type"] == "RuntimeError"
+    assert [e.name for e in decompose.events] == ["exception"]  # the traceback, kept
 
 
 async def test_parallel_subquestions_are_overlapping_siblings(
@@ -561,6 +602,43 @@ async def test_spans_are_exported_over_otlp_http(
     assert attrs["gen_ai.usage.input_tokens"].int_value == ScriptedSolver.PROMPT_TOKENS
     assert service["service.name"] == "divconq-under-test"
     assert schema == tracing.SCHEMA_URL
+
+
+class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver: keeps each ExportTraceServiceRequest."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+
+    def Export(self, request: ExportTraceServiceRequest, context: Any) -> Any:
+        self.requests.append(request)
+        return ExportTraceServiceResponse()
+
+
+async def test_spans_are_exported_over_otlp_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = GrpcReceiver()
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        async with serve(plain(), ScriptedSolver("ok")) as client:
+            resp = await _solve_traced(client)
+    finally:
+        server.stop(grace=None)
+    assert resp.status_code == 200, resp.text
+    names = {
+        span.name: span.trace_id.hex()
+        for req in receiver.requests
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    }
+    assert names == dict.fromkeys(
+        ("POST /solve", "invoke_workflow divconq.direct", "chat big-solver"), TRACE_ID
+    )
 
 
 async def test_an_unreachable_trace_endpoint_drops_and_counts(

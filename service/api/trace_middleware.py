@@ -47,6 +47,8 @@ class TraceMiddleware:
             attributes["client.address"] = scope["client"][0]
         if "user-agent" in carrier:
             attributes["user_agent.original"] = carrier["user-agent"]
+        rec = record(scope)
+        attributes[tracing.REQUEST_ID] = rec.request_id
         status = 500  # what the client gets if the app dies before answering
         with (
             tracer.start_as_current_span(
@@ -62,8 +64,6 @@ class TraceMiddleware:
             ids = tracing.ids()
             flags = format(span.get_span_context().trace_flags, "02x")
             header = f"00-{ids['trace_id']}-{ids['span_id']}-{flags}".encode()
-            rec = record(scope)
-            span.set_attribute(tracing.REQUEST_ID, rec.request_id)
             # The 500 handler runs outside this middleware: it finds the ids here.
             rec.trace_ids = ids
 
@@ -80,15 +80,16 @@ class TraceMiddleware:
                 tracing.record_error(span, exc)
                 raise
             finally:
+                # A stream that failed after it began records what it came to.
+                final = rec.status if rec.status is not None else status
+                done: dict[str, str | int] = {"http.response.status_code": final}
                 route = getattr(scope.get("route"), "path", None)
                 if route:
                     span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                # A stream that failed after it began records what it came to.
-                final = rec.status if rec.status is not None else status
-                span.set_attribute("http.response.status_code", final)
+                    done["http.route"] = route
                 if rec.mode:
-                    span.set_attribute(tracing.MODE, rec.mode)
+                    done[tracing.MODE] = rec.mode
                 if final >= 500:
-                    span.set_attribute(tracing.ERROR_TYPE, str(final))
+                    done[tracing.ERROR_TYPE] = str(final)
                     span.set_status(Status(StatusCode.ERROR))
+                span.set_attributes(done)

@@ -385,12 +385,14 @@ def record_completion(span_: Span, completion: Completion, response_model: str =
     """What a model call came back with: tokens (when reported), finish reason, model."""
     if not span_.is_recording():
         return
+    # One call: the SDK takes its lock once per call, not per attribute.
+    attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: [completion.finish_reason]}
     if completion.usage_reported:
-        span_.set_attribute(GEN_AI_INPUT_TOKENS, completion.prompt_tokens)
-        span_.set_attribute(GEN_AI_OUTPUT_TOKENS, completion.completion_tokens)
-    span_.set_attribute(GEN_AI_FINISH_REASONS, [completion.finish_reason])
+        attrs[GEN_AI_INPUT_TOKENS] = completion.prompt_tokens
+        attrs[GEN_AI_OUTPUT_TOKENS] = completion.completion_tokens
     if response_model:
-        span_.set_attribute(GEN_AI_RESPONSE_MODEL, response_model)
+        attrs[GEN_AI_RESPONSE_MODEL] = response_model
+    span_.set_attributes(attrs)
     tracing = _current.get()
     if tracing is not None and tracing.capture_content:
         message = {
@@ -417,9 +419,13 @@ def record_run(span_: Span, subquestions: int, usage: _Tokens) -> None:
     """What a pipeline run came to: its subquestions and its tokens in total."""
     if not span_.is_recording():
         return
-    span_.set_attribute(SUBQUESTIONS, subquestions)
-    span_.set_attribute(GEN_AI_INPUT_TOKENS, usage.prompt_tokens)
-    span_.set_attribute(GEN_AI_OUTPUT_TOKENS, usage.completion_tokens)
+    span_.set_attributes(
+        {
+            SUBQUESTIONS: subquestions,
+            GEN_AI_INPUT_TOKENS: usage.prompt_tokens,
+            GEN_AI_OUTPUT_TOKENS: usage.completion_tokens,
+        }
+    )
     span_.set_status(Status(StatusCode.OK))
 
 

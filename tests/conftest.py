@@ -72,16 +72,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every app the tests start records its requests (the ledger is on by default):
+    into a session temp file (DIVCONQ_LEDGER_URL), never the user's data directory."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.sqlite3'}"
+    given = os.environ.get("DIVCONQ_LEDGER_URL")
+    os.environ["DIVCONQ_LEDGER_URL"] = given or url
+    try:
+        yield url
+    finally:
+        if given is None:
+            os.environ.pop("DIVCONQ_LEDGER_URL", None)
+
+
 @pytest.fixture(autouse=True)
 def _no_divconq_environment(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _ledger_in_a_temp_dir: str
 ) -> None:
-    """The fast tier builds its Settings from what each test gives, never the shell's."""
+    """The fast tier builds its Settings from what each test gives, never the shell's
+    (but for the ledger's file: a temp one)."""
     if request.node.get_closest_marker("slow") is not None:
         return
     for name in list(os.environ):
         if name.startswith("DIVCONQ_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("DIVCONQ_LEDGER_URL", _ledger_in_a_temp_dir)
 
 
 def _memory_group(item: pytest.Item) -> int:

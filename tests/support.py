@@ -134,8 +134,9 @@ class FaultServer:
 
     ``script`` is the behaviour of each successive request (the last one
     repeats): ok, slow, stall, 400, 429, 500, 503, reset, badjson, nousage,
-    echo401, anthropic, or "plan:<text>" (an OpenAI /completions answer with
-    that text, for a scripted decomposer). It records every request's headers
+    echo401, anthropic, "say:<text>" (a chat answer with that text), or
+    "plan:<text>" (an OpenAI /completions answer with that text, for a scripted
+    decomposer). It records every request's headers
     and JSON body, and the most requests it had in flight at once.
     """
 
@@ -199,6 +200,9 @@ class FaultServer:
                 if behaviour == "slow":
                     time.sleep(stall_s)
                 if behaviour in ("ok", "slow"):
+                    self._send(200, json.dumps(ok).encode())
+                elif behaviour.startswith("say:"):
+                    ok["choices"][0]["message"]["content"] = behaviour.removeprefix("say:")
                     self._send(200, json.dumps(ok).encode())
                 elif behaviour == "nousage":
                     del ok["usage"]

@@ -25,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
-from service.api import openai_compat, openapi, routes
+from service.api import openai_compat, openapi, routes, usage
 from service.api.errors import install_error_handlers
 from service.api.limits import SpendMiddleware
 from service.api.middleware import (
@@ -34,6 +34,7 @@ from service.api.middleware import (
     ObservabilityMiddleware,
     RequestIdMiddleware,
 )
+from service.api.recording import LedgerMiddleware
 from service.api.state import Services
 from service.api.trace_middleware import TraceMiddleware
 from service.cache import build_cache
@@ -41,6 +42,7 @@ from service.core.settings import Settings
 from service.decomposer import Decomposer, build_decomposer
 from service.decomposer.adapters import Adapters
 from service.embedded.chat import EmbeddedChat
+from service.ledger import LedgerWriter, default_url, open_store
 from service.observability.metrics import Metrics
 from service.observability.tracing import Tracing
 from service.pipeline.modes import Pipeline
@@ -72,6 +74,24 @@ def _limits_store(settings: Settings) -> LimitStore:
         return MemoryStore()
     client = connect(settings.redis_url.get_secret_value(), settings.limits.store_timeout_s)
     return RedisStore(client, settings.limits.key_prefix)
+
+
+def ledger_url(settings: Settings) -> str:
+    """``DIVCONQ_LEDGER_URL``, else SQLite under the data directory."""
+    if settings.ledger_url is not None:
+        return settings.ledger_url.get_secret_value()
+    return default_url(settings.data_dir)
+
+
+async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter | None:
+    """The ledger's writer, its store connected and migrated (``LedgerUnavailable`` if not)."""
+    if not settings.ledger.enabled:
+        return None
+    store = open_store(ledger_url(settings))
+    await store.open()
+    writer = LedgerWriter(store, settings.ledger, metrics)
+    writer.start()
+    return writer
 
 
 def _log_load_failure(task: asyncio.Task[None]) -> None:
@@ -121,6 +141,7 @@ def create_app(
         solvers = build_solvers(settings, SolverDeps(http, embedded), metrics)
         cache = build_cache(settings, metrics)
         store = limit_store if limit_store is not None else _limits_store(settings)
+        ledger = await open_ledger(settings, metrics)
         app.state.services = Services(
             settings=settings,
             http=http,
@@ -138,6 +159,7 @@ def create_app(
             metrics=metrics,
             cache=cache,
             limiter=Limiter(settings, store, metrics),
+            ledger=ledger,
         )
         loader = asyncio.create_task(decomposer_.start(), name="decomposer-start")
         loader.add_done_callback(_log_load_failure)
@@ -148,6 +170,9 @@ def create_app(
             with contextlib.suppress(BaseException):
                 await loader
             await decomposer_.aclose()
+            if ledger is not None:
+                # After the server finished its requests: every row is queued.
+                await ledger.aclose()
             await cache.aclose()
             await store.aclose()
             await http.aclose()
@@ -165,6 +190,7 @@ def create_app(
     install_error_handlers(app)
     openapi.install(app, settings)
     app.include_router(routes.router)
+    app.include_router(usage.router)
     # The pipeline models always; the embedded model where this process runs it.
     app.include_router(openai_compat.router)
     # Added last = outermost: the id exists before anything else runs, and
@@ -176,5 +202,11 @@ def create_app(
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     # Inside the request id: the server span covers every answer, 413s and 429s included.
     app.add_middleware(TraceMiddleware, tracing_=tracing)
+    # Outside the 413s and 429s too: every API request gets its row.
+    app.add_middleware(
+        LedgerMiddleware,
+        writer=lambda: getattr(getattr(app.state, "services", None), "ledger", None),
+        content=settings.ledger.content,
+    )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -126,6 +126,7 @@ async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletio
             emit(reply.chunk({"role": "assistant", "content": ""}))
             result = await within_deadline(work(), plan.timeout_s)
             rec.log_fields = {"stream": True, **log_fields(result)}
+            rec.result = result
             for event in reply.chunks(result):
                 emit(event)
 
@@ -134,6 +135,7 @@ async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletio
         )
     result = await run_request(request, work(), plan.timeout_s)
     rec.log_fields = log_fields(result)
+    rec.result = result
     return reply.completion(result)
 
 

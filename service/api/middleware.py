@@ -40,6 +40,14 @@ def _decided_by_handler(scope: Scope) -> bool:
     return scope["type"] == "http" and scope.get("path", "") in _DECIDED_BY_HANDLER
 
 
+def endpoint_of(scope: Scope) -> str | None:
+    """An API request's endpoint label; "" where its handler decides (the facade's
+    path: the record's ``endpoint``); None for the rest (probes, docs, metrics)."""
+    if _decided_by_handler(scope):
+        return ""
+    return _endpoint(scope)
+
+
 def _clean_id(raw: str) -> str | None:
     # Echoed in headers and logs, so only printable ASCII of sane length.
     if 0 < len(raw) <= _MAX_ID_LEN and raw.isascii() and raw.isprintable():

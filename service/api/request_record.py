@@ -28,13 +28,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.types import Scope
 
 from service.core.keys import ApiKey
 from service.tenancy.limiter import Ticket
+
+if TYPE_CHECKING:
+    from service.pipeline.plan import Plan
 
 SCOPE_KEY = "divconq.request"
 
@@ -77,6 +81,11 @@ class RequestRecord:
     # What per-key admission counted for this request (``service.api.limits``);
     # settled by ``SpendMiddleware`` when the request ends.
     limits_ticket: Ticket | None = None
+    # The resolved plan and the response model of a pipeline request (content
+    # included): written by the handlers, read by LedgerMiddleware for the
+    # request's ledger row. Never logged.
+    plan: Plan | None = None
+    result: BaseModel | None = None
 
 
 def record(scope: Scope) -> RequestRecord:

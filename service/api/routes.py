@@ -74,6 +74,7 @@ async def solve(body: SolveRequest, request: Request) -> SolveResponse | EventSt
         request, services.pipeline.solve(plan, request_id=rec.request_id), plan.timeout_s
     )
     rec.log_fields = log_fields(result)
+    rec.result = result
     return result
 
 
@@ -96,6 +97,7 @@ def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStre
         )
         latency_ms = result.latency_ms
         rec.log_fields = {"stream": True, **log_fields(result)}
+        rec.result = result
         event("answer", AnswerEvent(**dict(result)))
         event("usage", result.usage)
 
@@ -110,11 +112,13 @@ def _solve_stream(request: Request, services: Services, plan: Plan) -> EventStre
 async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
     """Only the decomposer's plan: the subquestions, no solving."""
     services, plan = await plan_request(body, request)
-    return await run_request(
+    result = await run_request(
         request,
         services.pipeline.decompose(plan, request_id=record_of(request).request_id),
         plan.timeout_s,
     )
+    record_of(request).result = result
+    return result
 
 
 @router.get("/metrics", include_in_schema=False)

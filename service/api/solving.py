@@ -49,10 +49,12 @@ async def plan_request(body: DecomposeRequest, request: Request) -> tuple[Servic
     request also gets its response-cache policy (``/decompose`` is never cached)."""
     services = get_services(request)
     plan = resolve(body, services)
-    record_of(request).mode = plan.mode
+    rec = record_of(request)
+    rec.mode = plan.mode
     services.require_ready(plan)
     await admit(request, services, plan)
     if not isinstance(body, SolveRequest):
+        rec.plan = plan
         return services, plan
     shared = services.settings.cache.shared
     policy = CachePolicy.of(
@@ -60,7 +62,8 @@ async def plan_request(body: DecomposeRequest, request: Request) -> tuple[Servic
         body.cache,
         request.headers.get("cache-control", ""),
     )
-    return services, dataclasses.replace(plan, cache=policy)
+    rec.plan = plan = dataclasses.replace(plan, cache=policy)
+    return services, plan
 
 
 def claim_for_facade(request: Request, body: Any) -> None:

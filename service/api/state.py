@@ -15,6 +15,7 @@ from service.decomposer import Decomposer
 from service.decomposer.adapters import Adapters
 from service.embedded.chat import EmbeddedChat
 from service.embedded.engine import EmbeddedEngine
+from service.ledger import LedgerWriter
 from service.observability.metrics import Metrics
 from service.pipeline.modes import Pipeline
 from service.pipeline.plan import Plan
@@ -36,6 +37,7 @@ class Services:
     cache: ResponseCache
     # Per-key limits (service/tenancy), counted in process or in Redis.
     limiter: Limiter
+    ledger: LedgerWriter | None = None
 
     @property
     def engine(self) -> EmbeddedEngine | None:

@@ -92,6 +92,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.cli.ledger_cmds import preflight
     from service.embedded.engine_process import close_in_forked_children
     from service.tenancy.redis_store import check_reachable
 
@@ -109,6 +110,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         if problem:
             raise SystemExit(f"divconq: DIVCONQ_REDIS_URL: {problem}")
+    if (problem := preflight(settings)) is not None:
+        raise SystemExit(f"divconq: {problem}")
     sock = _listening_socket(args, settings)
     if args.fd is not None:
         # A handed-over socket: what it is bound to is what is exposed.
@@ -169,6 +172,7 @@ def cmd_config_docs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from service.cli.ledger_cmds import add_parser as add_usage
     from service.cli.solve import add_parser as add_solve
     from service.distill.cli import add_parser as add_distill
     from service.evaluation.cli import add_parser as add_eval
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only report whether they are up to date (exit 1 if not)",
     )
     docs.set_defaults(func=cmd_config_docs)
+    add_usage(sub)
     _show_defaults(parser)
     return parser
 

@@ -44,6 +44,13 @@ class Unauthorized(ServiceError):
     error_type = "unauthorized"
 
 
+class Forbidden(ServiceError):
+    """Authenticated, but this key may not do this (``/v1/usage`` wants an admin key)."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
 class InvalidRequest(ServiceError):
     status_code = 422
     error_type = "invalid_request"

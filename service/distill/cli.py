@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,17 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
 
     taught: list[data.Example] = []
     has_teacher = bool(args.teacher or args.local_teacher)
+    if args.from_ledger:
+        if not has_teacher:
+            raise SystemExit("--from-ledger needs a teacher (--teacher or --local-teacher)")
+        if args.recipe not in data.LEDGER_RECIPES:
+            raise SystemExit(
+                "recorded questions have no gold answer: --from-ledger takes --recipe sd-t"
+            )
+        # The held-out split stays gold: it is scored against gold answers.
+        args.with_gold = True
     if has_teacher:
-        if not args.questions:
-            raise SystemExit("a teacher needs --questions")
-        questions = data.dedupe(data.load_questions(Path(args.questions)))
+        questions = data.dedupe(_teacher_questions(args))
         if args.limit:
             # A seeded sample, not the file's first lines (often grouped by source).
             random.Random(args.seed).shuffle(questions)
@@ -85,6 +93,28 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
     data.write_dataset(Path(args.out), train, held)
     print(f"{args.out}: {len(train)} train, {len(held)} held out")
     return 0
+
+
+def _teacher_questions(args: argparse.Namespace) -> list[Any]:
+    from service.distill import data
+
+    if args.from_ledger:
+        from service.ledger.report import time_range
+
+        try:
+            since, until = time_range(args.since, args.until, time.time())
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        recorded = data.load_ledger(args.from_ledger, since, until)
+        if not recorded:
+            raise SystemExit(
+                "no recorded questions in that ledger and range (questions are recorded "
+                "only with DIVCONQ_LEDGER__CONTENT=true)"
+            )
+        return recorded
+    if not args.questions:
+        raise SystemExit("a teacher needs --questions or --from-ledger")
+    return data.load_questions(Path(args.questions))
 
 
 async def _chat_teacher(
@@ -240,6 +270,14 @@ def add_parser(sub: Any) -> None:
     src = mk.add_mutually_exclusive_group()
     src.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
     src.add_argument("--questions", help="JSONL with question/answer, for a teacher")
+    src.add_argument(
+        "--from-ledger",
+        metavar="URL",
+        help="the questions a deployment recorded (DIVCONQ_LEDGER__CONTENT=true), from its "
+        "ledger (sqlite:///path or postgresql://...), for a teacher (--recipe sd-t)",
+    )
+    mk.add_argument("--since", help="--from-ledger: ISO date, UTC (default: 30 days ago)")
+    mk.add_argument("--until", help="--from-ledger: ISO date, UTC, exclusive (default: now)")
     teacher = mk.add_mutually_exclusive_group()
     teacher.add_argument("--teacher", help="solver profile that writes decompositions")
     teacher.add_argument(

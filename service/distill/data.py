@@ -124,6 +124,31 @@ def load_questions(path: Path) -> list[Example]:
     return out
 
 
+# Recorded questions have no gold answer or step count: only SD-T keeps a
+# teacher's decomposition without checking one.
+LEDGER_RECIPES = ("sd-t",)
+
+
+def load_ledger(url: str, since: float, until: float) -> list[Example]:
+    """The questions a deployment was asked (``DIVCONQ_LEDGER__CONTENT=true`` rows that
+    answered 200), oldest first, as problems for a teacher: no answer, no subquestions."""
+    from service.ledger import open_store
+
+    async def read() -> list[tuple[str, str | None]]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await store.questions(since, until)
+        finally:
+            await store.aclose()
+
+    return [
+        Example(id=f"ledger-{i}", question=q.strip(), answer="", subquestions=[], source="ledger")
+        for i, (q, _context) in enumerate(asyncio.run(read()))
+        if q.strip()
+    ]
+
+
 def dedupe(examples: Iterable[Example]) -> list[Example]:
     seen: set[str] = set()
     few_shot = {normalize(e.question) for e in prompts.EXAMPLES}

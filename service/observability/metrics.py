@@ -184,10 +184,19 @@ class Metrics:
             ["op", "policy"],
             registry=r,
         )
+        self.ledger_rows = Counter(
+            f"{PREFIX}_ledger_rows",
+            "Request ledger rows by outcome: written, dropped (the queue was full), failed "
+            "(the database refused the batch).",
+            ["outcome"],
+            registry=r,
+        )
         # Pre-create the bounded label sets, so rate() and dashboards see zeros
         # rather than absent series before the first event.
         for outcome in SOLVER_OUTCOMES:
             self.solver_calls.labels(outcome)
+        for outcome in ("written", "dropped", "failed"):
+            self.ledger_rows.labels(outcome)
         for kind in CACHE_KINDS:
             for outcome in CACHE_OUTCOMES:
                 self.cache_lookups.labels(kind, outcome)

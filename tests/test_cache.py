@@ -175,3 +175,26 @@ async def test_a_store_outage_is_served_uncached_and_counted() -> None:
     await cache.put("call", policy, {"m": 1}, {"text": "x"})
     errors = metrics.cache_lookups.labels("call", "error")._value.get()
     assert errors == 2
+
+
+TEAMS = [
+    {"name": "team-a", "key": "sk-team-a-secret"},
+    {"name": "team-b", "key": "sk-team-b-secret"},
+]
+
+
+def bearer(team: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer sk-{team}-secret"}
+
+
+async def test_each_key_hits_only_its_own_entries_unless_the_cache_is_shared() -> None:
+    for shared, expected_hits in ((False, 6), (True, 3)):
+        solver = ScriptedSolver("ok")
+        settings = settings_for(api_keys=TEAMS, cache={"shared": shared})
+        async with serve(settings, solver, FakeDecomposer(PLAN)) as client:
+            first = await static(client, headers=bearer("team-a"))
+            other = await static(client, headers=bearer("team-b"))
+            again = await static(client, headers=bearer("team-a"))
+        assert solver.hits == expected_hits, shared
+        assert not first.json()["cached"] and again.json()["cached"]
+        assert other.json()["cached"] is shared

@@ -267,14 +267,46 @@ async def test_usage_groups_requests_tokens_and_usd_over_a_range(tmp_path: Path)
     ]
 
 
-async def test_usage_endpoint_is_for_admin_keys_only(tmp_path: Path) -> None:
-    settings = settings_for(api_keys=[KEY], **ledger_settings(tmp_path / "l.sqlite3"))
+async def test_usage_endpoint_reports_per_key_for_admin_keys_only(tmp_path: Path) -> None:
+    keys = [
+        {"name": "team-a", "key": "sk-team-a-secret"},
+        {"name": "team-b", "key": "sk-team-b-secret"},
+        {"name": "ops", "key": KEY, "admin": True},
+    ]
+    settings = settings_for(api_keys=keys, prices=PRICED, **ledger_settings(tmp_path / "l.db"))
+
+    def as_(team: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer sk-{team}-secret"}
+
     async with serve(settings, ScriptedSolver("ok")) as client:
+        for team, n in (("team-a", 2), ("team-b", 1)):
+            for i in range(n):
+                body = {"question": f"{Q} ({i})", "mode": "direct"}
+                assert (await client.post("/solve", json=body, headers=as_(team))).is_success
+        await client.post("/solve", json={"question": ""}, headers=as_("team-b"))
         anonymous = await client.get("/v1/usage")
-        plain_key = await client.get("/v1/usage", headers={"Authorization": f"Bearer {KEY}"})
+        not_admin = await client.get("/v1/usage", headers=as_("team-a"))
+        # Rows are written off the request path: wait for the batch (a flush interval).
+        for _ in range(100):
+            report = await client.get(
+                "/v1/usage", params={"group_by": "key"}, headers={"Authorization": f"Bearer {KEY}"}
+            )
+            if sum(r["requests"] for r in report.json()["rows"]) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        bad_range = await client.get(
+            "/v1/usage", params={"since": "yesterday"}, headers={"Authorization": f"Bearer {KEY}"}
+        )
     assert anonymous.status_code == 401
-    assert plain_key.status_code == 403
-    assert plain_key.json()["error"]["type"] == "forbidden"
+    assert not_admin.status_code == 403 and not_admin.json()["error"]["type"] == "forbidden"
+    assert bad_range.status_code == 422
+    assert report.status_code == 200, report.text
+    by_key = {r["group"]: r for r in report.json()["rows"]}
+    assert set(by_key) == {"team-a", "team-b"}
+    assert (by_key["team-a"]["requests"], by_key["team-a"]["errors"]) == (2, 0)
+    assert (by_key["team-b"]["requests"], by_key["team-b"]["errors"]) == (2, 1)
+    assert by_key["team-a"]["cost_usd"] == pytest.approx(2 * (11 * 1.0 + 5 * 2.0) / 1e6)
+    assert "sk-team" not in report.text
 
 
 def test_usage_cli_reports_from_the_ledger(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.app import create_app
-from service.core.completion import Completion
+from service.core.completion import Completion, TextSink
 from service.core.settings import Settings
 from service.tenancy.store import LimitStore
 
@@ -97,6 +98,7 @@ class FakeEngine:
         stop: Sequence[str] = (),
         adapter: str | None = None,
         stop_token_ids: Sequence[int] = (),
+        on_text: TextSink | None = None,
     ) -> Completion:
         piece = self.pieces[min(len(self.calls), len(self.pieces) - 1)]
         self.calls.append(
@@ -110,6 +112,9 @@ class FakeEngine:
         )
         closes = piece.endswith(">>") and ">>" in stop
         text = piece.removesuffix(">>") if closes else piece
+        if on_text is not None:
+            for word in re.findall(r"\s*\S+", text):
+                on_text(word)
         return Completion(
             text,
             self.PROMPT_TOKENS,
@@ -187,8 +192,12 @@ class ScriptedSolver:
     Behaviours: ok, nousage, anthropic, "answer:<text>", 400, 429, 500, 503,
     echo401, badjson, timeout (the client's read timeout), connect (refused),
     reset (dropped mid-response), slow (``delay_s``, then ok), block (waits
-    for ``release``, then ok). Records paths, headers, bodies, and the most
-    requests in flight at once.
+    for ``release``, then ok), trickle (ok, but a streamed reply holds its last
+    piece until ``release``; a whole one waits for it), cutoff (a streamed
+    reply dropped after two pieces; a whole one: reset). A request that asks
+    for ``stream`` gets the replies these end in as server-sent events, a word
+    at a time, in its API's format. Records paths,
+    headers, bodies, and the most requests in flight at once.
     """
 
     PROMPT_TOKENS = 11
@@ -205,6 +214,8 @@ class ScriptedSolver:
         self.bodies: list[dict[str, Any]] = []
         self.active = 0
         self.max_active = 0
+        # Streamed replies whose body is still being written (or waiting).
+        self.open_streams = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _ok(self, text: str = "The answer is 7.", usage: bool = True) -> httpx2.Response:
@@ -231,6 +242,49 @@ class ScriptedSolver:
         finally:
             self.active -= 1
 
+    def _streamed(self, behaviour: str) -> httpx2.Response | None:
+        """A streamed reply for ``behaviour``; None where it has none (errors, stalls)."""
+        if behaviour in ("ok", "slow", "block", "trickle", "nousage", "cutoff"):
+            text = "The answer is 7."
+        elif behaviour.startswith("answer:"):
+            text = behaviour.removeprefix("answer:")
+        elif behaviour == "anthropic":
+            return self._sse(_anthropic_events("The answer is 9."))
+        else:
+            return None
+        pieces = re.findall(r"\s*\S+", text) or [text]
+        events: list[Any] = [
+            {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            for piece in pieces
+        ]
+        if behaviour == "trickle":
+            events.insert(-1, None)  # the last piece waits for ``release``
+        if behaviour == "cutoff":
+            return self._sse([*events[:2], httpx2.RemoteProtocolError("scripted cut-off")])
+        events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if behaviour != "nousage":
+            usage = {"prompt_tokens": self.PROMPT_TOKENS, "completion_tokens": 5}
+            events.append({"choices": [], "usage": usage})
+        events.append("[DONE]")
+        return self._sse(events)
+
+    def _sse(self, events: list[Any]) -> httpx2.Response:
+        async def body() -> AsyncIterator[bytes]:
+            self.open_streams += 1
+            try:
+                for event in events:
+                    if event is None:
+                        await self.release.wait()
+                        continue
+                    if isinstance(event, Exception):
+                        raise event
+                    data = event if isinstance(event, str) else json.dumps(event)
+                    yield f"data: {data}\n\n".encode()
+            finally:
+                self.open_streams -= 1
+
+        return httpx2.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
     def release_from_thread(self) -> None:
         """Set ``release`` from outside the serving event loop (a live server's thread)."""
         assert self._loop is not None, "no request has arrived yet"
@@ -242,11 +296,14 @@ class ScriptedSolver:
             await self._hit.wait_for(lambda: self.hits >= n)
 
     async def _behave(self, behaviour: str, request: httpx2.Request) -> httpx2.Response:
+        stream = bool(json.loads(request.content or b"{}").get("stream"))
         if behaviour == "slow":
             await asyncio.sleep(self.delay_s)
-        if behaviour == "block":
+        if behaviour == "block" or (behaviour == "trickle" and not stream):
             await self.release.wait()
-        if behaviour in ("ok", "slow", "block"):
+        if stream and (streamed := self._streamed(behaviour)) is not None:
+            return streamed
+        if behaviour in ("ok", "slow", "block", "trickle"):
             return self._ok()
         if behaviour.startswith("answer:"):
             return self._ok(behaviour.removeprefix("answer:"))
@@ -275,9 +332,28 @@ class ScriptedSolver:
             raise httpx2.ReadTimeout("scripted stall", request=request)
         if behaviour == "connect":
             raise httpx2.ConnectError("scripted refusal", request=request)
-        if behaviour == "reset":
+        if behaviour in ("reset", "cutoff"):
             raise httpx2.RemoteProtocolError("scripted reset", request=request)
         raise AssertionError(behaviour)
+
+
+def _anthropic_events(text: str) -> list[Any]:
+    """The Messages API's stream of one text reply."""
+    return [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 21, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+            for t in re.findall(r"\s*\S+", text)
+        ),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 6},
+        },
+        {"type": "message_stop"},
+    ]
 
 
 def transport(solvers: dict[str, ScriptedSolver]) -> httpx2.MockTransport:

@@ -120,3 +120,54 @@ def test_evaluate_solver_scores_the_embedded_solver(embedded_url: str, tmp_path:
     for p in problems:
         assert len(p["chain"]) == p["steps"] + 1
         assert re.search(r"<<[\d.+\-*/() ]+=[\d.\-]+>>", p["chain"][0]), p
+
+
+@pytest.mark.parametrize(("question", "_answer"), EXAMPLES)
+def test_hinted_answers_with_a_number(embedded_url: str, question: str, _answer: str) -> None:
+    """`hinted` on the distilled solver is its `direct` task with the hints under the
+    problem (docs/solvers.md), not the chat prompt whose "The answer is X." it copied."""
+    resp = httpx.post(
+        f"{embedded_url}/solve", json={"question": question, "mode": "hinted"}, timeout=300
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert re.fullmatch(r"-?\d+(\.\d+)?", body["answer"]), body
+    assert body["subquestions"], body  # the decomposer's hints were given
+
+
+def _events(text: str) -> list[tuple[str, dict[str, object]]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_streamed_answer_is_written_as_the_engine_writes_it(embedded_url: str) -> None:
+    """The embedded solver streams the final answer in pieces that add up to it,
+    with the same usage as the whole request; the raw model streams too."""
+    question = EXAMPLES[1][0]
+    body = {"question": question, "mode": "direct"}
+    whole = httpx.post(f"{embedded_url}/solve", json=body, timeout=300).json()
+    streamed = httpx.post(f"{embedded_url}/solve", json={**body, "stream": True}, timeout=300)
+    events = _events(streamed.text)
+    deltas = [str(d["text"]) for n, d in events if n == "answer_delta"]
+    assert len(deltas) > 1 and "".join(deltas) == whole["answer_text"], events
+    usage = dict(events)["usage"]
+    assert isinstance(usage, dict)
+    for stage in ("decomposer", "solver"):
+        got, want = dict(usage[stage]), dict(whole["usage"][stage])
+        got.pop("latency_ms"), want.pop("latency_ms")
+        assert got == want
+    raw = httpx.post(
+        f"{embedded_url}/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 8,
+            "stream": True,
+        },
+        timeout=300,
+    )
+    chunks = [json.loads(b.removeprefix("data: ")) for b in raw.text.strip().split("\n\n")[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text and raw.text.rstrip().endswith("data: [DONE]")

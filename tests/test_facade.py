@@ -219,7 +219,6 @@ async def test_facade_behaves_as_solve_auth_admission_metrics() -> None:
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "role"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
-        ({"stream": True}, "stream"),
     ],
 )
 async def test_embedded_sampling_fields_are_validated(payload: dict[str, Any], needle: str) -> None:

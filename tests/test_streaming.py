@@ -51,7 +51,11 @@ async def test_streamed_and_non_streamed_give_the_same_answer_and_accounting(mod
         "socratic": ["decomposition", "subquestion"] * 2,  # one more subquestion a round
         "direct": [],
     }[mode]
-    assert names == [*progress, "answer", "usage", "done"]
+    # The final answer as the solver streamed it, a word at a time (tests/fakes.py).
+    assert names == [*progress, *["answer_delta"] * 4, "answer", "usage", "done"]
+    deltas = [d["text"] for n, d in stream if n == "answer_delta"]
+    assert deltas == ["The", " answer", " is", " 7."]
+    assert "".join(deltas) == whole["answer_text"]
     answered = progress.count("subquestion")
     assert data["answer"] == {
         "id": "s-1",
@@ -106,7 +110,7 @@ def test_decomposition_arrives_before_the_first_solver_call_returns() -> None:
         solver.release_from_thread()
         rest = [name for name, _, _ in stream]
     assert (first, answered_before) == ("decomposition", False)
-    assert list(dict.fromkeys(rest)) == ["subquestion", "answer", "usage", "done"]
+    assert list(dict.fromkeys(rest)) == ["subquestion", "answer_delta", "answer", "usage", "done"]
 
 
 def _wait_for(check: Any, timeout_s: float = 10.0) -> bool:

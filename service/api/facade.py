@@ -10,10 +10,11 @@ admitted, deadlined, cancelled and counted as ``/solve`` is (endpoint label
 The answer is a standard ``chat.completion`` whose content is the final
 answer text and whose ``usage`` holds the totals; the extension field
 ``divconq`` carries the subquestions and per-stage usage exactly as ``/solve``
-returns them. With ``stream`` it is ``chat.completion.chunk``s of the final
-answer, usage last when ``stream_options.include_usage`` is set, then
-``[DONE]``; a failure after the stream began is an ``{"error": ...}`` event,
-which the openai SDK raises as an ``APIError``.
+returns them. With ``stream`` it is ``chat.completion.chunk``s: the role at
+once, the final answer's text as the solver writes it, the finish, usage last
+when ``stream_options.include_usage`` is set, then ``[DONE]``; a failure
+after the stream began is an ``{"error": ...}`` event, which the openai SDK
+raises as an ``APIError``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.api.disconnect import run_request, within_deadline
 from service.api.errors import error_json
@@ -41,7 +42,7 @@ from service.api.request_record import record_of
 from service.api.solving import FACADE_ENDPOINT, log_fields, plan_request
 from service.api.streaming import Emit, EventStream, sse
 from service.core.errors import InvalidRequest
-from service.core.schemas import SolveRequest, SolveResponse
+from service.core.schemas import AnswerDeltaEvent, SolveRequest, SolveResponse
 from service.core.settings import Mode
 
 _SPEAKERS = {"user": "User", "assistant": "Assistant", "tool": "Tool"}
@@ -124,10 +125,20 @@ async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletio
         async def stream(emit: Emit) -> None:
             # The role at once: the client sees the stream open before any model call.
             emit(reply.chunk({"role": "assistant", "content": ""}))
-            result = await within_deadline(work(), plan.timeout_s)
+
+            def progress(name: str, data: BaseModel) -> None:
+                # The final answer's text as the solver writes it; the rest of the
+                # pipeline's progress rides on the last chunk (``divconq``).
+                if isinstance(data, AnswerDeltaEvent):
+                    emit(reply.chunk({"content": data.text}))
+
+            result = await within_deadline(
+                services.pipeline.solve(plan, request_id=request_id, events=progress),
+                plan.timeout_s,
+            )
             rec.log_fields = {"stream": True, **log_fields(result)}
             rec.result = result
-            for event in reply.chunks(result):
+            for event in reply.ending(result):
                 emit(event)
 
         return EventStream(
@@ -173,11 +184,11 @@ class _Reply:
     def chunk(self, delta: dict[str, str], finish: str | None = None, **extra: Any) -> bytes:
         return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
 
-    def chunks(self, result: SolveResponse) -> list[bytes]:
-        """The final answer's chunks; the pipeline's detail rides on the last one."""
+    def ending(self, result: SolveResponse) -> list[bytes]:
+        """The chunks after the answer's text: the finish, then usage when asked
+        for; the pipeline's detail rides on the last one."""
         detail = _detail(result).model_dump(mode="json")
-        content = self.chunk({"content": result.answer_text})
         if not self.include_usage:
-            return [content, self.chunk({}, "stop", divconq=detail)]
+            return [self.chunk({}, "stop", divconq=detail)]
         usage = _usage(result).model_dump()
-        return [content, self.chunk({}, "stop"), self._chunk([], usage=usage, divconq=detail)]
+        return [self.chunk({}, "stop"), self._chunk([], usage=usage, divconq=detail)]

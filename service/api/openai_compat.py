@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from service.api import facade
 from service.api.auth import require_api_key
 from service.api.disconnect import cancel_on_disconnect
-from service.api.errors import ERRORS
+from service.api.errors import ERRORS, error_json
 from service.api.openai_schemas import (
     ChatCompletion,
     ChatRequest,
@@ -35,17 +37,19 @@ from service.api.openai_schemas import (
     ReplyMessage,
 )
 from service.api.state import get_services
+from service.api.streaming import Emit, EventStream, sse
+from service.core.completion import Completion
 from service.core.errors import InvalidRequest, ModelNotFound
 from service.core.schemas import ErrorResponse
 from service.core.settings import Settings
-from service.embedded.chat import Sampling
+from service.embedded.chat import EmbeddedChat, Sampling
 
 # Behind the API keys too when they are set: it serves the model to anyone.
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
 _STREAM = {
-    "description": 'With "stream": true: chat.completion.chunk server-sent events, then '
-    "[DONE] (pipeline models only).",
+    "description": 'With "stream": true: chat.completion.chunk server-sent events (the '
+    "text as the model writes it), then [DONE].",
     # One server-sent event: a chat.completion.chunk, an error, or [DONE].
     "content": {
         "text/event-stream": {
@@ -80,11 +84,9 @@ async def models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-async def _raw(body: ChatRequest, request: Request) -> ChatCompletion:
+async def _raw(body: ChatRequest, request: Request) -> ChatCompletion | EventStream:
     """The embedded model's own reply, no pipeline: the embedded solver's code, the
     request's sampling."""
-    if body.stream:
-        raise InvalidRequest("stream: the embedded model answers whole; pipeline models stream")
     services = get_services(request)
     settings = services.settings
     cap = settings.decomposer.max_model_len
@@ -93,7 +95,7 @@ async def _raw(body: ChatRequest, request: Request) -> ChatCompletion:
         if value is not None and value > cap:
             raise InvalidRequest(f"{name}: must be at most {cap} (the model's context)")
     chat = services.embedded
-    chat.engine()  # 503 before anything else while it loads
+    model = chat.engine().served_name  # 503 before anything else while it loads
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     sampling = Sampling(
         max_tokens=body.max_completion_tokens or body.max_tokens or settings.solver_max_tokens,
@@ -101,19 +103,70 @@ async def _raw(body: ChatRequest, request: Request) -> ChatCompletion:
         stop=[body.stop] if isinstance(body.stop, str) else (body.stop or []),
     )
     messages = [{"role": m.role, "content": m.text} for m in body.messages]
+    if body.stream:
+        return _raw_stream(body, chat, messages, completion_id, sampling, model)
     gen = await cancel_on_disconnect(
         request, chat.reply(messages, request_id=completion_id, sampling=sampling)
     )
     return ChatCompletion(
         id=completion_id,
         created=int(time.time()),
-        model=gen.model,
+        model=model,
         choices=[Choice(message=ReplyMessage(content=gen.text), finish_reason=gen.finish_reason)],
-        usage=ChatUsage(
-            prompt_tokens=gen.prompt_tokens,
-            completion_tokens=gen.completion_tokens,
-            total_tokens=gen.prompt_tokens + gen.completion_tokens,
-        ),
+        usage=_usage(gen),
+    )
+
+
+def _usage(gen: Completion) -> ChatUsage:
+    return ChatUsage(
+        prompt_tokens=gen.prompt_tokens,
+        completion_tokens=gen.completion_tokens,
+        total_tokens=gen.prompt_tokens + gen.completion_tokens,
+    )
+
+
+def _raw_stream(
+    body: ChatRequest,
+    chat: EmbeddedChat,
+    messages: list[dict[str, str]],
+    completion_id: str,
+    sampling: Sampling,
+    model: str,
+) -> EventStream:
+    """The raw reply as ``chat.completion.chunk``s while the model writes it, as
+    OpenAI streams: the role, the text, the finish, usage last when asked for."""
+    created = int(time.time())
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        data: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if include_usage:
+            data["usage"] = None  # on every chunk but the last, as OpenAI does
+        return sse(None, json.dumps({**data, **extra}))
+
+    def delta(content: dict[str, str], finish: str | None = None) -> bytes:
+        return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
+
+    async def work(emit: Emit) -> None:
+        emit(delta({"role": "assistant", "content": ""}))
+        gen = await chat.reply(
+            messages,
+            request_id=completion_id,
+            sampling=sampling,
+            on_text=lambda text: emit(delta({"content": text})),
+        )
+        emit(delta({}, gen.finish_reason))
+        if include_usage:
+            emit(chunk([], usage=_usage(gen).model_dump()))
+
+    return EventStream(
+        work, error=lambda exc: sse(None, error_json(exc)), close=lambda: sse(None, "[DONE]")
     )
 
 

@@ -34,6 +34,7 @@ _AUTH = [Depends(require_api_key)]
 EVENTS = {
     "decomposition": "DecompositionEvent",
     "subquestion": "SubquestionEvent",
+    "answer_delta": "AnswerDeltaEvent",
     "answer": "AnswerEvent",
     "usage": "SolveUsage",
     "error": "ErrorResponse",
@@ -41,7 +42,8 @@ EVENTS = {
 }
 _STREAM = {
     "description": 'With "stream": true, server-sent events: decomposition, subquestion '
-    "(each), answer, usage, error (a failure after the stream began), done.",
+    "(each), answer_delta (the final answer's text as the solver writes it; the pieces "
+    "add up to answer_text), answer, usage, error (a failure after the stream began), done.",
     # One server-sent event; its data is the JSON of that event's model.
     "content": {
         "text/event-stream": {

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+# Receives a reply's text as it is written, one piece at a time (a streamed
+# call); the pieces add up to the completion's text. Called synchronously: it
+# must not block (a stream puts the piece on a queue).
+TextSink = Callable[[str], None]
 
 
 @dataclass(frozen=True)

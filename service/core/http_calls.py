@@ -22,6 +22,7 @@ from opentelemetry import propagate, trace
 from service.core.deadline import remaining
 from service.core.errors import (
     UpstreamConnectError,
+    UpstreamError,
     UpstreamInvalidResponse,
     UpstreamStatusError,
     UpstreamTimeout,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 _SECRET_HEADERS = {"authorization", "api-key", "x-api-key"}
 
 
-def _where(url: str) -> str:
+def where_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -53,7 +54,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _bounded(timeout: httpx2.Timeout) -> httpx2.Timeout:
+def bounded(timeout: httpx2.Timeout) -> httpx2.Timeout:
     """Never wait on one call past the request's deadline."""
     left = remaining()
     if left is None:
@@ -66,16 +67,8 @@ def _bounded(timeout: httpx2.Timeout) -> httpx2.Timeout:
     )
 
 
-async def post_json(
-    client: httpx2.AsyncClient,
-    url: str,
-    payload: dict[str, Any],
-    *,
-    headers: dict[str, str],
-    timeout: httpx2.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
-) -> dict[str, Any]:
-    """The JSON object a model server answered; a typed ``UpstreamError`` otherwise."""
-    where = _where(url)
+def prepared(url: str, headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The headers to send (with the trace context) and the secrets they carry."""
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
     span = trace.get_current_span()
     if span.get_span_context().is_valid:
@@ -88,23 +81,48 @@ async def post_json(
             span.set_attribute("server.address", parts.hostname or "")
             port = parts.port or (443 if parts.scheme == "https" else 80)
             span.set_attribute("server.port", port)
+    return headers, secrets
+
+
+def transport_error(where: str, exc: httpx2.TransportError) -> UpstreamError:
+    """A failed exchange: timed out, or refused, reset, or closed mid-response (the
+    next attempt may work)."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return UpstreamTimeout(f"at {where} timed out ({type(exc).__name__})")
+    return UpstreamConnectError(f"at {where} unreachable ({type(exc).__name__})")
+
+
+def status_error(
+    where: str, status: int, text: str, headers: httpx2.Headers, secrets: list[str]
+) -> UpstreamStatusError:
+    # Some servers echo the key they rejected: never pass it on.
+    excerpt = " ".join(text.split())[:200]
+    for secret in secrets:
+        excerpt = excerpt.replace(secret, "***")
+    return UpstreamStatusError(
+        f"at {where} returned HTTP {status}: {excerpt}",
+        status=status,
+        retry_after_s=_retry_after(headers.get("retry-after")),
+    )
+
+
+async def post_json(
+    client: httpx2.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    headers: dict[str, str],
+    timeout: httpx2.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
+) -> dict[str, Any]:
+    """The JSON object a model server answered; a typed ``UpstreamError`` otherwise."""
+    where = where_of(url)
+    headers, secrets = prepared(url, headers)
     try:
-        resp = await client.post(url, json=payload, headers=headers, timeout=_bounded(timeout))
-    except httpx2.TimeoutException as exc:
-        raise UpstreamTimeout(f"at {where} timed out ({type(exc).__name__})") from None
+        resp = await client.post(url, json=payload, headers=headers, timeout=bounded(timeout))
     except httpx2.TransportError as exc:
-        # Refused, reset, or closed mid-response: the next attempt may work.
-        raise UpstreamConnectError(f"at {where} unreachable ({type(exc).__name__})") from None
+        raise transport_error(where, exc) from None
     if resp.status_code >= 400:
-        # Some servers echo the key they rejected: never pass it on.
-        excerpt = " ".join(resp.text.split())[:200]
-        for secret in secrets:
-            excerpt = excerpt.replace(secret, "***")
-        raise UpstreamStatusError(
-            f"at {where} returned HTTP {resp.status_code}: {excerpt}",
-            status=resp.status_code,
-            retry_after_s=_retry_after(resp.headers.get("retry-after")),
-        )
+        raise status_error(where, resp.status_code, resp.text, resp.headers, secrets)
     try:
         body = resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -164,6 +164,16 @@ class SubquestionEvent(SubquestionResult):
     index: int
 
 
+class AnswerDeltaEvent(BaseModel):
+    """``answer_delta``: the next piece of the final answer's text, as the solver writes it.
+
+    The pieces, in order, add up to ``answer_text`` (leading and trailing
+    whitespace dropped, as there); they all come before ``answer``.
+    """
+
+    text: str
+
+
 class AnswerEvent(BaseModel):
     """``answer``: the final answer, as in the non-streamed response."""
 

@@ -33,7 +33,7 @@ MAX_EXPRESSION_CHARS = 120
 MAX_MAGNITUDE = 1e15
 # Annotations per reply (each is one more engine call); GSM8K steps have 1-2.
 MAX_ROUNDS = 8
-CLOSE = ">>"
+OPEN, CLOSE = "<<", ">>"
 
 Outcome = Literal["computed", "corrected", "rejected"]
 

@@ -9,14 +9,17 @@ render the same template, stop at the same turn end, and compute the same
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.core.completion import Completion
+from service.core.completion import Completion, TextSink
 from service.core.errors import NotReady
-from service.embedded.calculator import generate_with_calculator
+from service.embedded.calculator import CLOSE, OPEN, generate_with_calculator
 from service.embedded.engine import ENGINE_DEAD
+
+log = logging.getLogger(__name__)
 
 # Gemma's template knows system, user and assistant turns.
 _ROLES = {"developer": "system", "tool": "user"}
@@ -48,6 +51,7 @@ class ChatEngine(Protocol):
         stop: Sequence[str] = (),
         adapter: str | None = None,
         stop_token_ids: Sequence[int] = (),
+        on_text: TextSink | None = None,
     ) -> Completion: ...
 
 
@@ -90,22 +94,38 @@ class EmbeddedChat:
         return engine.served_name if engine is not None else None
 
     async def reply(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, sampling: Sampling
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        request_id: str,
+        sampling: Sampling,
+        on_text: TextSink | None = None,
     ) -> Completion:
         """One reply; with the calculator on, every annotation it closes is computed.
 
         ``request_id`` must be unique per reply (vLLM's rule); the calculator's
-        later engine calls add a suffix to it.
+        later engine calls add a suffix to it. ``on_text`` gets the reply as it
+        is written, less what the calculator may still rewrite (``Holdback``).
         """
         engine = self.engine()
         prompt = engine.render_chat(
             [{"role": _ROLES.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
         )
         calls = 0
+        holdback = Holdback(on_text) if on_text is not None else None
 
         async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
             nonlocal calls
             calls += 1
+            # The reply so far: the calculator asks again with it after the prompt.
+            before = text[len(prompt) :]
+            written: list[str] = []
+
+            def piece(delta: str) -> None:
+                assert holdback is not None
+                written.append(delta)
+                holdback.offer(before + "".join(written))
+
             # An input the engine refuses is an InvalidRequest already (engine.py).
             return await engine.generate(
                 text,
@@ -115,6 +135,7 @@ class EmbeddedChat:
                 stop=stops,
                 # A chat reply ends with its turn.
                 stop_token_ids=engine.turn_end_ids,
+                on_text=piece if holdback is not None else None,
             )
 
         if not self._calculator:
@@ -126,6 +147,8 @@ class EmbeddedChat:
             for outcome in run.outcomes:
                 self._count(outcome)
             completion = run.completion
+        if holdback is not None:
+            holdback.offer(completion.text, final=True)
         return Completion(
             completion.text,
             completion.prompt_tokens,
@@ -133,3 +156,38 @@ class EmbeddedChat:
             completion.finish_reason,
             model=engine.served_name,
         )
+
+
+class Holdback:
+    """Passes a reply on as it grows, holding back what the calculator may rewrite.
+
+    The calculator rewrites only the annotation being closed, the text after
+    the last ``<<`` that no ``>>`` follows, so that text (and a lone trailing
+    ``<`` that may start one) waits until the annotation closes. Everything
+    before it is final: what was passed on is always a prefix of the reply.
+    """
+
+    def __init__(self, on_text: TextSink) -> None:
+        self._on_text = on_text
+        self._sent = ""
+        self._diverged = False
+
+    def offer(self, text: str, *, final: bool = False) -> None:
+        """``text`` is the whole reply so far (``final``: all of it)."""
+        end = len(text)
+        if not final:
+            opened = text.rfind(OPEN)
+            if opened != -1 and text.find(CLOSE, opened) == -1:
+                end = opened
+            elif text.endswith(OPEN[0]):
+                end -= 1
+        if self._diverged or end <= len(self._sent):
+            return
+        if not text.startswith(self._sent):
+            # Never expected: the engine's text only grows. Send nothing more
+            # rather than text that contradicts what the client holds.
+            log.warning("streamed reply diverged from its text; not streaming the rest")
+            self._diverged = True
+            return
+        piece, self._sent = text[len(self._sent) : end], text[:end]
+        self._on_text(piece)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from service.core.completion import Completion
+from service.core.completion import Completion, TextSink
 from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import DecomposerSettings
 from service.embedded.engine_process import in_fresh_thread, watch_parent_in_forked_children
@@ -250,10 +250,15 @@ class EmbeddedEngine:
         stop: Sequence[str] = (),
         adapter: str | None = None,
         stop_token_ids: Sequence[int] = (),
+        on_text: TextSink | None = None,
     ) -> Completion:
         """One generation. An input the engine refuses (a prompt past the model's
         context, a bad sampling value) is ``InvalidRequest`` (422): mapped here,
-        once, for every caller (the decomposer, the embedded ``/v1``)."""
+        once, for every caller (the decomposer, the embedded ``/v1``).
+
+        ``on_text`` gets the text as it is written. vLLM holds back the tail
+        that may yet turn out to be a stop string, so the pieces add up to the
+        returned text."""
         if self._engine is None:
             raise RuntimeError("engine not started")
         from vllm import SamplingParams
@@ -268,8 +273,11 @@ class EmbeddedEngine:
                 temperature=temperature,
                 stop=list(stop) or None,
                 stop_token_ids=list(stop_token_ids) or None,
-                output_kind=RequestOutputKind.FINAL_ONLY,
+                output_kind=(
+                    RequestOutputKind.CUMULATIVE if on_text else RequestOutputKind.FINAL_ONLY
+                ),
             )
+            written = 0
             async for out in self._engine.generate(
                 prompt,
                 params,
@@ -277,6 +285,10 @@ class EmbeddedEngine:
                 lora_request=self._loras[adapter] if adapter else None,
             ):
                 final = out
+                text = out.outputs[0].text if on_text and out.outputs else ""
+                if on_text and len(text) > written:
+                    on_text(text[written:])
+                    written = len(text)
         except asyncio.CancelledError:
             # vLLM aborts on generator close too; doing it here makes the
             # guarantee ours rather than an implementation detail.

@@ -10,8 +10,8 @@
 - ``direct``: the solver alone, step-by-step prompting; no decomposer call.
 
 Progress goes to an optional ``events`` sink (``decomposition``,
-``subquestion``) as it happens: a streamed request runs the very same code as
-a non-streamed one, so answers and accounting are identical.
+``subquestion``, ``answer_delta``) as it happens: a streamed request runs the
+very same code as a non-streamed one, so answers and accounting are identical.
 
 Every figure in the response is measured here, around the backend calls
 (``Pipeline._call``), which is also where a failure learns its stage. What to
@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Sequence
 from opentelemetry.trace import Span, SpanKind
 
 from service.cache.cache import ResponseCache, completion_entry, completion_from
-from service.core.completion import Completion
+from service.core.completion import Completion, TextSink
 from service.core.errors import InvalidRequest, UpstreamError
 from service.core.schemas import (
     DecomposeResponse,
@@ -59,7 +59,7 @@ from service.pipeline.cached import replayed, solve_key
 from service.pipeline.dependencies import waves
 from service.pipeline.parsing import extract_answer, parse_decomposition, parse_next_subquestion
 from service.pipeline.plan import Plan
-from service.pipeline.run_state import EventSink, Run, Stage
+from service.pipeline.run_state import AnswerStream, EventSink, Run, Stage
 from service.pipeline.token_estimate import TokenEstimator
 
 
@@ -197,20 +197,28 @@ class Pipeline:
         )
         return subs
 
-    async def _solve(self, run: Run, messages: prompts.Messages, stage: str) -> Completion:
-        return await self._call(run.solver, stage, self._chat(run, messages), messages)
+    async def _solve(
+        self,
+        run: Run,
+        messages: prompts.Messages,
+        stage: str,
+        on_text: TextSink | None = None,
+    ) -> Completion:
+        return await self._call(run.solver, stage, self._chat(run, messages, on_text), messages)
 
-    async def _chat(self, run: Run, messages: Sequence[dict[str, str]]) -> Completion:
+    async def _chat(
+        self, run: Run, messages: Sequence[dict[str, str]], on_text: TextSink | None
+    ) -> Completion:
         """One solver call, through the response cache where the plan allows it."""
         chain, policy = run.plan.solver, run.plan.cache
         assert chain is not None, "a /decompose plan has no solver"
         if self._cache is None or not policy.used or not (chain.deterministic or policy.force):
-            return await chain.chat(messages, request_id=run.request_id)
+            return await chain.chat(messages, request_id=run.request_id, on_text=on_text)
         parts = {"solver": chain.identity, "messages": list(messages)}
         entry = await self._cache.get("call", policy, parts)
         if entry is not None:
             return completion_from(entry)
-        completion = await chain.chat(messages, request_id=run.request_id)
+        completion = await chain.chat(messages, request_id=run.request_id, on_text=on_text)
         await self._cache.put("call", policy, parts, completion_entry(completion))
         return completion
 
@@ -309,7 +317,8 @@ class Pipeline:
         """Run a ``/solve`` plan (``service.pipeline.plan.resolve``) to its final answer.
 
         ``events`` gets ``decomposition`` (static, hinted: once; socratic: each
-        round, the subquestions so far) and ``subquestion`` (each answered one)
+        round, the subquestions so far), ``subquestion`` (each answered one)
+        and ``answer_delta`` (the final answer's text, as the solver writes it)
         as they happen; the final answer is the return value.
         """
         flow = {tracing.MODE: str(plan.mode), tracing.CACHE: "off"}
@@ -349,8 +358,12 @@ class Pipeline:
             "direct": self._direct,
         }[mode]
         subquestions, final_messages = await steps(run)
-        final = await self._solve(run, final_messages, "final")
+        # A streamed request gets the final answer as it is written.
+        stream = AnswerStream(run) if run.events is not None else None
+        final = await self._solve(run, final_messages, "final", stream.write if stream else None)
         answer_text = final.text.strip()
+        if stream is not None:
+            stream.finish(answer_text)
         self._metrics.subquestions.labels(mode).observe(len(subquestions))
         decomposer, solver = run.decomposer.usage, run.solver.usage
         return SolveResponse(

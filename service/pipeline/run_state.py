@@ -14,12 +14,41 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from service.core.schemas import StageUsage
+from service.core.schemas import AnswerDeltaEvent, StageUsage
 from service.pipeline.plan import Plan
 
 # Receives progress as it happens: (event name, its data). Called synchronously;
 # it must not block (the streaming route puts the event on a queue).
 EventSink = Callable[[str, BaseModel], None]
+
+
+class AnswerStream:
+    """The final answer's text as ``answer_delta`` events while the solver writes it.
+
+    The response's ``answer_text`` is the reply stripped of leading and trailing
+    whitespace, so leading whitespace is dropped and trailing whitespace waits
+    until more text follows it: the pieces add up to ``answer_text`` exactly.
+    ``finish`` sends what was not streamed (all of it, when the answer came
+    from the cache or a backend that does not stream).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._raw = ""
+        self._sent = ""
+
+    def write(self, piece: str) -> None:
+        self._raw += piece
+        self._send(self._raw.strip())
+
+    def finish(self, answer_text: str) -> None:
+        if answer_text.startswith(self._sent):
+            self._send(answer_text)
+
+    def _send(self, text: str) -> None:
+        if len(text) > len(self._sent) and text.startswith(self._sent):
+            piece, self._sent = text[len(self._sent) :], text
+            self._run.emit("answer_delta", AnswerDeltaEvent(text=piece))
 
 
 class BusyClock:

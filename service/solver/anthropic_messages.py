@@ -2,7 +2,10 @@
 
 ``base_url`` defaults to ``https://api.anthropic.com/v1``. The system prompt
 is a top-level field, ``max_tokens`` is required, the key goes in
-``x-api-key``, and usage is ``input_tokens`` / ``output_tokens``.
+``x-api-key``, and usage is ``input_tokens`` / ``output_tokens``. A streamed
+call (``on_text``) reads the Messages API's events: ``message_start`` (input
+tokens), ``content_block_delta`` (text), ``message_delta`` (stop reason,
+output tokens).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from service.core.completion import Completion
-from service.core.errors import UpstreamInvalidResponse
+from service.core.completion import Completion, TextSink
+from service.core.errors import UpstreamInvalidResponse, UpstreamStatusError
 from service.core.http_calls import post_json, usage_of
+from service.core.http_stream import post_events
 from service.core.settings import Settings, SolverSettings
 from service.solver.base import SolverDeps, call_timeout, register, split_system
 
@@ -33,7 +37,7 @@ class AnthropicSolver:
         self._key = profile.api_key.get_secret_value() if profile.api_key else None
         self._timeout = call_timeout(profile)
 
-    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
+    def _payload(self, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
         system, turns = split_system(messages)
         payload: dict[str, Any] = {
             "model": self.model_name,
@@ -45,14 +49,28 @@ class AnthropicSolver:
             payload["system"] = system
         if self._profile.stop:
             payload["stop_sequences"] = self._profile.stop
+        return payload
+
+    def _headers(self, request_id: str) -> dict[str, str]:
         headers = {"X-Request-ID": request_id, "anthropic-version": ANTHROPIC_VERSION}
         if self._key is not None:
             headers["x-api-key"] = self._key
+        return headers
+
+    async def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        request_id: str,
+        on_text: TextSink | None = None,
+    ) -> Completion:
+        if on_text is not None:
+            return await self._streamed(messages, request_id, on_text)
         body = await post_json(
             self._http,
             self._url,
-            payload,
-            headers=headers,
+            self._payload(messages),
+            headers=self._headers(request_id),
             timeout=self._timeout,
         )
         content = body.get("content")
@@ -68,6 +86,63 @@ class AnthropicSolver:
             text,
             *(usage or (0, 0)),
             str(body.get("stop_reason") or "stop"),
-            model=str(body.get("model") or ""),
             usage_reported=usage is not None,
         )
+
+    async def _streamed(
+        self, messages: Sequence[dict[str, str]], request_id: str, on_text: TextSink
+    ) -> Completion:
+        parts: list[str] = []
+        counts: dict[str, int] = {}
+        stop_reason: str | None = None
+        started = False
+        async for event in post_events(
+            self._http,
+            self._url,
+            {**self._payload(messages), "stream": True},
+            headers=self._headers(request_id),
+            timeout=self._timeout,
+        ):
+            kind = event.get("type")
+            if kind == "error":
+                error = event.get("error") or {}
+                overloaded = isinstance(error, dict) and error.get("type") == "overloaded_error"
+                raise UpstreamStatusError(
+                    f"failed mid-stream: {str(error)[:200]}", status=529 if overloaded else 500
+                )
+            if kind == "message_start":
+                started = True
+                message = event.get("message") or {}
+                counts |= _counts(message.get("usage") if isinstance(message, dict) else None)
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                piece = delta.get("text") if isinstance(delta, dict) else None
+                if delta.get("type") == "text_delta" and isinstance(piece, str) and piece:
+                    parts.append(piece)
+                    on_text(piece)
+            elif kind == "message_delta":
+                delta = event.get("delta") or {}
+                stop_reason = (delta.get("stop_reason") if isinstance(delta, dict) else None) or (
+                    stop_reason
+                )
+                counts |= _counts(event.get("usage"))
+        if not started:
+            raise UpstreamInvalidResponse("streamed no message")
+        usage = usage_of({"usage": counts}, "input_tokens", "output_tokens")
+        return Completion(
+            "".join(parts),
+            *(usage or (0, 0)),
+            str(stop_reason or "stop"),
+            usage_reported=usage is not None,
+        )
+
+
+def _counts(usage: object) -> dict[str, int]:
+    """The token counts an event carries (Anthropic splits them over two events)."""
+    if not isinstance(usage, dict):
+        return {}
+    return {
+        k: v
+        for k, v in usage.items()
+        if k in ("input_tokens", "output_tokens") and isinstance(v, int) and not isinstance(v, bool)
+    }

@@ -1,7 +1,9 @@
 """``openai`` solver: any OpenAI-compatible ``/chat/completions`` endpoint.
 
 OpenAI itself, vLLM (``vllm serve``), TGI, Ollama (``/v1``), llama.cpp server,
-or another divconq's ``/v1``.
+or another divconq's ``/v1``. A streamed call (``on_text``) asks for
+``stream`` with ``stream_options.include_usage``, so its usage is the server's
+own count, as a whole reply's is.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from service.core.completion import Completion
-from service.core.errors import UpstreamInvalidResponse
+from service.core.completion import Completion, TextSink
+from service.core.errors import UpstreamInvalidResponse, UpstreamStatusError
 from service.core.http_calls import post_json, usage_of
+from service.core.http_stream import post_events
 from service.core.settings import Settings, SolverSettings
 from service.solver.base import SolverDeps, call_timeout, register
 
@@ -50,15 +53,26 @@ class OpenAIChatSolver:
             payload["stop"] = self._stop
         return payload
 
-    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
+    def _headers(self, request_id: str) -> dict[str, str]:
         headers = {"X-Request-ID": request_id}
         if self._key is not None:
             headers.update(self.auth_headers(self._key))
+        return headers
+
+    async def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        request_id: str,
+        on_text: TextSink | None = None,
+    ) -> Completion:
+        if on_text is not None:
+            return await self._streamed(messages, request_id, on_text)
         body = await post_json(
             self._http,
             self._url,
             self.payload(messages),
-            headers=headers,
+            headers=self._headers(request_id),
             timeout=self._timeout,
         )
         try:
@@ -71,8 +85,50 @@ class OpenAIChatSolver:
             str(text),
             *(usage or (0, 0)),
             str(choice.get("finish_reason")),
-            # The model the server says answered (the profile's model is reported
-            # in usage and prices: ResilientSolver sets it).
-            model=str(body.get("model") or ""),
+            usage_reported=usage is not None,
+        )
+
+    async def _streamed(
+        self, messages: Sequence[dict[str, str]], request_id: str, on_text: TextSink
+    ) -> Completion:
+        """The reply as ``chat.completion.chunk`` events, each piece of text passed on."""
+        payload = {
+            **self.payload(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        parts: list[str] = []
+        finish: str | None = None
+        usage: tuple[int, int] | None = None
+        async for chunk in post_events(
+            self._http, self._url, payload, headers=self._headers(request_id), timeout=self._timeout
+        ):
+            if isinstance(chunk.get("error"), dict):
+                # vLLM and others report a failure that came after the headers so.
+                error = chunk["error"]
+                code = error.get("code")
+                raise UpstreamStatusError(
+                    f"failed mid-stream: {str(error.get('message', ''))[:200]}",
+                    status=code if isinstance(code, int) else 500,
+                )
+            if chunk.get("usage"):
+                usage = usage_of(chunk)
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict):
+                    raise UpstreamInvalidResponse("streamed a malformed choice")
+                delta = choice.get("delta") or {}
+                piece = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(piece, str) and piece:
+                    parts.append(piece)
+                    on_text(piece)
+                finish = choice.get("finish_reason") or finish
+        if finish is None and not parts:
+            raise UpstreamInvalidResponse("streamed no message")
+        if usage is None:
+            usage_of({})  # logs that the tokens will be estimated
+        return Completion(
+            "".join(parts),
+            *(usage or (0, 0)),
+            str(finish or "stop"),
             usage_reported=usage is not None,
         )

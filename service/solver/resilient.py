@@ -9,6 +9,10 @@
 - ``SolverChain`` tries a profile, then its fallbacks in order, and marks the
   completion with the profile that answered.
 
+A streamed call (``on_text``) is retried, or handed to a fallback, only while
+none of its text has been passed on: the client already holds what was
+written, and another attempt would write it again.
+
 Every attempt is counted in ``divconq_solver_calls_total{outcome}``: ``ok``,
 ``retried`` (failed, tried again), or the final failure's kind; in a traced
 request every attempt is a ``chat {model}`` span of its own (a retry carries
@@ -26,7 +30,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from service.core.completion import Completion
+from service.core.completion import Completion, TextSink
 from service.core.deadline import remaining
 from service.core.errors import (
     UpstreamConnectError,
@@ -52,6 +56,20 @@ def is_transient(exc: UpstreamError) -> bool:
         return exc.status in RETRYABLE_STATUS or exc.status >= 500
     # Never a malformed answer: the server would say the same again.
     return isinstance(exc, UpstreamTimeout | UpstreamConnectError)
+
+
+class Relay:
+    """Passes a streamed reply's text on, and remembers whether any went."""
+
+    def __init__(self, on_text: TextSink | None) -> None:
+        self._on_text = on_text
+        self.written = False
+        self.sink: TextSink | None = self._write if on_text is not None else None
+
+    def _write(self, piece: str) -> None:
+        assert self._on_text is not None
+        self.written = True
+        self._on_text(piece)
 
 
 class ResilientSolver:
@@ -82,15 +100,23 @@ class ResilientSolver:
         return random.uniform(0.0, cap)
 
     async def chat(
-        self, messages: Sequence[dict[str, str]], *, request_id: str, fallback: bool = False
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        request_id: str,
+        fallback: bool = False,
+        on_text: TextSink | None = None,
     ) -> Completion:
         attempt = 0
+        relay = Relay(on_text)
         while True:
             try:
                 async with self._slots:
-                    completion = await self._attempt(messages, request_id, attempt, fallback)
+                    completion = await self._attempt(
+                        messages, request_id, attempt, fallback, relay.sink
+                    )
             except UpstreamError as exc:
-                delay = self._retry_delay(exc, attempt)
+                delay = None if relay.written else self._retry_delay(exc, attempt)
                 if delay is None:
                     self._metrics.solver_calls.labels(exc.outcome).inc()
                     raise
@@ -111,11 +137,16 @@ class ResilientSolver:
             return dataclasses.replace(completion, profile=self.name, model=self.model_name)
 
     async def _attempt(
-        self, messages: Sequence[dict[str, str]], request_id: str, attempt: int, fallback: bool
+        self,
+        messages: Sequence[dict[str, str]],
+        request_id: str,
+        attempt: int,
+        fallback: bool,
+        on_text: TextSink | None,
     ) -> Completion:
         """One call to the backend, as its own span when the request is traced."""
         if tracing.current() is None:
-            return await self._backend.chat(messages, request_id=request_id)
+            return await self._backend.chat(messages, request_id=request_id, on_text=on_text)
         attrs: dict[str, str | int | bool | float] = {
             tracing.PROFILE: self.name,
             tracing.GEN_AI_REQUEST_TEMPERATURE: self._profile.temperature,
@@ -129,7 +160,7 @@ class ResilientSolver:
         with tracing.model_call(
             tracing.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, messages
         ) as span:
-            completion = await self._backend.chat(messages, request_id=request_id)
+            completion = await self._backend.chat(messages, request_id=request_id, on_text=on_text)
             tracing.record_completion(span, completion, completion.model or self.model_name)
             return completion
 
@@ -157,14 +188,23 @@ class SolverChain:
         self.identity = [m.identity for m in self._members]
         self.deterministic = all(m.identity.get("temperature", 0.0) == 0.0 for m in self._members)
 
-    async def chat(self, messages: Sequence[dict[str, str]], *, request_id: str) -> Completion:
+    async def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        request_id: str,
+        on_text: TextSink | None = None,
+    ) -> Completion:
         failure: UpstreamError | None = None
+        relay = Relay(on_text)
         for i, member in enumerate(self._members):
             try:
-                return await member.chat(messages, request_id=request_id, fallback=i > 0)
+                return await member.chat(
+                    messages, request_id=request_id, fallback=i > 0, on_text=relay.sink
+                )
             except UpstreamError as exc:
                 failure = exc
-                if remaining() == 0.0:
+                if remaining() == 0.0 or relay.written:
                     break
                 log.warning(
                     "solver profile failed",

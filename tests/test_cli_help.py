@@ -89,5 +89,12 @@ def test_solve_stream_prints_each_event_and_json_prints_one_per_line(
         lines = capsys.readouterr().out.splitlines()
     assert text.index("subquestions:") < text.index("  1. How many apples") < text.index("answer:")
     assert "-> The answer is 7." in text and "total" in text
+    # The final answer's text as it was written, then the answer it holds.
+    assert text.index("answer_text: The answer is 7.\n") < text.index("answer: 7")
     events = [json.loads(line)["event"] for line in lines]
-    assert events == ["decomposition", "subquestion", "subquestion", "answer", "usage", "done"]
+    # (one answer_delta or more: this second run's final call may come from the cache)
+    deltas = [i for i, e in enumerate(events) if e == "answer_delta"]
+    assert deltas and deltas == list(range(3, 3 + len(deltas)))
+    assert [e for e in events if e != "answer_delta"] == [
+        "decomposition", "subquestion", "subquestion", "answer", "usage", "done",
+    ]  # fmt: skip

@@ -117,16 +117,23 @@ def _stream(client: httpx2.Client, url: str, payload: dict[str, Any], *, as_json
             resp.read()
             print(json.dumps(resp.json(), indent=2))
             return 1
+        writing = False  # the answer's text is being printed as it streams
         for name, data in sse_events(resp.iter_lines()):
             failed = failed or name == "error"
             if as_json:
                 print(json.dumps({"event": name, "data": data}), flush=True)
+            elif name == "answer_delta":
+                print("" if writing else "answer_text: ", data["text"], sep="", end="", flush=True)
+                writing = True
             else:
-                _print_event(name, data)
+                if writing:
+                    print()  # the answer's text is whole: end its line
+                _print_event(name, data, text_shown=writing)
+                writing = False
     return 1 if failed else 0
 
 
-def _print_event(name: str, data: dict[str, Any]) -> None:
+def _print_event(name: str, data: dict[str, Any], *, text_shown: bool = False) -> None:
     if name == "decomposition":
         print("subquestions:")
         for i, question in enumerate(data["subquestions"], 1):
@@ -136,7 +143,8 @@ def _print_event(name: str, data: dict[str, Any]) -> None:
         print(f"     -> {' '.join(data['answer'].split())[:200]}")
     elif name == "answer":
         print(f"answer: {data['answer']}")
-        print(f"answer_text: {' '.join(data['answer_text'].split())[:500]}")
+        if not text_shown:
+            print(f"answer_text: {' '.join(data['answer_text'].split())[:500]}")
     elif name == "usage":
         _print_usage(data, None)
     elif name == "error":

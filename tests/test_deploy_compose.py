@@ -29,7 +29,7 @@ from tests.deploy_support import ROOT, SETTING_ENV_NAMES, run
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 GRAFANA = ROOT / "deploy" / "grafana"
-COMPOSE_SERVICES = {"divconq", "solver", "prometheus", "grafana", "jaeger"}
+COMPOSE_SERVICES = {"divconq", "redis", "solver", "prometheus", "grafana", "jaeger"}
 
 
 # ------------------------------------------------------------ compose v2 --
@@ -104,9 +104,29 @@ def test_compose_renders_the_stack(compose_default: dict[str, Any]) -> None:
     assert solver["image"].startswith("vllm/vllm-openai:")
     assert solver["deploy"]["replicas"] == 1
     assert solver["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
-    # Both share one GPU by default: their memory shares must fit in it.
+    # All share one GPU by default: their memory shares must fit in it.
     share = float(command[command.index("--gpu-memory-utilization") + 1])
-    assert share + float(env["DIVCONQ_DECOMPOSER__GPU_MEMORY_UTILIZATION"]) <= 0.95
+    replicas = int(divconq["scale"])
+    decomposer = float(env["DIVCONQ_DECOMPOSER__GPU_MEMORY_UTILIZATION"])
+    assert share + replicas * decomposer <= 0.95
+
+
+def test_compose_replicas_share_one_redis(compose_default: dict[str, Any]) -> None:
+    """Two replicas, one host port each, counting per-key limits in the stack's Redis."""
+    services = compose_default["services"]
+    divconq = services["divconq"]
+    assert divconq["scale"] == 2
+    [port] = divconq["ports"]
+    assert (port["target"], port["published"]) == (8000, "8000-8001")
+    assert divconq["environment"]["DIVCONQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert divconq["depends_on"]["redis"]["condition"] == "service_healthy"
+    # A /data of each replica's own: two never convert the model into one place.
+    assert "source" not in _mounts(divconq)["/data"]
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:")
+    assert "ports" not in redis  # internal only
+    assert _mounts(redis)["/data"]["source"] == "redis-data"
+    assert "--appendonly" in redis["command"]
 
 
 def test_compose_monitoring(compose_default: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ import yaml
 from opentelemetry import environment_variables as otel_api_env
 from opentelemetry.sdk import environment_variables as otel_sdk_env
 
+from service.core.settings import Settings
 from tests.deploy_support import ROOT, SETTING_ENV_NAMES, load_yaml_docs, run, tool
 
 K8S = ROOT / "deploy" / "k8s"
@@ -190,15 +191,21 @@ OTEL_SDK_VARIABLES = {
 def test_solver_settings_come_from_configmap_and_secret(base_docs: list[dict[str, Any]]) -> None:
     container = _by_kind(base_docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     config_map = _by_kind(base_docs, "ConfigMap")
-    [secret] = load_yaml_docs(K8S / "base" / "secret.example.yaml")
+    secret, api = load_yaml_docs(K8S / "base" / "secret.example.yaml")
     [config_ref] = [r["configMapRef"] for r in container["envFrom"] if "configMapRef" in r]
-    [secret_ref] = [r["secretRef"] for r in container["envFrom"] if "secretRef" in r]
+    solver_ref, api_ref = [r["secretRef"] for r in container["envFrom"] if "secretRef" in r]
     assert config_ref["name"] == config_map["metadata"]["name"]
-    assert secret_ref["name"] == secret["metadata"]["name"]
+    assert solver_ref["name"] == secret["metadata"]["name"] and solver_ref["optional"]
+    # Keys and the Redis URL come from a Secret the pod cannot start without.
+    assert api_ref["name"] == api["metadata"]["name"] and not api_ref.get("optional")
+    assert set(api["stringData"]) == {"DIVCONQ_API_KEYS", "DIVCONQ_REDIS_URL"}
+    keys = Settings(api_keys=json.loads(api["stringData"]["DIVCONQ_API_KEYS"])).api_keys
+    assert [k.name for k in keys] == ["team-a"]
+    assert "REPLACE" in keys[0].key.get_secret_value()
     assert {"DIVCONQ_SOLVER__BASE_URL", "DIVCONQ_SOLVER__MODEL"} <= set(config_map["data"])
     assert set(secret["stringData"]) == {"DIVCONQ_SOLVER__API_KEY"}
     # Every variable set this way is a real setting: ours, or the OpenTelemetry SDK's.
-    names = set(config_map["data"]) | set(secret["stringData"])
+    names = set(config_map["data"]) | set(secret["stringData"]) | set(api["stringData"])
     names |= {e["name"] for e in container["env"]}
     assert names <= set(SETTING_ENV_NAMES) | OTEL_SDK_VARIABLES
     # Tracing shows where its spans go (docs/observability.md).

@@ -83,6 +83,10 @@ class FakeEngine:
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         return json.dumps(list(messages)) + "\n"
 
+    def count_tokens(self, prompt: str) -> int:
+        """Its tokenizer: one token a word (what the budget check counts with)."""
+        return len(prompt.split())
+
     def messages(self, call: int = 0) -> list[dict[str, str]]:
         """The chat messages of the ``call``-th generation (its rendered prompt)."""
         rendered: list[dict[str, str]] = json.loads(self.calls[call]["prompt"].split("\n")[0])

@@ -69,12 +69,12 @@ async def test_invalid_decompose_and_malformed_json_are_422() -> None:
 async def test_body_over_limit_is_413_declared_or_streamed() -> None:
     async def chunks() -> Any:
         yield b'{"question": "'
-        for _ in range(100):
+        for _ in range(300):
             yield b"x" * 1000
         yield b'"}'
 
     async with serve(settings_for(), ScriptedSolver()) as client:
-        declared = await client.post("/solve", json={"question": Q, "context": "x" * 70_000})
+        declared = await client.post("/solve", json={"question": Q, "context": "x" * 300_000})
         streamed = await client.post(
             "/solve", content=chunks(), headers={"content-type": "application/json"}
         )
@@ -224,7 +224,7 @@ async def test_solver_failures_map_to_status_and_stage(
 
 async def test_failure_in_a_subquestion_names_the_solve_stage() -> None:
     decomposer = FakeDecomposer("1. How many apples does Tom have?")
-    async with serve(settings_for(), ScriptedSolver("400"), decomposer) as client:
+    async with serve(settings_for(), ScriptedSolver("500"), decomposer) as client:
         resp = await solve(client, mode="static")
     assert error_of(resp, 502, "upstream_error")["stage"] == "solve"
 
@@ -285,7 +285,7 @@ async def test_solver_calls_are_counted_by_outcome() -> None:
             for o in ("ok", "retried", "http_error")
         }
         requests = await metric(
-            client, "divconq_requests_total", endpoint="solve", mode="direct", status="502"
+            client, "divconq_requests_total", endpoint="solve", mode="direct", status="422"
         )
     assert outcomes == {"ok": 1, "retried": 1, "http_error": 1}
     assert requests == 1

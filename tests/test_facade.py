@@ -150,7 +150,8 @@ async def test_facade_errors_are_openai_sdk_errors() -> None:
             await client.chat.completions.create(
                 model="divconq-static", messages=MESSAGES, extra_body={"max_subquestions": 99}
             )
-        with pytest.raises(openai.InternalServerError, match="HTTP 400"):  # our 502
+        # The solver refused the input: the client's 422, not a 5xx.
+        with pytest.raises(openai.UnprocessableEntityError, match="HTTP 400"):
             await client.chat.completions.create(model="divconq-direct", messages=MESSAGES)
         stream = await client.chat.completions.create(
             model="divconq-direct", messages=MESSAGES, stream=True

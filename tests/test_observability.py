@@ -108,7 +108,7 @@ def test_counters_move_by_what_responses_report(client: httpx.Client, mode: str)
 def test_errors_are_counted(client: httpx.Client) -> None:
     before = scrape(client)
     assert client.post("/solve", json={"question": ""}).status_code == 422
-    assert client.post("/decompose", json={"question": "x" * 70_000}).status_code == 413
+    assert client.post("/decompose", json={"question": "x" * 300_000}).status_code == 413
     after = scrape(client)
     assert (
         delta(before, after, "divconq_requests_total", endpoint="solve", mode="none", status="422")

@@ -69,7 +69,8 @@ def test_retry_after_seconds_or_http_date() -> None:
         (("connect", "ok"), 200, 2),
         (("reset", "ok"), 200, 2),
         (("reset",), 502, 3),
-        (("400",), 502, 1),  # other 4xx: never retried
+        (("400",), 422, 1),  # the input refused: never retried, the client's 422
+        (("echo401",), 502, 1),  # the service's own key refused: its configuration, 502
         (("badjson",), 502, 1),  # malformed JSON: not a transient fault
     ],
 )
@@ -81,6 +82,8 @@ async def test_retry_policy(script: tuple[str, ...], status: int, hits: int) -> 
     assert solver.hits == hits
     if status != 200:
         assert error_of(resp, status)["stage"] == "final"
+    if status == 422:
+        assert "solver.test returned HTTP 400" in error_of(resp, 422, "invalid_request")["message"]
 
 
 async def test_429_retry_after_is_honoured_and_counted() -> None:
@@ -163,7 +166,7 @@ async def test_fallback_answers_when_primary_fails() -> None:
 
 
 async def test_fallbacks_exhausted_report_the_last_failure() -> None:
-    primary, backup = ScriptedSolver("500"), ScriptedSolver("400")
+    primary, backup = ScriptedSolver("500"), ScriptedSolver("echo401")
     settings = settings_for(
         "primary",
         solver={"fallbacks": ["backup"]},
@@ -172,7 +175,7 @@ async def test_fallbacks_exhausted_report_the_last_failure() -> None:
     async with serve(settings, {"primary": primary, "backup": backup}) as client:
         resp = await solve(client)
     err = error_of(resp, 502, "upstream_error")
-    assert "backup.test returned HTTP 400" in err["message"] and err["stage"] == "final"
+    assert "backup.test returned HTTP 401" in err["message"] and err["stage"] == "final"
 
 
 async def test_request_picks_a_profile() -> None:

@@ -74,7 +74,7 @@ async def test_streamed_and_non_streamed_give_the_same_answer_and_accounting(mod
 
 
 async def test_a_failure_after_the_stream_began_is_an_error_event_and_counted() -> None:
-    async with serve(settings_for(), ScriptedSolver("400"), FakeDecomposer(PLAN)) as client:
+    async with serve(settings_for(), ScriptedSolver("echo401"), FakeDecomposer(PLAN)) as client:
         resp = await client.post("/solve", json={"question": Q, "mode": "static", "stream": True})
         counted = await metric(client, "divconq_requests_total", endpoint="solve", status="502")
         ok = await metric(client, "divconq_requests_total", endpoint="solve", status="200")
@@ -82,7 +82,7 @@ async def test_a_failure_after_the_stream_began_is_an_error_event_and_counted() 
     assert [n for n, _ in stream] == ["decomposition", "error", "done"]
     error = stream[1][1]["error"]
     assert error["type"] == "upstream_error" and error["stage"] == "solve"
-    assert "HTTP 400" in error["message"]
+    assert "HTTP 401" in error["message"]
     assert (counted, ok) == (1, 0)
 
 

@@ -272,7 +272,7 @@ async def test_a_failed_request_is_charged_what_it_really_spent() -> None:
     settings = settings_for(
         api_keys=[tenant(usd_per_day=1000.0)], prices={"fake-decomposer": {"input_per_mtok": 1e6}}
     )
-    async with serve(settings, ScriptedSolver("400"), limit_store=store) as c:
+    async with serve(settings, ScriptedSolver("echo401"), limit_store=store) as c:
         resp = await post(c, mode="socratic")
         spent = await metric(c, "divconq_key_cost_usd_total", key="team-a")
         tokens = await metric(c, "divconq_key_tokens_total", key="team-a")

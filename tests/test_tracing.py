@@ -281,7 +281,8 @@ async def test_a_retry_and_a_fallback_are_spans_of_their_own(
 async def test_a_failed_request_marks_its_spans_and_names_its_trace(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    async with serve(plain(), ScriptedSolver("400"), tracer_provider=provider) as client:
+    # A 401 (the service's key refused): a 502; a 400 would be the client's 422.
+    async with serve(plain(), ScriptedSolver("echo401"), tracer_provider=provider) as client:
         resp = await solve(client)
     err = error_of(resp, 502, "upstream_error")
     spans = exporter.get_finished_spans()
@@ -293,7 +294,7 @@ async def test_a_failed_request_marks_its_spans_and_names_its_trace(
     flow = _one(spans, "invoke_workflow divconq.direct")
     assert flow.status.status_code is StatusCode.ERROR
     assert _attrs(flow)["error.type"] == "upstream_error"
-    assert _attrs(_one(spans, "chat big-solver"))["error.type"] == "400"
+    assert _attrs(_one(spans, "chat big-solver"))["error.type"] == "401"
 
 
 class BrokenDecomposer(FakeDecomposer):

@@ -45,6 +45,7 @@ from service.embedded.chat import EmbeddedChat
 from service.ledger import LedgerWriter, default_url, open_store
 from service.observability.metrics import Metrics
 from service.observability.tracing import Tracing
+from service.pipeline.budget import Budget
 from service.pipeline.modes import Pipeline
 from service.pipeline.token_estimate import TokenEstimator, tokenizer_file
 from service.solver import SolverDeps, build_solvers
@@ -142,6 +143,7 @@ def create_app(
         cache = build_cache(settings, metrics)
         store = limit_store if limit_store is not None else _limits_store(settings)
         ledger = await open_ledger(settings, metrics)
+        estimator = TokenEstimator(tokenizer_file(settings))
         app.state.services = Services(
             settings=settings,
             http=http,
@@ -149,17 +151,12 @@ def create_app(
             embedded=embedded,
             adapters=Adapters.from_settings(settings),
             solvers=solvers,
-            pipeline=Pipeline(
-                settings,
-                decomposer_,
-                metrics,
-                TokenEstimator(tokenizer_file(settings)),
-                cache=cache,
-            ),
+            pipeline=Pipeline(settings, decomposer_, metrics, estimator, cache=cache),
             metrics=metrics,
             cache=cache,
             limiter=Limiter(settings, store, metrics),
             ledger=ledger,
+            budget=Budget(settings, decomposer_, estimator),
         )
         loader = asyncio.create_task(decomposer_.start(), name="decomposer-start")
         loader.add_done_callback(_log_load_failure)

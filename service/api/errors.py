@@ -90,9 +90,58 @@ def service_error_response(exc: ServiceError) -> JSONResponse:
     )
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+# json's messages, in words: what the parser expected where it stopped.
+_JSON_EXPECTED = {
+    "Expecting value": "a value (a string, number, object, array, true, false or null)",
+    "Expecting property name enclosed in double quotes": "a property name in double quotes",
+    "Expecting ',' delimiter": "a comma between two items, or the closing bracket",
+    "Expecting ':' delimiter": "a colon after the property name",
+    "Extra data": "the end of the body: there is more after the JSON value",
+    "Unterminated string starting at": "the closing double quote of the string",
+    "Invalid control character at": "no raw control character in a string (write \\n, \\t)",
+    "Invalid \\escape": "a valid escape sequence in the string",
+    "Invalid \\uXXXX escape": "four hex digits after \\u",
+}
+
+
+def _json_error(doc: Any, pos: Any, msg: str) -> str:
+    """Malformed JSON: where (line, column) and what was expected, in words."""
+    text = doc if isinstance(doc, str) else ""
+    at = pos if isinstance(pos, int) and 0 <= pos <= len(text) else 0
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1) + 1
+    expected = _JSON_EXPECTED.get(msg, msg[:1].lower() + msg[1:])
+    return f"the body is not valid JSON: at line {line}, column {column}, expected {expected}"
+
+
+def _not_json(request: Request) -> str:
+    given = request.headers.get("content-type")
+    sent = f"this one was sent as {given!r}" if given else "this one has no Content-Type"
+    return f"the body must be JSON sent with 'Content-Type: application/json'; {sent}"
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _describe_validation(exc: RequestValidationError, request: Request) -> str:
+    errors = exc.errors()
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            loc = err.get("loc", ())
+            return _json_error(
+                exc.body, loc[-1] if loc else 0, str(err.get("ctx", {}).get("error", ""))
+            )
+    whole = [err for err in errors if tuple(err.get("loc", ())) == ("body",)]
+    if whole and not _is_json(request.headers.get("content-type")):
+        return _not_json(request)
+    if any(err.get("type") == "missing" for err in whole):
+        return "the body is empty: send a JSON object with 'Content-Type: application/json'"
     parts = []
-    for err in exc.errors():
+    for err in errors:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
@@ -111,7 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         claim_for_facade(request, exc.body)
-        return error_response(422, "invalid_request", _describe_validation(exc))
+        return error_response(422, "invalid_request", _describe_validation(exc, request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -35,14 +35,19 @@ from service.api.openai_schemas import (
     ModelCard,
     ModelList,
     ReplyMessage,
+    unsupported_field,
 )
+from service.api.request_record import record_of
+from service.api.solving import FACADE_ENDPOINT
 from service.api.state import get_services
 from service.api.streaming import Emit, EventStream, sse
 from service.core.completion import Completion
 from service.core.errors import InvalidRequest, ModelNotFound
+from service.core.input_limits import InputLimits
 from service.core.schemas import ErrorResponse
 from service.core.settings import Settings
 from service.embedded.chat import EmbeddedChat, Sampling
+from service.pipeline.budget import decomposer_window, refuse
 
 # Behind the API keys too when they are set: it serves the model to anyone.
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -89,11 +94,6 @@ async def _raw(body: ChatRequest, request: Request) -> ChatCompletion | EventStr
     request's sampling."""
     services = get_services(request)
     settings = services.settings
-    cap = settings.decomposer.max_model_len
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = getattr(body, name)
-        if value is not None and value > cap:
-            raise InvalidRequest(f"{name}: must be at most {cap} (the model's context)")
     chat = services.embedded
     model = chat.engine().served_name  # 503 before anything else while it loads
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -103,6 +103,9 @@ async def _raw(body: ChatRequest, request: Request) -> ChatCompletion | EventStr
         stop=[body.stop] if isinstance(body.stop, str) else (body.stop or []),
     )
     messages = [{"role": m.role, "content": m.text} for m in body.messages]
+    # As vLLM's own server: the prompt and the reply's cap must fit the window.
+    if (window := decomposer_window(settings)) is not None:
+        refuse("model", chat.prompt_tokens(messages), sampling.max_tokens, window, None)
     if body.stream:
         return _raw_stream(body, chat, messages, completion_id, sampling, model)
     gen = await cancel_on_disconnect(
@@ -183,6 +186,14 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     """A chat completion: by the pipeline (a pipeline model) or the embedded model."""
     settings = get_services(request).settings
     mode = settings.pipeline_models.get(body.model or "")
+    if mode is not None:
+        record_of(request).endpoint = FACADE_ENDPOINT  # its 422s count as the facade's
+    # The same limits on every model served here, before the model is picked.
+    if (unsupported := unsupported_field(body)) is not None:
+        raise InvalidRequest(unsupported)
+    InputLimits.from_settings(settings).check_reply_tokens(
+        max_tokens=body.max_tokens, max_completion_tokens=body.max_completion_tokens
+    )
     embedded = embedded_name(settings)
     if mode is not None:
         answer = await facade.chat(body, mode, request)

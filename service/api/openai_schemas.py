@@ -12,7 +12,8 @@ and published in the OpenAPI schema (``service/api/openapi.py``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +71,16 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # --- OpenAI fields this service cannot honour: 422 naming the field (UNSUPPORTED) ---
+    tools: list[Any] | None = Field(None, description="Not supported (422 unless empty).")
+    tool_choice: Any = Field(None, description="Not supported (422 unless 'none').")
+    functions: list[Any] | None = Field(None, description="Not supported (422 unless empty).")
+    function_call: Any = Field(None, description="Not supported (422 unless 'none').")
+    response_format: dict[str, Any] | None = Field(
+        None, description="Only {'type': 'text'}: JSON output is not supported (422)."
+    )
+    logprobs: bool | None = Field(None, description="Not supported (422 when true).")
+    top_logprobs: int | None = Field(None, ge=0, description="Not supported (422 above 0).")
     # --- pipeline models only (the openai SDK sends them with extra_body) ---
     max_subquestions: int | None = Field(None, ge=1, description="Pipeline models: the cap.")
     solver: str | None = Field(None, description="Pipeline models: the solver profile.")
@@ -79,6 +90,35 @@ class ChatRequest(BaseModel):
     timeout_s: Float | None = Field(
         None, ge=1, description="Pipeline models: the deadline, in seconds."
     )
+
+
+# What each unsupported field may hold and still be honoured (what OpenAI does anyway).
+_HONOURED: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: not v,
+    "tool_choice": lambda v: v in (None, "none"),
+    "functions": lambda v: not v,
+    "function_call": lambda v: v in (None, "none"),
+    "response_format": lambda v: v is None or v.get("type") == "text",
+    "logprobs": lambda v: not v,
+    "top_logprobs": lambda v: not v,
+}
+UNSUPPORTED = {
+    "tools": "tool calls are not supported: the models here answer in text",
+    "tool_choice": "tool calls are not supported: the models here answer in text",
+    "functions": "function calls are not supported: the models here answer in text",
+    "function_call": "function calls are not supported: the models here answer in text",
+    "response_format": "only {'type': 'text'} is supported: no JSON mode or schema",
+    "logprobs": "log probabilities are not returned",
+    "top_logprobs": "log probabilities are not returned",
+}
+
+
+def unsupported_field(body: ChatRequest) -> str | None:
+    """The first field of ``body`` asking for what this service cannot do, with why."""
+    for name, honoured in _HONOURED.items():
+        if not honoured(getattr(body, name)):
+            return f"Unsupported parameter: '{name}': {UNSUPPORTED[name]}"
+    return None
 
 
 class ReplyMessage(BaseModel):

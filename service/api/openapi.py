@@ -47,10 +47,13 @@ def limits(settings: Settings) -> dict[str, dict[str, Schema]]:
     request = {**common, "question": bounds["question"], "context": bounds["context"]}
     embedded = embedded_name(settings)
     models = [*settings.pipeline_models, *([embedded] if embedded else [])]
-    chat = {**common, "solver": {"enum": solvers}, "model": {"enum": models}}
-    if embedded:
-        context = settings.decomposer.max_model_len
-        chat |= {"max_tokens": {"maximum": context}, "max_completion_tokens": {"maximum": context}}
+    chat = {
+        **common,
+        "solver": {"enum": solvers},
+        "model": {"enum": models},
+        "max_tokens": bounds["max_tokens"],
+        "max_completion_tokens": bounds["max_completion_tokens"],
+    }
     return {
         "DecomposeRequest": request,
         "SolveRequest": {**request, "solver": {"enum": solvers}},

@@ -44,14 +44,17 @@ def log_fields(result: SolveResponse) -> dict[str, Any]:
 
 
 async def plan_request(body: DecomposeRequest, request: Request) -> tuple[Services, Plan]:
-    """Resolve and admit a request (``/solve``, ``/decompose``, the facade): any 422,
-    503 or per-key 429 before work starts; the record learns its mode. A solve
-    request also gets its response-cache policy (``/decompose`` is never cached)."""
+    """Resolve and admit a request (``/solve``, ``/decompose``, the facade): any 422
+    (a prompt too long for its model's window included), 503 or per-key 429 before
+    work starts; the record learns its mode. A solve request also gets its
+    response-cache policy (``/decompose`` is never cached)."""
     services = get_services(request)
     plan = resolve(body, services)
     rec = record_of(request)
     rec.mode = plan.mode
     services.require_ready(plan)
+    # Before admission: a request no model can take spends none of the key's limits.
+    await services.budget.check(plan)
     await admit(request, services, plan)
     if not isinstance(body, SolveRequest):
         rec.plan = plan

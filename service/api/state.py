@@ -17,6 +17,7 @@ from service.embedded.chat import EmbeddedChat
 from service.embedded.engine import EmbeddedEngine
 from service.ledger import LedgerWriter
 from service.observability.metrics import Metrics
+from service.pipeline.budget import Budget
 from service.pipeline.modes import Pipeline
 from service.pipeline.plan import Plan
 from service.solver import SolverChain
@@ -37,6 +38,8 @@ class Services:
     cache: ResponseCache
     # Per-key limits (service/tenancy), counted in process or in Redis.
     limiter: Limiter
+    # Whether a request's prompts fit the models' windows (checked before any call).
+    budget: Budget
     ledger: LedgerWriter | None = None
 
     @property

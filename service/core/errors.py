@@ -9,7 +9,8 @@ retry policy and metrics decide from ``isinstance``, never from a string::
 
     UpstreamError                  502  a model backend failed (base)
     +-- UpstreamConnectError       502  refused, reset, dropped mid-response
-    +-- UpstreamStatusError        502  HTTP >= 400 (``status``, ``retry_after_s``)
+    +-- UpstreamStatusError        502  HTTP >= 400 (``status``, ``retry_after_s``);
+                                        the pipeline answers 400/413/422 as 422
     +-- UpstreamInvalidResponse    502  bad JSON, no choices
     +-- UpstreamTimeout            504  a call passed its timeout
         +-- DeadlineExceeded       504  the request passed its deadline
@@ -139,8 +140,20 @@ class UpstreamConnectError(UpstreamError):
     outcome = "connect_error"
 
 
+# Statuses by which a backend says the input itself is wrong (too long, a bad
+# value): the same request fails the same way on every retry, so it is never
+# retried, and the client gets 422, never a 5xx. 401, 403 and 404 are the
+# service's configuration (its key, its model name), not the client's: 502.
+INPUT_REFUSED_STATUS = frozenset({400, 413, 422})
+
+
 class UpstreamStatusError(UpstreamError):
     outcome = "http_error"
+
+    @property
+    def refuses_input(self) -> bool:
+        """The backend refused the request's input (``INPUT_REFUSED_STATUS``)."""
+        return self.status in INPUT_REFUSED_STATUS
 
     def __init__(self, detail: str, *, status: int, retry_after_s: float | None = None) -> None:
         super().__init__(detail)

@@ -166,6 +166,14 @@ class SolverSettings(BaseModel):
         'a newline ("\\n": the distilled solver writes one step per line), or a blank '
         "line with chat prompts. /readyz shows each profile's.",
     )
+    context_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="The solver model's context window in tokens: a request whose prompt "
+        "and max_tokens cannot fit is refused with 422 before any model call. Unset = "
+        "DIVCONQ_DECOMPOSER__MAX_MODEL_LEN for the embedded solver; not checked for a "
+        "remote one (its own 400 is answered 422).",
+    )
     max_connections: int = Field(100, ge=1, description="Connection pool size to the solver.")
     max_concurrency: int = Field(32, ge=1, description="Calls in flight to this solver.")
     max_retries: int = Field(

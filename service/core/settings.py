@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 
+# Room in a request body for everything but the question and context.
+BODY_SLACK_BYTES = 4096
+
+
 def _default_data_dir() -> Path:
     return Path.home() / ".cache" / "divconq"
 
@@ -149,13 +153,23 @@ class Settings(BaseSettings):
     max_subquestions: int = Field(4, ge=1, description="Default cap per request.")
     max_subquestions_limit: int = Field(8, ge=1, description="Largest cap a request may ask for.")
     max_question_chars: int = Field(
-        4000, ge=1, description="Longest question accepted, in characters (longer: 422)."
+        4000,
+        ge=1,
+        description="Longest question accepted, in characters (Unicode code points; longer: 422).",
     )
     max_context_chars: int = Field(
-        16000, ge=0, description="Longest optional context passage, in characters."
+        16000,
+        ge=0,
+        description="Longest optional context passage, in characters (Unicode code "
+        "points; longer: 422).",
     )
     max_body_bytes: int = Field(
-        65536, ge=1024, description="Largest request body, in bytes (larger: 413)."
+        262144,
+        ge=1024,
+        description="Largest request body, in bytes (larger: 413). It must hold a request "
+        "at the character limits in the longest JSON spelling (12 bytes a character: an "
+        "escaped surrogate pair), so that every body the schema admits is read: at least "
+        "12 x (question + context characters) + 4096; start-up fails below that.",
     )
     max_in_flight: int = Field(
         64, ge=1, description="Bound on concurrent /solve and /decompose requests."
@@ -278,7 +292,21 @@ class Settings(BaseSettings):
             )
         if self.max_subquestions > self.max_subquestions_limit:
             raise ValueError("max_subquestions must not exceed max_subquestions_limit")
+        if self.max_body_bytes < self.min_body_bytes:
+            raise ValueError(
+                f"DIVCONQ_MAX_BODY_BYTES={self.max_body_bytes} cannot hold a request at the "
+                f"character limits ({self.max_question_chars} + {self.max_context_chars}, up "
+                f"to 12 bytes each in JSON): set at least {self.min_body_bytes}, or lower "
+                "DIVCONQ_MAX_QUESTION_CHARS / DIVCONQ_MAX_CONTEXT_CHARS"
+            )
         return self
+
+    @property
+    def min_body_bytes(self) -> int:
+        """The body a request at the character limits may take: every character
+        spelled as a JSON-escaped surrogate pair (``\\ud83d\\ude00``, 12 bytes), and
+        4096 bytes for the other fields."""
+        return 12 * (self.max_question_chars + self.max_context_chars) + BODY_SLACK_BYTES
 
     @property
     def decomposer_adapters(self) -> dict[str, str]:

@@ -41,6 +41,8 @@ class ChatEngine(Protocol):
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str: ...
 
+    def count_tokens(self, prompt: str) -> int: ...
+
     async def generate(
         self,
         prompt: str,
@@ -93,6 +95,16 @@ class EmbeddedChat:
         engine = self._engine()
         return engine.served_name if engine is not None else None
 
+    def _prompt(self, engine: ChatEngine, messages: Sequence[dict[str, str]]) -> str:
+        return engine.render_chat(
+            [{"role": _ROLES.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
+        )
+
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """The tokens ``messages`` take as the prompt ``reply`` sends (503 while loading)."""
+        engine = self.engine()
+        return engine.count_tokens(self._prompt(engine, messages))
+
     async def reply(
         self,
         messages: Sequence[dict[str, str]],
@@ -108,9 +120,7 @@ class EmbeddedChat:
         is written, less what the calculator may still rewrite (``Holdback``).
         """
         engine = self.engine()
-        prompt = engine.render_chat(
-            [{"role": _ROLES.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
-        )
+        prompt = self._prompt(engine, messages)
         calls = 0
         holdback = Holdback(on_text) if on_text is not None else None
 

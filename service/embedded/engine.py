@@ -331,6 +331,10 @@ class EmbeddedEngine:
         )
         return str(rendered)
 
+    def count_tokens(self, prompt: str) -> int:
+        """The tokens ``prompt`` takes in this engine (as ``generate`` will tokenize it)."""
+        return len(self._tokenizer.encode(prompt))
+
     @property
     def turn_end_ids(self) -> list[int]:
         """Token ids that end a chat turn, looked up once at start-up."""

@@ -36,7 +36,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from service.cache.cache import ResponseCache, completion_entry, completion_from
 from service.core.completion import Completion, TextSink
-from service.core.errors import InvalidRequest, UpstreamError
+from service.core.errors import InvalidRequest, UpstreamError, UpstreamStatusError
 from service.core.schemas import (
     DecomposeResponse,
     DecomposeUsage,
@@ -130,7 +130,15 @@ class Pipeline:
                 completion = await call
                 tracing.record_completion(span, completion, completion.model or stage.usage.model)
         except UpstreamError as exc:
-            raise exc.during(name, stage.role) from None
+            exc.during(name, stage.role)
+            if isinstance(exc, UpstreamStatusError) and exc.refuses_input:
+                # Deterministic: the backend (the embedded /v1 included) says the
+                # input is wrong. Not retried (resilient.py); the client's 422.
+                raise InvalidRequest(
+                    f"the {exc.role} refused this input during '{name}': {exc.detail}",
+                    stage=name,
+                ) from None
+            raise exc from None
         except InvalidRequest as exc:
             # A backend refused the input (the engine maps its own refusals
             # once, in service/embedded/engine.py): the request's fault, 422.

@@ -16,6 +16,7 @@ The tokenizer loads on the first call that needs it (seconds for Gemma's
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -48,6 +49,22 @@ def tokenizer_file(settings: Settings) -> Path | None:
     return path if path.is_file() else None
 
 
+@functools.lru_cache(maxsize=4)
+def _load(path: Path | None) -> Count:
+    """A counter for ``path``'s tokenizer, loaded once per process (apps share it:
+    Gemma's file takes seconds to load, and tests build many apps)."""
+    if path is None:
+        return _crude
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        log.warning("the 'tokenizers' package is missing; counting words for usage")
+        return _crude
+    tokenizer = Tokenizer.from_file(str(path))
+    log.info("usage estimates count with %s", path)
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
 class TokenEstimator:
     def __init__(self, path: Path | None) -> None:
         self._path = path
@@ -55,16 +72,7 @@ class TokenEstimator:
         self._lock: asyncio.Lock | None = None
 
     def _load(self) -> Count:
-        if self._path is None:
-            return _crude
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            log.warning("the 'tokenizers' package is missing; counting words for usage")
-            return _crude
-        tokenizer = Tokenizer.from_file(str(self._path))
-        log.info("usage estimates count with %s", self._path)
-        return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+        return _load(self._path)
 
     async def _counter(self) -> Count:
         if self._count is None:

@@ -251,6 +251,9 @@ class Result:
 class KeepAliveClient:
     """One HTTP/1.1 keep-alive connection; POSTs JSON, reads Content-Length bodies."""
 
+    # More request header lines (b"name: value\r\n" each), for subclasses: a key, say.
+    extra_headers = b""
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self._reader: asyncio.StreamReader | None = None
@@ -269,7 +272,9 @@ class KeepAliveClient:
         reader, writer = await self._connect()
         writer.write(
             f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\n\r\n".encode()
+            f"content-length: {len(payload)}\r\n".encode()
+            + self.extra_headers
+            + b"\r\n"
             + payload
         )
         head = await reader.readuntil(b"\r\n\r\n")

@@ -13,7 +13,10 @@ read as server-sent events to the last (``done``) event.
 Then what tracing costs (``benchmarks/_tracing_cost.py``): services with
 tracing off and on (the SDK's batch processor exporting over OTLP/HTTP to a
 local sink), optionally one from before tracing existed
-(``--tracing-baseline REF``), measured side by side at one client.
+(``--tracing-baseline REF``), measured side by side at one client. And what
+per-key limits, a response-cache miss and the request ledger cost
+(``benchmarks/_features_cost.py``): all on vs all off, side by side at one
+client (target: at most 0.5 ms p50 added).
 
 Per request it takes the stage latencies the response reports
 (``usage.decomposer.latency_ms + usage.solver.latency_ms``; streamed: the
@@ -59,6 +62,7 @@ from _bench import (
     wait_http,
     write_json,
 )
+from _features_cost import features_cost
 from _tracing_cost import tracing_cost
 
 QUESTIONS = [
@@ -199,6 +203,10 @@ def run_config(limits: str, stub_url: str, args: argparse.Namespace) -> list[dic
         "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub_url}/v1",
         "DIVCONQ_SOLVER__BASE_URL": f"{stub_url}/v1",
         "DIVCONQ_SOLVER__MODEL": "stub",
+        # Every request runs every stage (the same questions repeat: the cache
+        # would answer them), and the ledger records nothing of the benchmark's.
+        "DIVCONQ_CACHE__ENABLED": "false",
+        "DIVCONQ_LEDGER__ENABLED": "false",
         **CONFIGS[limits],
     }
     service = start_service(env)
@@ -288,6 +296,15 @@ def main() -> int:
         default=None,
         help="git ref of a service from before tracing, measured beside off and on",
     )
+    parser.add_argument(
+        "--features-rounds",
+        type=int,
+        default=5,
+        help="limits + cache miss + ledger all off/on rounds at one client (0: skip)",
+    )
+    parser.add_argument(
+        "--features-delay-s", type=float, default=0.02, help="stub delay for the features rounds"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--out", default=str(RESULTS / "overhead.json"))
     args = parser.parse_args()
@@ -295,6 +312,7 @@ def main() -> int:
         args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
         args.limits = "default"
         args.tracing_rounds = 1
+        args.features_rounds = 1
     args.levels = [int(c) for c in args.concurrency.split(",")]
     configs = [(lim, arr) for lim in args.limits.split(",") for arr in args.arrivals.split(",")]
 
@@ -324,6 +342,8 @@ def main() -> int:
     }
     streaming = stream_cost(rows)
     tracing = tracing_cost(measure, args) if args.tracing_rounds else None
+    args.feature_questions = QUESTIONS
+    features = features_cost(summarise, args) if args.features_rounds else None
     report = {
         "benchmark": "overhead",
         "machine": info,
@@ -342,6 +362,8 @@ def main() -> int:
         "streaming": streaming,
         # What tracing adds at one client: on minus off (and off minus before).
         "tracing": tracing,
+        # What per-key limits, a cache miss and the ledger add at one client: on - off.
+        "features": features,
     }
     columns = [
         "limits",
@@ -369,7 +391,8 @@ def main() -> int:
         print(f"  server p50 <= 1 ms at every level: {streaming['server_p50_le_1ms']}")
     write_json(args.out, report)
     traced = tracing["rows"] if tracing else []
-    return 0 if all(r["errors"] == 0 for r in rows + traced) else 1
+    featured = features["rows"] if features else []
+    return 0 if all(r["errors"] == 0 for r in rows + traced + featured) else 1
 
 
 if __name__ == "__main__":

@@ -38,11 +38,11 @@ import pytest
 
 from service.core.settings import Settings
 from service.embedded.model_prep import prepare_embedded_model
-from tests.real_services import REAL_SERVICES, redis_url
+from tests.real_services import REAL_SERVICES, postgres_url, redis_url
 from tests.stacks import Prestart, Stack, TinyAdapter, launch_embedded, launch_stack
 from tests.support import Proc
 
-__all__ = ["redis_url"]  # session fixtures defined in tests/real_services.py
+__all__ = ["postgres_url", "redis_url"]  # session fixtures defined in tests/real_services.py
 
 # Fixtures that need the prepared model, the vLLM engine or `vllm serve`.
 REAL_STACK = frozenset(

@@ -65,9 +65,9 @@ def test_calculator_is_counted(embedded_url: str) -> None:
     """This request's own calculations, from the counter before and after it
     (the slow tier runs one test at a time)."""
     before = _calculator_calls(embedded_url)
-    resp = httpx.post(
-        f"{embedded_url}/solve", json={"question": EXAMPLES[0][0], "mode": "static"}, timeout=300
-    )
+    # Not from the response cache: the README tests asked the same question.
+    body = {"question": EXAMPLES[0][0], "mode": "static", "cache": False}
+    resp = httpx.post(f"{embedded_url}/solve", json=body, timeout=300)
     assert resp.status_code == 200, resp.text
     steps = " ".join(sub["answer"] for sub in resp.json()["subquestions"])
     calculations = re.findall(r"<<[\d.+\-*/() ]+=[\d.\-]+>>", steps)
@@ -147,7 +147,8 @@ def test_streamed_answer_is_written_as_the_engine_writes_it(embedded_url: str) -
     """The embedded solver streams the final answer in pieces that add up to it,
     with the same usage as the whole request; the raw model streams too."""
     question = EXAMPLES[1][0]
-    body = {"question": question, "mode": "direct"}
+    # The cache off: a cached final call would come whole, as one piece.
+    body = {"question": question, "mode": "direct", "cache": False}
     whole = httpx.post(f"{embedded_url}/solve", json=body, timeout=300).json()
     streamed = httpx.post(f"{embedded_url}/solve", json={**body, "stream": True}, timeout=300)
     events = _events(streamed.text)

@@ -18,6 +18,7 @@ that share it use databases of their own (``fresh_database``).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -46,8 +47,10 @@ def _answers(url: str) -> bool:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ``redis-server`` of its own on a Unix socket: its URL and its process
+    (a test that stops it uses its own, not the session's)."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed: run scripts/install.sh (Debian: redis-server)"
     with tempfile.TemporaryDirectory(prefix="divconq-redis-") as tmp:
@@ -73,9 +76,15 @@ def redis_url() -> Iterator[str]:
                 proc=proc,
                 log=log,
             )
-            yield url
+            yield url, proc
         finally:
             procs.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as (url, _):
+        yield url
 
 
 def _pg_binary(name: str) -> str:

@@ -46,7 +46,7 @@ def markdown_table(stdout: str) -> list[str]:
 
 def test_every_script_has_help() -> None:
     # Started together: each is an interpreter start, most of its half second.
-    names = ["overhead.py", "modes.py", "decomposer_batching.py", "cold_start.py"]
+    names = ["overhead.py", "modes.py", "decomposer_batching.py", "cold_start.py", "limits_cost.py"]
     procs = {
         name: subprocess.Popen(
             [sys.executable, str(BENCH / name), "--help"],
@@ -61,6 +61,17 @@ def test_every_script_has_help() -> None:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, f"{name}: {err}"
         assert "--smoke" in out, name
+
+
+@pytest.mark.slow  # a real redis-server
+def test_limits_cost_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script("limits_cost.py", ["--smoke"], tmp_path / "limits.json", 120)
+    markdown_table(stdout)
+    rows = {r["config"]: r for r in report["rows"]}
+    assert set(rows) == {"off", "memory", "redis"}
+    for row in rows.values():
+        assert row["requests"] == 100
+        assert 0 < row["admit_p50_us"] <= row["admit_p99_us"]
 
 
 @pytest.mark.slow  # the service and a stub model as subprocesses, for seconds

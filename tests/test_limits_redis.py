@@ -8,10 +8,16 @@ import uuid
 
 import pytest
 
+from service.cli import procs
 from service.tenancy.redis_store import RedisStore, check_reachable, connect
 from service.tenancy.store import Quota
+from tests.fakes import Q, ScriptedSolver, error_of, metric, serve, settings_for
+from tests.real_services import redis_server
 
 pytestmark = pytest.mark.slow
+
+AUTH = {"Authorization": "Bearer sk-team-a-secret"}
+BODY = {"question": Q, "mode": "direct", "cache": False}
 
 
 async def early_in_a_minute() -> None:
@@ -75,3 +81,31 @@ def test_an_unreachable_redis_is_one_line_naming_where(redis_url: str) -> None:
     assert check_reachable(redis_url, 2.0) is None
     problem = check_reachable("redis://:hunter2@127.0.0.1:1/0", 0.5)
     assert problem is not None and "127.0.0.1:1" in problem and "hunter2" not in problem
+
+
+@pytest.mark.parametrize(("policy", "status"), [("allow", 200), ("deny", 503)])
+async def test_a_redis_that_goes_away_follows_the_policy_never_500(
+    policy: str, status: int
+) -> None:
+    """The real client's real errors (a refused socket) become the policy, not a 500."""
+    with redis_server() as (url, proc):
+        settings = settings_for(
+            api_keys=[{"name": "team-a", "key": "sk-team-a-secret", "requests_per_minute": 5}],
+            redis_url=url,
+            limits={"on_store_error": policy, "key_prefix": f"test:{uuid.uuid4().hex}"},
+        )
+        async with serve(settings, ScriptedSolver("ok")) as client:
+            before = await client.post("/solve", json=BODY, headers=AUTH)
+            procs.stop(proc)
+            after = await client.post("/solve", json=BODY, headers=AUTH)
+            ready = await client.get("/readyz")
+            errors = await metric(
+                client, "divconq_limit_store_errors_total", op="admit", policy=policy
+            )
+    assert before.status_code == 200, before.text
+    assert after.status_code == status, after.text
+    if status == 503:
+        error_of(after, 503, "limits_unavailable")
+    assert errors == 1
+    assert ready.status_code == 200
+    assert ready.json()["limits"]["store_reachable"] is False

@@ -33,9 +33,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from service.api.app import create_app
+from service.core.completion import Completion
+from service.core.model_settings import SolverSettings
 from service.core.settings import Settings
 from service.observability import tracing
 from service.observability.logs import JsonFormatter
+from service.observability.metrics import Metrics
+from service.solver.resilient import ResilientSolver
 from tests.fakes import (
     FakeDecomposer,
     Q,
@@ -327,6 +331,30 @@ async def test_an_unexpected_error_names_its_trace_too(
     decompose = _one(spans, "text_completion fake-decomposer")
     assert _attrs(decompose)["error.type"] == "RuntimeError"
     assert [e.name for e in decompose.events] == ["exception"]  # the traceback, kept
+
+
+class InProcessModel:
+    """A backend that answers in this process, as the embedded solver does."""
+
+    model_name = "gemma-3-270m"
+
+    async def chat(self, messages: Any, *, request_id: str, on_text: Any = None) -> Completion:
+        return Completion("40 - 10 = 30", 12, 7)
+
+
+async def test_in_process_solver_calls_are_internal_spans(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    solver = ResilientSolver(
+        "default", InProcessModel(), SolverSettings(backend="embedded"), Metrics()
+    )
+    with tracing.using(tracing.Tracing(provider)):
+        await solver.chat([{"role": "user", "content": Q}], request_id="r1")
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "chat gemma-3-270m"
+    assert span.kind is SpanKind.INTERNAL  # no network hop: not a CLIENT span
+    assert _attrs(span)["gen_ai.provider.name"] == "vllm"
+    assert _attrs(span)["gen_ai.usage.output_tokens"] == 7
 
 
 async def test_parallel_subquestions_are_overlapping_siblings(

@@ -52,9 +52,13 @@ def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
         assert pids, "the engine core runs in a process of its own"
         os.kill(service.proc.pid, signal.SIGKILL)
         service.proc.wait(timeout=10)
+        host, port = service.url.removeprefix("http://").rsplit(":", 1)
+        # At once, while the engine may still be shutting down: refused, not
+        # accepted into a backlog that nobody serves (a client would hang).
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5).close()
         # 10 s is the target, not a guess at this machine's speed.
         wait_until(lambda: not _alive(pids), timeout_s=10, what="the engine to exit")
-        host, port = service.url.removeprefix("http://").rsplit(":", 1)
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind((host, int(port)))  # raises "address already in use" if still held

@@ -25,6 +25,7 @@ Python's descriptors are not inheritable, so it gets no socket either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -80,7 +81,10 @@ class _ForkGuard:
     """State the at-fork hooks read: registered once per process, filled as needed."""
 
     def __init__(self) -> None:
-        self.sockets: list[socket.socket] = []
+        # (descriptor, inode) of each socket to close: by number, because the
+        # socket object may no longer own it (uvloop's create_server detaches
+        # the socket it is given and serves on the same descriptor).
+        self.sockets: list[tuple[int, int]] = []
         self.watch_parent = False
         self.forking_pid = os.getpid()
         self.registered = False
@@ -96,9 +100,13 @@ class _ForkGuard:
         self.forking_pid = os.getpid()
 
     def _in_child(self) -> None:
-        for sock in self.sockets:
-            # close(), not shutdown(): the parent's copy keeps serving.
-            sock.close()
+        for fd, inode in self.sockets:
+            # Only if the number still names that socket (the parent may have
+            # closed it and reused the number since). The parent's copy keeps
+            # serving: this closes the child's descriptor, not the socket.
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_ino == inode:
+                    os.close(fd)
         self.sockets = []
         if self.watch_parent:
             parent = self.forking_pid
@@ -120,7 +128,8 @@ _guard = _ForkGuard()
 
 def close_in_forked_children(sock: socket.socket) -> None:
     """Close ``sock`` in every process this one forks from now on."""
-    _guard.sockets.append(sock)
+    fd = sock.fileno()
+    _guard.sockets.append((fd, os.fstat(fd).st_ino))
     _guard.register()
 
 

@@ -19,6 +19,8 @@ import openai
 import pytest
 
 from service.core.settings import Settings
+from service.embedded.chat import Holdback
+from service.pipeline.run_state import AnswerStream
 from tests.fakes import FakeDecomposer, FakeEngine, Q, ScriptedSolver, serve, settings_for
 from tests.streams import events, live, parse
 
@@ -205,3 +207,37 @@ async def test_the_raw_model_streams_as_openai_does() -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
     assert all(c["usage"] is None for c in chunks[:-1])
+
+
+def test_holdback_never_sends_what_the_calculator_may_rewrite() -> None:
+    sent: list[str] = []
+    holdback = Holdback(sent.append)
+    for text in ("5 * 8 =", "5 * 8 = <", "5 * 8 = <<5*8", "5 * 8 = <<5*8=41"):
+        holdback.offer(text)
+    assert "".join(sent) == "5 * 8 = "  # the annotation being written waits
+    holdback.offer("5 * 8 = <<5*8=40>>")  # closed, with the calculator's value
+    holdback.offer("5 * 8 = <<5*8=40>>40 pencils <", final=True)
+    assert "".join(sent) == "5 * 8 = <<5*8=40>>40 pencils <"
+    assert "41" not in "".join(sent)
+
+
+def test_answer_pieces_add_up_to_the_stripped_answer() -> None:
+    class Run:
+        def __init__(self) -> None:
+            self.pieces: list[str] = []
+
+        def emit(self, name: str, data: Any) -> None:
+            assert name == "answer_delta"
+            self.pieces.append(data.text)
+
+    run = Run()
+    stream = AnswerStream(run)
+    for piece in ("  ", "\nThe", " answer ", " ", "is 7.", " \n"):
+        stream.write(piece)
+    assert run.pieces == ["The", " answer", "  is 7."]  # trailing blanks wait for text
+    stream.finish("The answer  is 7.")
+    assert "".join(run.pieces) == "The answer  is 7."
+    # Nothing streamed (a cached or whole reply): the answer in one piece.
+    run = Run()
+    AnswerStream(run).finish("The answer is 7.")
+    assert run.pieces == ["The answer is 7."]

@@ -198,7 +198,8 @@ class ScriptedSolver:
     reset (dropped mid-response), slow (``delay_s``, then ok), block (waits
     for ``release``, then ok), trickle (ok, but a streamed reply holds its last
     piece until ``release``; a whole one waits for it), cutoff (a streamed
-    reply dropped after two pieces; a whole one: reset). A request that asks
+    reply dropped after two pieces; a whole one: reset), nostream (400 to a
+    streamed request, ok to a whole one). A request that asks
     for ``stream`` gets the replies these end in as server-sent events, a word
     at a time, in its API's format. Records paths,
     headers, bodies, and the most requests in flight at once.
@@ -301,6 +302,8 @@ class ScriptedSolver:
 
     async def _behave(self, behaviour: str, request: httpx2.Request) -> httpx2.Response:
         stream = bool(json.loads(request.content or b"{}").get("stream"))
+        if behaviour == "nostream":  # an older server: no "stream_options" here
+            return httpx2.Response(400, json={"error": "stream_options"}) if stream else self._ok()
         if behaviour == "slow":
             await asyncio.sleep(self.delay_s)
         if behaviour == "block" or (behaviour == "trickle" and not stream):

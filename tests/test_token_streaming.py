@@ -185,6 +185,19 @@ async def test_text_already_streamed_is_never_retried() -> None:
     assert resp.status_code == 200 and solver.hits == 2
 
 
+async def test_a_server_that_refuses_to_stream_answers_whole() -> None:
+    solver = ScriptedSolver("nostream")
+    async with serve(settings_for(), solver) as client:
+        body = {"question": Q, "mode": "direct", "stream": True, "cache": False}
+        first = parse((await client.post("/solve", json=body)).text)
+        second = parse((await client.post("/solve", json=body)).text)
+    for streamed in (first, second):
+        assert [n for n, _ in streamed] == ["answer_delta", "answer", "usage", "done"]
+        assert dict(streamed)["answer_delta"]["text"] == "The answer is 7."
+    # Refused once, then asked whole at once.
+    assert [b.get("stream", False) for b in solver.bodies] == [True, False, False]
+
+
 async def test_the_raw_model_streams_as_openai_does() -> None:
     body = {"messages": [{"role": "user", "content": "5*8?"}], "max_tokens": 40}
     async with serve(Settings(), decomposer=FakeDecomposer(engine=_pencils())) as client:

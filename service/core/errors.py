@@ -158,6 +158,8 @@ class UpstreamStatusError(UpstreamError):
     def __init__(self, detail: str, *, status: int, retry_after_s: float | None = None) -> None:
         super().__init__(detail)
         self.status = status
+        # Reported inside a streamed reply (after its headers), not as its status.
+        self.mid_stream = False
         # What the server asked us to wait before trying again, in seconds.
         self.retry_after_s = retry_after_s
 

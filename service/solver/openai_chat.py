@@ -3,11 +3,13 @@
 OpenAI itself, vLLM (``vllm serve``), TGI, Ollama (``/v1``), llama.cpp server,
 or another divconq's ``/v1``. A streamed call (``on_text``) asks for
 ``stream`` with ``stream_options.include_usage``, so its usage is the server's
-own count, as a whole reply's is.
+own count, as a whole reply's is. A server that refuses those fields (400,
+404, 415 or 422 before any text) gets whole calls from then on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,11 @@ from service.core.http_calls import post_json, usage_of
 from service.core.http_stream import post_events
 from service.core.settings import Settings, SolverSettings
 from service.solver.base import SolverDeps, call_timeout, register
+
+log = logging.getLogger(__name__)
+
+# What a server that does not take "stream" or "stream_options" answers.
+REFUSED_STREAM = frozenset({400, 404, 415, 422})
 
 
 @register("openai")
@@ -34,6 +41,8 @@ class OpenAIChatSolver:
         self._url = self.endpoint(profile.base_url.rstrip("/"))
         key = profile.api_key
         self._key = key.get_secret_value() if key is not None else None
+        # Until the server refuses a streamed call.
+        self._streams = True
         self._timeout = call_timeout(profile)
 
     def endpoint(self, base_url: str) -> str:
@@ -66,8 +75,20 @@ class OpenAIChatSolver:
         request_id: str,
         on_text: TextSink | None = None,
     ) -> Completion:
-        if on_text is not None:
-            return await self._streamed(messages, request_id, on_text)
+        if on_text is not None and self._streams:
+            try:
+                return await self._streamed(messages, request_id, on_text)
+            except UpstreamStatusError as exc:
+                if exc.status not in REFUSED_STREAM or exc.mid_stream:
+                    raise
+                # A server that refuses the streaming fields (an older one may not
+                # know stream_options) answers whole from now on.
+                self._streams = False
+                log.warning(
+                    "solver refused a streamed call (HTTP %d); answering whole from now on",
+                    exc.status,
+                    extra={"model": self.model_name},
+                )
         body = await post_json(
             self._http,
             self._url,
@@ -107,10 +128,12 @@ class OpenAIChatSolver:
                 # vLLM and others report a failure that came after the headers so.
                 error = chunk["error"]
                 code = error.get("code")
-                raise UpstreamStatusError(
+                failure = UpstreamStatusError(
                     f"failed mid-stream: {str(error.get('message', ''))[:200]}",
                     status=code if isinstance(code, int) else 500,
                 )
+                failure.mid_stream = True
+                raise failure
             if chunk.get("usage"):
                 usage = usage_of(chunk)
             for choice in chunk.get("choices") or ():

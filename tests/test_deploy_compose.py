@@ -29,7 +29,7 @@ from tests.deploy_support import ROOT, SETTING_ENV_NAMES, run
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 GRAFANA = ROOT / "deploy" / "grafana"
-COMPOSE_SERVICES = {"divconq", "redis", "solver", "prometheus", "grafana", "jaeger"}
+COMPOSE_SERVICES = {"divconq", "redis", "postgres", "solver", "prometheus", "grafana", "jaeger"}
 
 
 # ------------------------------------------------------------ compose v2 --
@@ -281,3 +281,19 @@ def test_env_example_shows_the_true_defaults(clean_env: pytest.MonkeyPatch) -> N
             got = Path(got).expanduser()
         assert got == want, f"{name}={value!r} in .env.example, default is {want!r}"
         clean_env.delenv(name)
+
+
+def test_compose_replicas_write_one_postgresql_ledger(compose_default: dict[str, Any]) -> None:
+    """Every replica's ledger rows go to the stack's PostgreSQL, kept on a volume."""
+    services = compose_default["services"]
+    divconq = services["divconq"]
+    url = divconq["environment"]["DIVCONQ_LEDGER_URL"]
+    assert url == "postgresql://divconq:divconq@postgres:5432/divconq"
+    assert divconq["depends_on"]["postgres"]["condition"] == "service_healthy"
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert "ports" not in postgres  # internal only
+    assert _mounts(postgres)["/var/lib/postgresql/data"]["source"] == "postgres-data"
+    env = postgres["environment"]
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == ("divconq", "divconq")
+    assert "pg_isready" in postgres["healthcheck"]["test"]

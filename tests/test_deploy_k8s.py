@@ -198,7 +198,8 @@ def test_solver_settings_come_from_configmap_and_secret(base_docs: list[dict[str
     assert solver_ref["name"] == secret["metadata"]["name"] and solver_ref["optional"]
     # Keys and the Redis URL come from a Secret the pod cannot start without.
     assert api_ref["name"] == api["metadata"]["name"] and not api_ref.get("optional")
-    assert set(api["stringData"]) == {"DIVCONQ_API_KEYS", "DIVCONQ_REDIS_URL"}
+    assert set(api["stringData"]) == {"DIVCONQ_API_KEYS", "DIVCONQ_REDIS_URL", "DIVCONQ_LEDGER_URL"}
+    assert api["stringData"]["DIVCONQ_LEDGER_URL"].startswith("postgresql://")
     keys = Settings(api_keys=json.loads(api["stringData"]["DIVCONQ_API_KEYS"])).api_keys
     assert [k.name for k in keys] == ["team-a"]
     assert "REPLACE" in keys[0].key.get_secret_value()

@@ -62,6 +62,9 @@ async def test_every_api_request_gets_one_row_with_its_accounting(tmp_path: Path
     assert solved["solver_prompt_tokens"] == usage["solver"]["prompt_tokens"]
     assert solved["decomposer_completion_tokens"] == usage["decomposer"]["completion_tokens"]
     assert solved["cost_usd"] == pytest.approx(usage["total"]["cost_usd"])
+    assert solved["solver_cost_usd"] == pytest.approx(usage["solver"]["cost_usd"])
+    assert solved["solver_cost_usd"] > 0
+    assert solved["decomposer_cost_usd"] == usage["decomposer"]["cost_usd"] == 0.0
     assert solved["solver_model"] == "big-solver" and solved["answered_by"] == "default"
     assert solved["decomposer_model"] == "fake-decomposer"
     assert solved["adapter"] == usage["decomposer"]["adapter"]
@@ -215,6 +218,36 @@ async def test_the_schema_is_versioned_and_migrates_once(tmp_path: Path) -> None
     count = conn.execute("SELECT COUNT(*) FROM ledger_requests").fetchone()[0]
     conn.close()
     assert versions == [(migrations.VERSION,)] and count == 2
+
+
+async def test_a_database_of_an_older_schema_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.execute(migrations.VERSION_TABLE)
+    [(version, statements)] = migrations.pending(0, "INTEGER PRIMARY KEY AUTOINCREMENT")[:1]
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute("INSERT INTO ledger_schema (version) VALUES (?)", (version,))
+    conn.execute(
+        "INSERT INTO ledger_requests (request_id, ts, key_name, endpoint, status, latency_ms, "
+        "decomposer_calls, decomposer_prompt_tokens, decomposer_completion_tokens, "
+        "decomposer_ms, solver_calls, solver_prompt_tokens, solver_completion_tokens, "
+        "solver_ms, cost_usd, cache_hits, cached) "
+        "VALUES ('v1', 1.0, 'a', 'solve', 200, 1.0, 0, 0, 0, 0, 1, 10, 5, 3.0, 0.5, 0, 0)"
+    )
+    conn.commit()
+    conn.close()
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    await store.write([LedgerRow("v2", 2.0, "a", "solve", None, 200, 1.0, solver_cost_usd=0.25)])
+    await store.aclose()
+    assert version == 1 < migrations.VERSION
+    got = {r["request_id"]: r for r in rows(db)}
+    assert (got["v1"]["cost_usd"], got["v1"]["solver_cost_usd"]) == (0.5, 0.0)
+    assert got["v2"]["solver_cost_usd"] == 0.25
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT version FROM ledger_schema").fetchall() == [(migrations.VERSION,)]
+    conn.close()
 
 
 async def test_retention_deletes_old_rows_at_start(tmp_path: Path) -> None:

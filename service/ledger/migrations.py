@@ -43,6 +43,13 @@ STEPS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX ledger_requests_key_ts ON ledger_requests (key_name, ts)",
         "CREATE INDEX ledger_requests_request_id ON ledger_requests (request_id)",
     ),
+    # 2: each stage's cost, beside the total (rows from before read 0).
+    (
+        "ALTER TABLE ledger_requests ADD COLUMN decomposer_cost_usd DOUBLE PRECISION "
+        "NOT NULL DEFAULT 0",
+        "ALTER TABLE ledger_requests ADD COLUMN solver_cost_usd DOUBLE PRECISION "
+        "NOT NULL DEFAULT 0",
+    ),
 )
 
 VERSION = len(STEPS)

@@ -26,12 +26,14 @@ class LedgerRow:
     decomposer_completion_tokens: int = 0
     decomposer_ms: float = 0.0
     decomposer_model: str | None = None
+    decomposer_cost_usd: float = 0.0
     adapter: str | None = None
     solver_calls: int = 0
     solver_prompt_tokens: int = 0
     solver_completion_tokens: int = 0
     solver_ms: float = 0.0
     solver_model: str | None = None
+    solver_cost_usd: float = 0.0
     answered_by: str | None = None  # the solver profiles that answered, comma-separated
     cost_usd: float = 0.0
     cache_hits: int = 0  # model calls answered from the response cache

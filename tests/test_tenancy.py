@@ -87,6 +87,28 @@ def test_a_malformed_key_object_is_a_start_up_error_naming_the_setting(
     assert lines[0].startswith(f"divconq: invalid settings: DIVCONQ_API_KEYS[0].{named}")
 
 
+def test_an_unreachable_redis_at_start_up_is_one_line_naming_the_setting(
+    tmp_path: Any,
+) -> None:
+    missing = tmp_path / "no-redis.sock"
+    env = {
+        **os.environ,
+        "DIVCONQ_API_KEYS": json.dumps([tenant(requests_per_minute=5)]),
+        "DIVCONQ_REDIS_URL": f"unix://{missing}",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("divconq: DIVCONQ_REDIS_URL: cannot reach Redis at "), line
+    assert str(missing) in line
+
+
 def test_duplicate_names_and_secrets_are_refused() -> None:
     with pytest.raises(ValueError, match="'team-a' is used twice"):
         Settings(api_keys=[tenant(), {"name": "team-a", "key": "other"}])

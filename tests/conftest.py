@@ -72,18 +72,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _ledger_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Every app the tests start records its requests (the ledger is on by default):
-    into a session temp file (DIVCONQ_LEDGER_URL), never the user's data directory."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.sqlite3'}"
-    given = os.environ.get("DIVCONQ_LEDGER_URL")
-    os.environ["DIVCONQ_LEDGER_URL"] = given or url
-    try:
-        yield url
-    finally:
-        if given is None:
-            os.environ.pop("DIVCONQ_LEDGER_URL", None)
+# Every app and service the tests start records its requests (the ledger is on
+# by default): into a temp file of this session, never the user's data
+# directory. Set before collection ends, so the services started ahead of their
+# tests (pytest_collection_finish) inherit it too.
+_LEDGER_DIR: tempfile.TemporaryDirectory[str] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _LEDGER_DIR
+    if "DIVCONQ_LEDGER_URL" not in os.environ:
+        _LEDGER_DIR = tempfile.TemporaryDirectory(prefix="divconq-test-ledger-")
+        os.environ["DIVCONQ_LEDGER_URL"] = f"sqlite:///{_LEDGER_DIR.name}/ledger.sqlite3"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _LEDGER_DIR is not None:
+        os.environ.pop("DIVCONQ_LEDGER_URL", None)
+        _LEDGER_DIR.cleanup()
+
+
+@pytest.fixture(scope="session")
+def _ledger_in_a_temp_dir() -> str:
+    """The session's ledger URL (``pytest_configure``)."""
+    return os.environ["DIVCONQ_LEDGER_URL"]
 
 
 @pytest.fixture(autouse=True)

@@ -450,3 +450,25 @@ def test_distill_data_takes_the_recorded_questions_for_a_teacher(tmp_path: Path)
         (asked, ["How many pens does it sell in one day?", "How many in 5 days?"])
     ]
     assert refused.returncode != 0 and "--recipe sd-t" in refused.stderr
+
+
+def test_serve_refuses_to_start_without_its_cache_store() -> None:
+    env = {
+        "DIVCONQ_CACHE__URL": "redis://:s3cret-pw@127.0.0.1:1/0",
+        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
+        "DIVCONQ_DECOMPOSER__BASE_URL": "http://127.0.0.1:1/v1",
+        "DIVCONQ_SOLVER__BASE_URL": "http://127.0.0.1:1/v1",
+        "DIVCONQ_SOLVER__MODEL": "m",
+        "DIVCONQ_PORT": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "DIVCONQ_CACHE__URL" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "s3cret-pw" not in proc.stderr

@@ -128,3 +128,24 @@ async def test_the_store_migrates_once_and_reports(postgres_url: str) -> None:
     assert [(r.group, r.requests) for r in by_day] == [("2025-12-05", 2), ("2025-12-06", 1)]
     assert [(r.group, r.requests) for r in by_mode] == [("direct", 1), ("static", 2)]
     assert questions == [("How many?", None)] and deleted == 2
+
+
+async def test_a_dropped_connection_is_made_again_and_the_batch_written(
+    postgres_url: str,
+) -> None:
+    """A server restart or failover drops the connection: the next batch still lands."""
+    url = fresh_database(postgres_url)
+    store = open_store(url)
+    await store.open()
+    await store.write([LedgerRow("before", 1.0, "a", "solve", "direct", 200, 1.0)])
+    with psycopg.connect(url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert killed == [(True,)], "the store's one connection was dropped"
+    await store.write([LedgerRow("after", 2.0, "a", "solve", "direct", 200, 1.0)])
+    await store.aclose()
+    with psycopg.connect(url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT request_id FROM ledger_requests ORDER BY ts")]
+    assert ids == ["before", "after"]

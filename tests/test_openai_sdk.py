@@ -43,11 +43,14 @@ def test_sdk_sync_async_and_streaming(service_url: str) -> None:
     async def run_async() -> tuple[str, list[str], openai.types.CompletionUsage | None]:
         async with openai.AsyncOpenAI(base_url=base_url, api_key="unused") as aclient:
             plain = await aclient.chat.completions.create(model="divconq-direct", messages=MESSAGES)
+            # Past the response cache: the plain request just made the same call,
+            # and a cached call spends (and reports) no tokens.
             stream = await aclient.chat.completions.create(
                 model="divconq-direct",
                 messages=MESSAGES,
                 stream=True,
                 stream_options={"include_usage": True},
+                extra_headers={"Cache-Control": "no-cache"},
             )
             chunks = [c async for c in stream]
         text = [c.choices[0].delta.content or "" for c in chunks if c.choices]

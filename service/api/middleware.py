@@ -23,7 +23,8 @@ access_log = logging.getLogger("divconq.access")
 _ENDPOINTS = {"/solve": "solve", "/decompose": "decompose"}
 # Paths that are an API endpoint only for some bodies: /v1/chat/completions is
 # the pipeline facade for a pipeline model (label ``chat_completions``), and
-# the raw embedded model (the default solver's own calls) otherwise. The
+# the raw embedded model otherwise (an operator's probe; the embedded solver
+# calls the engine in process, not through here). The
 # handler says which: it sets the record's ``endpoint`` and calls its ``admit()``.
 _DECIDED_BY_HANDLER = frozenset({"/v1/chat/completions"})
 

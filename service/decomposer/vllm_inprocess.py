@@ -3,8 +3,8 @@
 On the embedded default there are two checkpoints (``service/embedded/model_prep.py``):
 
 - the **distilled** one, the base model with the shipped adapter folded in.
-  It serves the default path (static and socratic decomposition, and the
-  embedded solver at ``/v1``) with no LoRA in the engine: merged weights
+  It serves the default path (static and socratic decomposition, the
+  embedded solver, and the raw model at ``/v1``) with no LoRA in the engine: merged weights
   cost nothing per token, a LoRA-enabled CPU engine about 2x.
 - the **base** one, for ``"decomposer_adapter": "none"`` (the few-shot base
   model) and for adapters of your own, which are trained on the base. It runs
@@ -39,7 +39,7 @@ class VllmDecomposer:
     def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
         self._settings = settings
         self.model_name = settings.decomposer_model_name
-        # The main engine; it also serves the embedded /v1 (the default solver).
+        # The main engine; it also answers the embedded solver and the raw /v1.
         self.engine: EmbeddedEngine | None = None
         # Embedded default only: the adapter folded into the main engine's
         # weights, and the base checkpoint's engine (None until needed).

@@ -1,8 +1,9 @@
 """The in-process vLLM engine that serves the embedded (or any local) model.
 
 One ``AsyncLLM`` per process, created and shut down by the app's lifespan. It
-backs the ``vllm`` decomposer and, when enabled, the service's own
-OpenAI-compatible ``/v1/chat/completions`` (the default solver).
+backs the ``vllm`` decomposer, the ``embedded`` solver (the default) and,
+when enabled, the raw model at ``/v1/chat/completions``
+(``service/embedded/chat.py``).
 """
 
 from __future__ import annotations

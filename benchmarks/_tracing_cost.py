@@ -8,11 +8,15 @@ client so drift on a shared machine hits every configuration alike:
 - ``on``: ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the stub's ``/v1/traces`` sink,
   OTLP/HTTP, the SDK's batch processor with its defaults, sampling everything;
 - ``before`` (with ``--tracing-baseline REF``): the service as of ``REF``
-  (``git archive``), from before tracing existed: what ``off`` is compared with.
+  (``git archive``), from before tracing existed: what ``off`` is compared with;
+- ``on-sampled`` (with ``--tracing-ratio R``): ``on`` with
+  ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at ``R``.
 
-Each round gives a p50 of the overheads ``summarise`` reports; the figure is
-the median of the rounds' p50s per configuration (one noisy round moves it
-least); added = on - off (and off - before).
+Each round gives p50s of the latency and of the overheads ``summarise``
+reports; the figure is the median of the rounds' p50s per configuration (one
+noisy round moves it least); added = on - off (and off - before). The target
+is judged on latency: a model call's span is timed inside that call's stage
+latency, which the overheads subtract.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ OFF = {"OTEL_TRACES_EXPORTER": "none"}
 TARGET_ADDED_P50_MS = 0.3
 
 
-def _env(stub_url: str, config: str) -> dict[str, str]:
+def _env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, str]:
     env = {
         "DIVCONQ_MAX_IN_FLIGHT": "8192",
         "DIVCONQ_DECOMPOSER__BACKEND": "openai",
@@ -42,12 +46,17 @@ def _env(stub_url: str, config: str) -> dict[str, str]:
         "DIVCONQ_CACHE__ENABLED": "false",
         **OFF,
     }
-    if config == "on":
+    if config.startswith("on"):
         env.pop("OTEL_TRACES_EXPORTER")
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": stub_url,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_SERVICE_NAME": "divconq-bench",
+        }
+    if config == "on-sampled" and ratio is not None:
+        env |= {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
         }
     return env
 
@@ -73,11 +82,12 @@ def _p50(values: list[float]) -> float:
 def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     """Rows per configuration and mode, and what tracing adds at p50."""
     configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
+    configs += ["on-sampled"] if args.tracing_ratio else []
     stub = start_stub(args.tracing_delay_s, INDEPENDENT_PLAN)
     with running(stub), _checkout(args.tracing_baseline) as old:
         services = {
             c: start_service(
-                _env(stub.url, "off" if c == "before" else c),
+                _env(stub.url, "off" if c == "before" else c, args.tracing_ratio),
                 cwd=old if c == "before" and old else ROOT,
             )
             for c in configs
@@ -93,7 +103,12 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
                         row = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
                         samples.setdefault((c, mode), []).append(row)
     rows = []
-    medians = ("overhead_server_p50_ms", "overhead_client_p50_ms", "cpu_ms_per_request")
+    medians = (
+        "latency_p50_ms",
+        "overhead_server_p50_ms",
+        "overhead_client_p50_ms",
+        "cpu_ms_per_request",
+    )
     for (config, mode), got in samples.items():
         rows.append(
             {
@@ -107,7 +122,7 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     by = {(r["tracing"], r["mode"]): r for r in rows}
     added = []
     for mode in ("direct", "static"):
-        for new, old_ in (("on", "off"), ("off", "before")):
+        for new, old_ in (("on", "off"), ("off", "before"), ("on-sampled", "off")):
             if (new, mode) not in by or (old_, mode) not in by:
                 continue
             a, b = by[(new, mode)], by[(old_, mode)]
@@ -115,6 +130,7 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
                 {
                     "compare": f"{new} - {old_}",
                     "mode": mode,
+                    "latency_p50_added_ms": round(a["latency_p50_ms"] - b["latency_p50_ms"], 3),
                     "server_p50_added_ms": round(
                         a["overhead_server_p50_ms"] - b["overhead_server_p50_ms"], 3
                     ),
@@ -127,7 +143,9 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
                 }
             )
     on = [a for a in added if a["compare"] == "on - off"]
-    met = all(a["client_p50_added_ms"] <= TARGET_ADDED_P50_MS for a in on) if on else None
+    # The spans around model calls are timed as part of those calls (stage
+    # latency), so the overheads miss them: the target is judged on latency.
+    met = all(a["latency_p50_added_ms"] <= TARGET_ADDED_P50_MS for a in on) if on else None
     print("\ntracing, one client (median of the rounds' p50s, ms):")
     print(table(rows, list(rows[0])))
     print(table(added, list(added[0])))

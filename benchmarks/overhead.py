@@ -35,7 +35,7 @@ machine's cores.
     .venv/bin/python benchmarks/overhead.py
     .venv/bin/python benchmarks/overhead.py --smoke
     .venv/bin/python benchmarks/overhead.py --concurrency 1 --modes static --limits default \
-        --arrivals burst --tracing-baseline 036eb06~1     # tracing: off, on, before
+        --arrivals burst --tracing-baseline 036eb06~1 --tracing-ratio 0.1
 """
 
 from __future__ import annotations
@@ -290,6 +290,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--tracing-delay-s", type=float, default=0.02, help="stub delay for the tracing rounds"
+    )
+    parser.add_argument(
+        "--tracing-ratio",
+        type=float,
+        default=None,
+        help="also measure tracing on with this parent-based trace-id ratio sampling",
     )
     parser.add_argument(
         "--tracing-baseline",

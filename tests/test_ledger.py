@@ -139,6 +139,8 @@ async def test_a_10000_request_burst_at_64_concurrent_is_all_there_after_shutdow
 class _SlowStore:
     """A store that takes ``delay_s`` per batch and remembers what it got."""
 
+    kind = "slow"
+
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.delay_s, self.fail = delay_s, fail
         self.batches: list[list[LedgerRow]] = []
@@ -203,6 +205,7 @@ async def test_rows_are_written_in_batches_and_a_failed_batch_is_counted() -> No
     writer.record(row(0))
     await writer.aclose()
     assert metrics.ledger_rows.labels("failed")._value.get() == 1
+    assert writer.status()["last_batch_written"] is False
     assert metrics.ledger_rows.labels("written")._value.get() == 10
 
 
@@ -472,3 +475,23 @@ def test_serve_refuses_to_start_without_its_cache_store() -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "DIVCONQ_CACHE__URL" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and "s3cret-pw" not in proc.stderr
+
+
+async def test_readyz_shows_where_rows_and_cache_entries_go(tmp_path: Path) -> None:
+    on = settings_for(**ledger_settings(tmp_path / "l.db", content=True))
+    off = settings_for(ledger={"enabled": False}, cache={"enabled": False})
+    async with serve(on, ScriptedSolver("ok")) as client:
+        ready_on = (await client.get("/readyz")).json()
+    async with serve(off, ScriptedSolver("ok")) as client:
+        ready_off = (await client.get("/readyz")).json()
+    assert ready_on["ledger"] == {
+        "enabled": True,
+        "store": "sqlite",
+        "content": True,
+        "queued": 0,
+        "queue_size": 10000,
+        "last_batch_written": True,
+    }
+    assert ready_on["cache"] == {"enabled": True, "store": "memory"}
+    assert ready_off["ledger"] == {"enabled": False}
+    assert ready_off["cache"]["enabled"] is False

@@ -52,7 +52,9 @@ def service(ledger_url: str, solver: FaultServer, log: Path) -> Proc:
 
 async def burst(url: str, n: int, concurrency: int) -> list[int]:
     todo = iter(range(n))
-    limits = httpx.Limits(max_connections=concurrency)
+    # Connections idle for a second are not reused: on a loaded machine the
+    # server's keep-alive timeout (5 s) could close one just as it is reused.
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=1.0)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
         async def worker() -> list[int]:
@@ -73,6 +75,8 @@ def test_10000_requests_then_sigterm_lose_no_row(postgres_url: str, tmp_path: Pa
         try:
             statuses = asyncio.run(burst(proc.url, 10_000, 64))
         finally:
+            # Still running here, or the log says why not.
+            assert proc.proc.poll() is None, proc.log.read_text()[-3000:]
             proc.proc.send_signal(signal.SIGTERM)
             code = proc.proc.wait(timeout=120)
     assert statuses == [200] * 10_000

@@ -187,5 +187,9 @@ async def readyz(request: Request) -> JSONResponse:
         # (DIVCONQ_LIMITS__ON_STORE_ERROR decides what requests get).
         "limits": await services.limiter.status(),
         "keys": len(s.api_keys),
+        # The response cache's store, and the ledger's: where rows go, how many
+        # wait, whether the last batch was written (a failing database keeps 200).
+        "cache": {"enabled": s.cache.enabled, "store": services.cache.store.kind},
+        "ledger": services.ledger.status() if services.ledger else {"enabled": False},
     }
     return JSONResponse(body, status_code=200 if ready else 503)

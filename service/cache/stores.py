@@ -22,6 +22,8 @@ class CacheUnavailable(Exception):
 
 
 class CacheStore(Protocol):
+    kind: str  # "memory", "redis": shown in /readyz
+
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
@@ -35,6 +37,8 @@ class CacheStore(Protocol):
 
 class MemoryStore:
     """A bounded LRU: the least recently used entry goes when ``max_entries`` is reached."""
+
+    kind = "memory"
 
     def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
@@ -70,6 +74,8 @@ class MemoryStore:
 
 class RedisStore:
     """Entries in Redis, shared by every replica that points at it."""
+
+    kind = "redis"
 
     def __init__(self, url: str, timeout_s: float) -> None:
         import redis.asyncio as redis

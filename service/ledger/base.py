@@ -13,6 +13,8 @@ class LedgerUnavailable(Exception):
 
 
 class LedgerStore(Protocol):
+    kind: str  # "sqlite", "postgresql": shown in /readyz
+
     async def open(self) -> None:
         """Connect and migrate the schema; ``LedgerUnavailable`` if the database is not there."""
         ...

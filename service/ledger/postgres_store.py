@@ -35,6 +35,8 @@ def _where(url: str) -> str:
 
 
 class PostgresStore:
+    kind = "postgresql"
+
     def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
         self._url = url
         self._timeout = connect_timeout_s

@@ -24,6 +24,8 @@ SQL = Sql("?", "strftime('%Y-%m-%d', ts, 'unixepoch')")
 
 
 class SqliteStore:
+    kind = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None

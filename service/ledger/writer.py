@@ -44,6 +44,8 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self.closed = False
+        # Whether the last batch was written (for /readyz): False after a failure.
+        self.writing = True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
@@ -67,6 +69,17 @@ class LedgerWriter:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def status(self) -> dict[str, object]:
+        """For /readyz: where rows go and how the writer is doing (no database call)."""
+        return {
+            "enabled": True,
+            "store": self.store.kind,
+            "content": self._settings.content,
+            "queued": self.queued,
+            "queue_size": self._settings.queue_size,
+            "last_batch_written": self.writing,
+        }
 
     async def _run(self) -> None:
         size = self._settings.batch_size
@@ -114,7 +127,9 @@ class LedgerWriter:
         except Exception as exc:  # the database's many error types: count, log, go on
             self._metrics.ledger_rows.labels("failed").inc(len(rows))
             log.error("ledger batch not written", extra={"rows": len(rows), "error": str(exc)})
+            self.writing = False
             return
+        self.writing = True
         self._metrics.ledger_rows.labels("written").inc(len(rows))
 
     async def _retain(self) -> None:

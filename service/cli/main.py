@@ -174,7 +174,7 @@ def cmd_config_docs(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from service.cli.ledger_cmds import add_parser as add_usage
     from service.cli.solve import add_parser as add_solve
-    from service.distill.cli import add_parser as add_distill
+    from service.distill.parser import add_parser as add_distill
     from service.evaluation.cli import add_parser as add_eval
 
     parser = argparse.ArgumentParser(prog="divconq", description=__doc__.splitlines()[0])

@@ -119,7 +119,9 @@ def live_app(settings: Settings) -> Iterator[str]:
     """The real app under uvicorn on a loopback port, in a thread."""
     sock = bound_socket()
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": sock.getsockname()[1]})
-    with procs.serve_in_thread(create_app(settings), sock) as url:
+    with procs.serve_in_thread(
+        create_app(settings), sock, keep_alive_s=settings.keep_alive_s
+    ) as url:
         wait_until(
             lambda: httpx.get(f"{url}/healthz").status_code == 200,
             timeout_s=30,

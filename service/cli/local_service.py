@@ -29,7 +29,9 @@ def in_process_server(settings: Settings) -> Iterator[str]:
     sock = procs.bound_socket()
     port = int(sock.getsockname()[1])
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-    with procs.serve_in_thread(create_app(settings), sock) as url:
+    with procs.serve_in_thread(
+        create_app(settings), sock, keep_alive_s=settings.keep_alive_s
+    ) as url:
         yield url
     # Finalize the engine's objects now, while the interpreter is whole.
     gc.collect()

@@ -124,6 +124,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # Our JSON handler on the root logger (configure_logging) formats uvicorn too.
         log_config=None,
         timeout_graceful_shutdown=30,
+        # Longer than the balancer's idle timeout: it, not we, closes idle connections.
+        timeout_keep_alive=settings.keep_alive_s,
     )
     log.info(f"listening on {procs.url_of(sock)}")
     uvicorn.Server(config).run(sockets=[sock])

@@ -106,9 +106,12 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, sock: socket.socket | None = None, *, keep_alive_s: int = 5
+) -> Iterator[str]:
     """``app`` under uvicorn in a daemon thread, on ``sock`` (default: a new
-    loopback socket on a free port); yields its URL.
+    loopback socket on a free port); yields its URL. ``keep_alive_s``: how long an
+    idle connection stays open (``DIVCONQ_KEEP_ALIVE_S`` where settings say).
 
     On exit the server stops and its lifespan shutdown (the engine's, the
     HTTP client's) runs to completion before this returns.
@@ -120,7 +123,9 @@ def serve_in_thread(app: Any, sock: socket.socket | None = None) -> Iterator[str
     sock = sock or bound_socket()
     close_in_forked_children(sock)
     url = url_of(sock)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", ws="none", timeout_keep_alive=keep_alive_s)
+    )
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
     )

@@ -142,6 +142,15 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Bind address. The image sets 0.0.0.0.")
     port: int = Field(8000, description="Port: the API, the embedded /v1 and /metrics.")
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="How long an idle keep-alive connection stays open, in seconds. Keep it "
+        "longer than the idle timeout of the load balancer or proxy in front (AWS ALB and "
+        "nginx ingress: 60 s; Google Cloud load balancers: 600 s, so 620), so that the "
+        "balancer, not this server, closes an idle connection: a server that closes first "
+        "races the balancer's next request on it (a 502 at the balancer).",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Model cache: the converted embedded model, Hugging Face downloads. "

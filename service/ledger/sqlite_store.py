@@ -74,7 +74,15 @@ class SqliteStore:
     async def aclose(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
-            await asyncio.to_thread(db.close)
+
+            def close() -> None:
+                # Under the lock: a statement still running in another thread (a
+                # retention delete whose task was cancelled) must end first, as
+                # closing a connection in use crashes the process (a segfault).
+                with self._lock:
+                    db.close()
+
+            await asyncio.to_thread(close)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -50,14 +50,12 @@ def add_parser(sub: Any) -> None:
         help="a running service, scheme optional (localhost:8000); unset = "
         "http://127.0.0.1:DIVCONQ_PORT, else one started in this process",
     )
-    solve.add_argument(
-        "--stream", action="store_true", help="print each event as the service sends it"
-    )
-    solve.add_argument(
-        "--json",
-        action="store_true",
-        help="print the response as JSON (with --stream: one JSON object per event)",
-    )
+    switches = {
+        "--stream": "print each event as the service sends it",
+        "--json": "print the response as JSON (with --stream: one JSON object per event)",
+    }
+    for flag, text in switches.items():
+        solve.add_argument(flag, action="store_true", help=text)
     solve.set_defaults(func=cmd_solve)
 
 

@@ -3,7 +3,10 @@
 Used by the overhead, modes and cold-start benchmarks in place of real
 models, so that only the service's own work is measured. ``/v1/completions``
 (the decomposer) answers with ``--plan``; ``/v1/chat/completions`` (the
-solver) with a short answer; both after their delay and with usage.
+solver) with a short answer; both after their delay and with usage. A chat
+request with ``"stream": true`` gets the same answer as server-sent events
+(role, content, finish, usage, ``[DONE]``), as OpenAI's API sends it, since
+the service streams its final solver call.
 ``GET /stats`` gives the call counts and the most calls in flight at once.
 ``POST /v1/traces`` is an OTLP/HTTP trace sink (answers at once, counts the
 batches and bytes) for the overhead benchmark's tracing-on service.
@@ -37,6 +40,16 @@ def _response(status: str, body: dict[str, object]) -> bytes:
     )
 
 
+def _sse(events: list[dict[str, object]]) -> bytes:
+    raw = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    raw += b"data: [DONE]\n\n"
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        + f"content-length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+
+
 class Stub:
     def __init__(self, delay_s: float, decomposer_delay_s: float, plan: str) -> None:
         self.delay_s = delay_s
@@ -57,6 +70,15 @@ class Stub:
                 ],
                 "usage": CHAT_USAGE,
             },
+        )
+        chunk = {"object": "chat.completion.chunk"}
+        self.chat_stream = _sse(
+            [
+                {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+                {**chunk, "choices": [{"index": 0, "delta": {"content": "The answer is 7."}}]},
+                {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                {**chunk, "choices": [], "usage": CHAT_USAGE},
+            ]
         )
         self.plan = _response(
             "200 OK",
@@ -80,13 +102,17 @@ class Stub:
                     self.counts["trace_bytes"] += len(body)
                     writer.write(TRACES_OK)
                     continue
-                writer.write(await self.answer(path))
+                writer.write(
+                    await self.answer(
+                        path, streamed=b'"stream": true' in body or b'"stream":true' in body
+                    )
+                )
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()
 
-    async def answer(self, path: bytes) -> bytes:
+    async def answer(self, path: bytes, *, streamed: bool = False) -> bytes:
         if path.endswith(b"/stats"):
             return _response("200 OK", {"counts": self.counts, "max_in_flight": self.max_active})
         chat = path.endswith(b"/chat/completions")
@@ -99,7 +125,9 @@ class Stub:
             await asyncio.sleep(self.delay_s if chat else self.decomposer_delay_s)
         finally:
             self.active -= 1
-        return self.chat if chat else self.plan
+        if chat:
+            return self.chat_stream if streamed else self.chat
+        return self.plan
 
 
 async def serve(port: int, stub: Stub) -> None:

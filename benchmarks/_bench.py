@@ -194,6 +194,11 @@ def start_service(env: dict[str, str], log: Path | None = None, cwd: Path = ROOT
     port = free_port()
     full = {**os.environ, "DIVCONQ_PORT": str(port), "DIVCONQ_HOST": "127.0.0.1", **env}
     full.setdefault("DIVCONQ_LOG_LEVEL", "warning")
+    # Every request runs every stage (benchmarks repeat their questions: the
+    # response cache would answer them) and leaves no row in the user's ledger;
+    # benchmarks/_features_cost.py turns both on to measure what they cost.
+    full.setdefault("DIVCONQ_CACHE__ENABLED", "false")
+    full.setdefault("DIVCONQ_LEDGER__ENABLED", "false")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL

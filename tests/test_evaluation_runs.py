@@ -163,10 +163,13 @@ def test_report_table_summary_and_plot(tmp_path: Path) -> None:
         prices={},
     )
     table = report.markdown_table(summaries).splitlines()
-    assert table[0].startswith("| mode | n | accuracy |")
+    assert table[0].startswith("| mode | n | accuracy | 95% CI |")
     assert len(table) == 4
-    assert table[2].startswith("| direct | 1 | 100.0% (1) | 0 | n/a |")
-    assert table[3].startswith("| static | 3 | 33.3% (1) | 1 | 2.0 / 2.5 | 50.0% | 100.0% |")
+    # One problem right of one is 21-100 %, not 100 % flat (Wilson, 95 %).
+    assert table[2].startswith("| direct | 1 | 100.0% (1) | 21-100% | 0 | n/a |")
+    assert table[3].startswith(
+        "| static | 3 | 33.3% (1) | 6-79% | 1 | 2.0 / 2.5 | 50.0% | 100.0% |"
+    )
     report.write_summary(tmp_path / "summary.json", summaries, {"dataset": "x"})
     data = json.loads((tmp_path / "summary.json").read_text())
     assert data["dataset"] == "x"
@@ -174,6 +177,17 @@ def test_report_table_summary_and_plot(tmp_path: Path) -> None:
     assert data["summary"][1]["f1"] == pytest.approx(0.75)
     report.plot(tmp_path / "plot.png", summaries, title="t")
     assert (tmp_path / "plot.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("right", "n", "low", "high"),
+    # Published Wilson 95 % intervals (Newcombe 1998, table I; and n = 1000).
+    [(5, 5, 0.5655, 1.0), (0, 5, 0.0, 0.4345), (1, 3, 0.0615, 0.7923), (500, 1000, 0.4691, 0.5309)],
+)
+def test_accuracy_comes_with_its_wilson_interval(
+    right: int, n: int, low: float, high: float
+) -> None:
+    assert scoring.wilson_interval(right, n) == pytest.approx((low, high), abs=5e-4)
 
 
 # --- runner: resumability -----------------------------------------------------------

@@ -1,5 +1,7 @@
 """Reporting: the markdown table (stdout), the JSON summary and the PNG plot.
 
+Accuracy comes with its 95 % Wilson interval, a column in the table and an
+error bar in the plot, so that 5 problems are not read like 1,000.
 The plot shows accuracy against cost per problem, one point per mode. When no
 prices are configured every cost is 0 and that axis says nothing, so it falls
 back to tokens per problem (and says so on the axis label).
@@ -18,6 +20,7 @@ _COLUMNS = (
     ("mode", "left"),
     ("n", "right"),
     ("accuracy", "right"),
+    ("95% CI", "right"),
     ("errors", "right"),
     ("subq / gold", "right"),
     ("count =", "right"),
@@ -70,6 +73,7 @@ def _row(s: ModeSummary) -> list[str]:
         s.mode,
         str(s.problems),
         f"{100 * s.accuracy:.1f}% ({s.correct})",
+        f"{100 * s.accuracy_low:.0f}-{100 * s.accuracy_high:.0f}%",
         str(s.errors),
         subq,
         _pct(s.count_exact),
@@ -112,12 +116,15 @@ def plot(path: Path, summaries: Sequence[ModeSummary], title: str = "") -> None:
     ax = fig.add_subplot()
     for s in points:
         x = (s.cost_per_problem_usd if priced else s.total_tokens) or 0.0
-        ax.scatter([x], [100 * s.accuracy], s=60)
+        y = 100 * s.accuracy
+        # The 95 % Wilson interval as an error bar: a few problems are a wide bar.
+        below, above = y - 100 * s.accuracy_low, 100 * s.accuracy_high - y
+        ax.errorbar([x], [y], yerr=[[below], [above]], fmt="o", markersize=7, capsize=4)
         ax.annotate(s.mode, (x, 100 * s.accuracy), xytext=(6, 4), textcoords="offset points")
     ax.set_xlabel(
         "cost per problem (USD)" if priced else "tokens per problem (no prices configured)"
     )
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%, bars: 95% Wilson interval)")
     ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
     if title:

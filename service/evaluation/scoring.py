@@ -209,9 +209,27 @@ class ModeSummary:
     total_cost_usd: float
     latency_p50_ms: float | None
     latency_p95_ms: float | None
+    # The 95 % Wilson interval of ``accuracy``: 5 problems are not read like 1,000.
+    accuracy_low: float = 0.0
+    accuracy_high: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95 % at the default ``z``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is honest at
+    small n and at 0 % or 100 %: 5 of 5 right is 57-100 %, not 100 % flat.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summarize_mode(
@@ -248,6 +266,8 @@ def summarize_mode(
         errors=len(records) - len(ok),
         correct=correct,
         accuracy=correct / len(records) if records else 0.0,
+        accuracy_low=wilson_interval(correct, len(records))[0],
+        accuracy_high=wilson_interval(correct, len(records))[1],
         scored_decompositions=n_dec,
         count_exact=share(len(p) == len(g) for g, p in zip(golds, preds, strict=True)),
         count_within_one=share(

@@ -172,3 +172,29 @@ def test_streamed_answer_is_written_as_the_engine_writes_it(embedded_url: str) -
     chunks = [json.loads(b.removeprefix("data: ")) for b in raw.text.strip().split("\n\n")[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text and raw.text.rstrip().endswith("data: [DONE]")
+
+
+@pytest.mark.parametrize(
+    ("body", "role"),
+    [
+        # The two requests measured in issue 36: a 500 and a 502 before.
+        ({"question": "7 " * 1999, "mode": "static"}, "decomposer"),
+        (
+            {
+                "question": "How many crates?",
+                "context": "The ledger lists 12 crates. " * 535,
+                "mode": "direct",
+            },
+            "solver",
+        ),
+    ],
+)
+def test_prompts_past_the_engines_window_are_422_with_token_counts(
+    embedded_url: str, body: dict[str, str], role: str
+) -> None:
+    resp = httpx.post(f"{embedded_url}/solve", json=body, timeout=120)
+    assert resp.status_code == 422, resp.text
+    message = resp.json()["error"]["message"]
+    assert f"the {role}'s context window is 2048 tokens" in message
+    needed, prompt, reserved = (int(n) for n in re.findall(r"\d+", message.split("needs ")[1])[:3])
+    assert needed == prompt + reserved > 2048

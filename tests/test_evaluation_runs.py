@@ -3,6 +3,7 @@ the resumable runner and ``python -m service eval`` itself."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -344,3 +345,20 @@ def test_eval_against_live_service_and_resume(service_url: str, tmp_path: Path) 
         r["usage"]["solver"]["prompt_tokens"] for r in records if r["mode"] == "direct"
     ]
     assert direct["cost_per_problem_usd"] == pytest.approx(sum(direct_prompt) * 1000 / 1e6 / 3)
+
+
+def test_eval_defaults_to_problems_the_shipped_adapter_never_saw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from service.evaluation.cli import _eval_problems
+
+    trained = datasets.training_questions()
+    assert len(trained) == 847  # socratic_1000 less its 150 held out and 3 few-shot lines
+    defaults = argparse.Namespace(dataset=None, format="auto", limit=None, seed=None, concurrency=1)
+    _, problems = _eval_problems(defaults)
+    assert len(problems) == 150 and datasets.overlap(problems, trained) == 0
+    assert capsys.readouterr().err == ""
+    given = argparse.Namespace(**{**vars(defaults), "dataset": str(datasets.DEFAULT_DATASET)})
+    _, problems = _eval_problems(given)
+    assert len(problems) == 997
+    assert "warning: 847 of 997 problems" in capsys.readouterr().err

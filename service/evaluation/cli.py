@@ -40,9 +40,20 @@ def _eval_problems(args: argparse.Namespace) -> tuple[Dataset, list[Problem]]:
     if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
         raise SystemExit("--concurrency and --limit must be at least 1")
     try:
-        dataset = datasets.load(Path(args.dataset), args.format)
+        dataset = datasets.load(Path(args.dataset or DEFAULT_DATASET), args.format)
     except datasets.DatasetError as exc:
         raise SystemExit(str(exc)) from None
+    trained = datasets.training_questions()
+    if args.dataset is None:
+        # The default: only problems the shipped adapter never saw (its held-out split).
+        dataset = datasets.never_seen(dataset, trained)
+    elif seen := datasets.overlap(dataset.problems, trained):
+        print(
+            f"warning: {seen} of {len(dataset.problems)} problems in {args.dataset} trained "
+            "the shipped decomposer (service/adapters/gsm8k-socratic/training_problems.json): "
+            "its scores there flatter it; leave out --dataset for held-out problems",
+            file=sys.stderr,
+        )
     return dataset, datasets.select(dataset.problems, args.limit, args.seed)
 
 
@@ -181,7 +192,11 @@ def add_parser(sub: Any) -> None:
         "writes results.jsonl (resumable: re-run the same command to continue), "
         "summary.json and plot.png under --out.",
     )
-    ev.add_argument("--dataset", default=str(DEFAULT_DATASET), help="default: %(default)s")
+    ev.add_argument(
+        "--dataset",
+        help=f"default: the problems of {DEFAULT_DATASET.name} that did not train the shipped "
+        "decomposer (its held-out split); a dataset that overlaps them gets a warning",
+    )
     ev.add_argument(
         "--format",
         choices=("auto", *FORMATS),

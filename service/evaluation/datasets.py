@@ -224,6 +224,34 @@ def load(path: Path, fmt: Format | Literal["auto"] = "auto") -> Dataset:
     return Dataset(path=path, format=chosen, problems=tuple(problems), skipped=skipped)
 
 
+# The shipped adapter's record of the problems that trained it (socratic_1000 lines).
+TRAINING_RECORD = REPO_ROOT / "service" / "adapters" / "gsm8k-socratic" / "training_problems.json"
+
+
+def _key(question: str) -> str:
+    return " ".join(question.split()).lower()
+
+
+def training_questions(record: Path = TRAINING_RECORD) -> set[str]:
+    """The questions that trained the shipped adapter (normalized), from its record."""
+    if not record.is_file():
+        return set()
+    lines = set(json.loads(record.read_text(encoding="utf-8"))["training_lines"])
+    records = read_records(DEFAULT_DATASET)
+    return {_key(str(r["question"])) for i, r in enumerate(records) if i in lines}
+
+
+def overlap(problems: Sequence[Problem], trained: set[str]) -> int:
+    """How many of ``problems`` trained the shipped adapter."""
+    return sum(1 for p in problems if _key(p.question) in trained)
+
+
+def never_seen(dataset: Dataset, trained: set[str]) -> Dataset:
+    """``dataset`` without the problems that trained the shipped adapter."""
+    kept = tuple(p for p in dataset.problems if _key(p.question) not in trained)
+    return Dataset(dataset.path, dataset.format, kept, dataset.skipped)
+
+
 def select(problems: Sequence[Problem], limit: int | None, seed: int | None) -> list[Problem]:
     """The first ``limit`` problems, or a seeded random sample of ``limit``.
 

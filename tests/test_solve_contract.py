@@ -30,9 +30,12 @@ def _check_stage(stage: dict[str, Any], *, called: bool) -> None:
         "answered_by",
         "adapter",
         "estimated",
+        "cached_calls",
     }
     # Both backends here report their own token counts: nothing is estimated.
     assert stage["estimated"] is False
+    # Every request here asks past the response cache: each call really ran.
+    assert stage["cached_calls"] == 0
     if called:
         assert stage["calls"] >= 1
         assert stage["prompt_tokens"] > 0
@@ -52,7 +55,9 @@ def _check_contract(body: dict[str, Any], mode: str) -> None:
         "subquestions",
         "usage",
         "latency_ms",
+        "cached",
     }
+    assert body["cached"] is False
     assert body["mode"] == mode
     assert isinstance(body["answer"], str)
     assert isinstance(body["answer_text"], str)
@@ -86,7 +91,8 @@ def _check_contract(body: dict[str, Any], mode: str) -> None:
 
 
 def _solve(client: httpx.Client, mode: str, **extra: Any) -> dict[str, Any]:
-    resp = client.post("/solve", json={"question": QUESTION, "mode": mode, **extra})
+    """One computed answer: past the response cache, which other tests here may have filled."""
+    resp = client.post("/solve", json={"question": QUESTION, "mode": mode, "cache": False, **extra})
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     assert body["id"] == resp.headers["x-request-id"]
@@ -169,7 +175,11 @@ def test_decomposer_tokens_come_from_engine(client: httpx.Client, model_dir: Pat
 
     resp = client.post(
         "/decompose",
-        json={"question": QUESTION, "max_subquestions": 3, "decomposer_adapter": "none"},
+        json={
+            "question": QUESTION,
+            "max_subquestions": 3,
+            "decomposer_adapter": "none",
+        },
     )
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -193,12 +203,14 @@ def test_context_is_used(client: httpx.Client) -> None:
             "question": "How many pets does Ana have?",
             "context": "Ana has 2 cats and 3 dogs.",
             "mode": "direct",
+            "cache": False,
         },
     )
     assert resp.status_code == 200, resp.text
     # The context reaches the solver: the prompt is longer than without it.
     without = client.post(
-        "/solve", json={"question": "How many pets does Ana have?", "mode": "direct"}
+        "/solve",
+        json={"question": "How many pets does Ana have?", "mode": "direct", "cache": False},
     ).json()
     assert (
         resp.json()["usage"]["solver"]["prompt_tokens"]

@@ -65,10 +65,16 @@ async def load(url: str, n: int, concurrency: int) -> list[tuple[int, float, boo
                     return
                 started = time.perf_counter()
                 question = f"Tom has {i} apples and buys 4 more. How many?"
-                resp = await client.post(
-                    f"{url}/solve",
-                    json={"question": question, "mode": "static", "max_subquestions": 3},
-                )
+                try:
+                    resp = await client.post(
+                        f"{url}/solve",
+                        json={"question": question, "mode": "static", "max_subquestions": 3},
+                    )
+                except httpx.TransportError:
+                    # The client's own connection failed (one the server closed
+                    # under it, as an idle keep-alive): status 0, counted apart.
+                    results.append((0, time.perf_counter() - started, False))
+                    continue
                 seconds = time.perf_counter() - started
                 good_error = True
                 if resp.status_code != 200:
@@ -167,6 +173,7 @@ def main() -> int:
         "throughput_rps": round(args.requests / wall, 1),
         "status_mix": dict(sorted(statuses.items())),
         "http_500": statuses.get(500, 0),
+        "client_connection_errors": statuses.get(0, 0),
         "unexpected_or_non_json_errors": len(bad),
         "solver_faults_injected": faults,
         "retries": retried,

@@ -109,12 +109,14 @@ async def test_a_cache_hit_is_recorded_as_free(tmp_path: Path) -> None:
     assert second["solver_calls"] == 0
 
 
-async def test_a_10000_request_burst_at_64_concurrent_is_all_there_after_shutdown(
-    tmp_path: Path,
-) -> None:
-    """Shutdown (what SIGTERM runs) flushes the queue: not one row is lost."""
+async def test_a_burst_at_64_concurrent_is_all_there_after_shutdown(tmp_path: Path) -> None:
+    """Shutdown (what SIGTERM runs) flushes the queue: not one row is lost.
+
+    2,000 requests keep the fast tier fast; the 10,000-request burst and a
+    real SIGTERM run against PostgreSQL in tests/test_ledger_postgres.py.
+    """
     db = tmp_path / "ledger.sqlite3"
-    n, concurrency = 10_000, 64
+    n, concurrency = 2_000, 64
     settings = settings_for(cache={"enabled": False}, **ledger_settings(db))
     async with serve(settings, ScriptedSolver("ok")) as client:
         todo = iter(range(n))
@@ -127,13 +129,11 @@ async def test_a_10000_request_burst_at_64_concurrent_is_all_there_after_shutdow
                 for i in todo
             ]
 
-        statuses = [
-            s for batch in await asyncio.gather(*[worker() for _ in range(64)]) for s in batch
-        ]
+        batches = await asyncio.gather(*[worker() for _ in range(concurrency)])
+        statuses = [s for batch in batches for s in batch]
         dropped = await metric(client, "divconq_ledger_rows_total", outcome="dropped")
     assert statuses == [200] * n and dropped == 0
     assert len(rows(db)) == n
-    assert concurrency == 64
 
 
 class _SlowStore:

@@ -36,7 +36,7 @@ from service.api.app import create_app
 from service.core.completion import Completion
 from service.core.model_settings import SolverSettings
 from service.core.settings import Settings
-from service.observability import tracing
+from service.observability import semconv, trace_setup, tracing
 from service.observability.logs import JsonFormatter
 from service.observability.metrics import Metrics
 from service.solver.resilient import ResilientSolver
@@ -66,7 +66,7 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    tracing.CAPTURE_CONTENT_ENV,
+    semconv.CAPTURE_CONTENT_ENV,
 )
 
 
@@ -121,8 +121,8 @@ def tree(spans: tuple[ReadableSpan, ...]) -> dict[str, Any]:
     def node(span: ReadableSpan) -> dict[str, Any]:
         out: dict[str, Any] = {"name": span.name, "kind": span.kind}
         attrs = span.attributes or {}
-        if tracing.STAGE in attrs:
-            out["stage"] = attrs[tracing.STAGE]
+        if semconv.STAGE in attrs:
+            out["stage"] = attrs[semconv.STAGE]
         kids = _children(spans, span)
         if kids:
             out["children"] = [node(k) for k in kids]
@@ -189,17 +189,17 @@ async def test_span_tree_of_each_mode(
     assert resp.headers["traceresponse"].split("-")[1] == format(_tid(spans[0]), "032x")
 
     flow = _attrs(_one(spans, f"invoke_workflow divconq.{mode}"))
-    assert flow[tracing.GEN_AI_OPERATION] == "invoke_workflow"
-    assert flow[tracing.MODE] == mode
-    assert flow[tracing.SUBQUESTIONS] == len(resp.json()["subquestions"])
+    assert flow[semconv.GEN_AI_OPERATION] == "invoke_workflow"
+    assert flow[semconv.MODE] == mode
+    assert flow[semconv.SUBQUESTIONS] == len(resp.json()["subquestions"])
     total = resp.json()["usage"]["total"]
-    assert flow[tracing.GEN_AI_INPUT_TOKENS] == total["prompt_tokens"]
-    assert flow[tracing.GEN_AI_OUTPUT_TOKENS] == total["completion_tokens"]
+    assert flow[semconv.GEN_AI_INPUT_TOKENS] == total["prompt_tokens"]
+    assert flow[semconv.GEN_AI_OUTPUT_TOKENS] == total["completion_tokens"]
 
     server = _one(spans, "POST /solve")
     assert _attrs(server)["http.response.status_code"] == 200
     assert _attrs(server)["http.route"] == "/solve"
-    assert _attrs(server)[tracing.REQUEST_ID] == resp.headers["x-request-id"]
+    assert _attrs(server)[semconv.REQUEST_ID] == resp.headers["x-request-id"]
 
 
 async def test_model_call_spans_carry_the_genai_attributes(
@@ -272,14 +272,14 @@ async def test_a_retry_and_a_fallback_are_spans_of_their_own(
     first, retry, fallback = _children(spans, _one(spans, "invoke_workflow divconq.direct"))
     assert first.status.status_code is StatusCode.ERROR
     assert _attrs(first)["error.type"] == "503"
-    assert tracing.RESEND_COUNT not in _attrs(first)
+    assert semconv.RESEND_COUNT not in _attrs(first)
     assert retry.status.status_code is StatusCode.ERROR
     assert _attrs(retry)["error.type"] == "timeout"
-    assert _attrs(retry)[tracing.RESEND_COUNT] == 1
+    assert _attrs(retry)[semconv.RESEND_COUNT] == 1
     assert fallback.status.status_code is StatusCode.UNSET
-    assert _attrs(fallback)[tracing.FALLBACK] is True
-    assert _attrs(fallback)[tracing.PROFILE] == "backup"
-    assert tracing.FALLBACK not in _attrs(first)
+    assert _attrs(fallback)[semconv.FALLBACK] is True
+    assert _attrs(fallback)[semconv.PROFILE] == "backup"
+    assert semconv.FALLBACK not in _attrs(first)
 
 
 async def test_a_failed_request_marks_its_spans_and_names_its_trace(
@@ -348,7 +348,7 @@ async def test_in_process_solver_calls_are_internal_spans(
     solver = ResilientSolver(
         "default", InProcessModel(), SolverSettings(backend="embedded"), Metrics()
     )
-    with tracing.using(tracing.Tracing(provider)):
+    with tracing.using(trace_setup.Tracing(provider)):
         await solver.chat([{"role": "user", "content": Q}], request_id="r1")
     (span,) = exporter.get_finished_spans()
     assert span.name == "chat gemma-3-270m"
@@ -367,7 +367,7 @@ async def test_parallel_subquestions_are_overlapping_siblings(
     assert solver.max_active == 2
     spans = exporter.get_finished_spans()
     calls = _children(spans, _one(spans, "invoke_workflow divconq.static"))
-    a, b = (s for s in calls if _attrs(s).get(tracing.STAGE) == "solve")
+    a, b = (s for s in calls if _attrs(s).get(semconv.STAGE) == "solve")
     assert a.parent == b.parent
     assert a.start_time and b.start_time and a.end_time and b.end_time
     assert b.start_time < a.end_time and a.start_time < b.end_time
@@ -431,10 +431,10 @@ async def test_cache_lookups_are_spans_and_a_hit_ends_the_workflow(
     assert tree(hit) == _request(
         "POST /solve", "divconq.direct", [{"name": "cache.get solve", **lookup}]
     )
-    assert _attrs(_one(missed, "invoke_workflow divconq.direct"))[tracing.CACHE] == "miss"
-    assert _attrs(_one(hit, "invoke_workflow divconq.direct"))[tracing.CACHE] == "hit"
-    assert _attrs(_one(hit, "cache.get solve"))[tracing.CACHE_OUTCOME] == "hit"
-    assert _attrs(_one(missed, "cache.get call"))[tracing.CACHE_OUTCOME] == "miss"
+    assert _attrs(_one(missed, "invoke_workflow divconq.direct"))[semconv.CACHE] == "miss"
+    assert _attrs(_one(hit, "invoke_workflow divconq.direct"))[semconv.CACHE] == "hit"
+    assert _attrs(_one(hit, "cache.get solve"))[semconv.CACHE_OUTCOME] == "hit"
+    assert _attrs(_one(missed, "cache.get call"))[semconv.CACHE_OUTCOME] == "miss"
 
 
 # --- context in and out; logs; content; exemplars -------------------------------------
@@ -510,7 +510,7 @@ async def test_log_lines_carry_the_trace(
 async def test_content_is_recorded_only_when_the_genai_switch_is_on(
     provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(tracing.CAPTURE_CONTENT_ENV, "true")
+    monkeypatch.setenv(semconv.CAPTURE_CONTENT_ENV, "true")
     async with serve(plain(), ScriptedSolver("ok"), tracer_provider=provider) as client:
         resp = await solve(client)
     assert resp.status_code == 200, resp.text
@@ -561,7 +561,7 @@ async def test_latency_histograms_carry_the_trace_as_exemplar(
     ],
 )  # fmt: skip
 def test_standard_variables_choose_the_exporter(env: dict[str, str], names: list[str]) -> None:
-    assert tracing.exporter_names(env) == names
+    assert trace_setup.exporter_names(env) == names
 
 
 class Receiver:
@@ -630,7 +630,7 @@ async def test_spans_are_exported_over_otlp_http(
     assert attrs["gen_ai.operation.name"].string_value == "chat"
     assert attrs["gen_ai.usage.input_tokens"].int_value == ScriptedSolver.PROMPT_TOKENS
     assert service["service.name"] == "divconq-under-test"
-    assert schema == tracing.SCHEMA_URL
+    assert schema == semconv.SCHEMA_URL
 
 
 class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):

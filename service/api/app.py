@@ -44,7 +44,7 @@ from service.decomposer.adapters import Adapters
 from service.embedded.chat import EmbeddedChat
 from service.ledger import LedgerWriter, default_url, open_store
 from service.observability.metrics import Metrics
-from service.observability.tracing import Tracing
+from service.observability.trace_setup import Tracing
 from service.pipeline.budget import Budget
 from service.pipeline.modes import Pipeline
 from service.pipeline.token_estimate import TokenEstimator, tokenizer_file

@@ -20,13 +20,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.request_record import record
-from service.observability import tracing
+from service.observability import semconv, trace_setup, tracing
 
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class TraceMiddleware:
-    def __init__(self, app: ASGIApp, tracing_: tracing.Tracing) -> None:
+    def __init__(self, app: ASGIApp, tracing_: trace_setup.Tracing) -> None:
         self.app = app
         self.tracing = tracing_
 
@@ -48,7 +48,7 @@ class TraceMiddleware:
         if "user-agent" in carrier:
             attributes["user_agent.original"] = carrier["user-agent"]
         rec = record(scope)
-        attributes[tracing.REQUEST_ID] = rec.request_id
+        attributes[semconv.REQUEST_ID] = rec.request_id
         status = 500  # what the client gets if the app dies before answering
         with (
             tracer.start_as_current_span(
@@ -88,8 +88,8 @@ class TraceMiddleware:
                     span.update_name(f"{method} {route}")
                     done["http.route"] = route
                 if rec.mode:
-                    done[tracing.MODE] = rec.mode
+                    done[semconv.MODE] = rec.mode
                 if final >= 500:
-                    done[tracing.ERROR_TYPE] = str(final)
+                    done[semconv.ERROR_TYPE] = str(final)
                     span.set_status(Status(StatusCode.ERROR))
                 span.set_attributes(done)

@@ -19,7 +19,7 @@ from service.cache.keys import CachePolicy, cache_key
 from service.cache.stores import CacheStore, CacheUnavailable, open_store
 from service.core.completion import Completion
 from service.core.settings import Settings
-from service.observability import tracing
+from service.observability import semconv, tracing
 from service.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -43,17 +43,17 @@ class ResponseCache:
         """The JSON entry for ``parts`` in the policy's namespace, or None (a miss)."""
         if not (self.enabled and policy.read):
             return None
-        with tracing.span(f"cache.get {kind}", SpanKind.INTERNAL, {tracing.CACHE_KIND: kind}):
+        with tracing.span(f"cache.get {kind}", SpanKind.INTERNAL, {semconv.CACHE_KIND: kind}):
             try:
                 raw = await self.store.get(cache_key(kind, policy.namespace, parts))
             except CacheUnavailable as exc:
                 self._error(exc, kind)
-                tracing.annotate(tracing.CACHE_OUTCOME, "error")
+                tracing.annotate(semconv.CACHE_OUTCOME, "error")
                 return None
             self._failing = False
             outcome = "miss" if raw is None else "hit"
             self._metrics.cache_lookups.labels(kind, outcome).inc()
-            tracing.annotate(tracing.CACHE_OUTCOME, outcome)
+            tracing.annotate(semconv.CACHE_OUTCOME, outcome)
             return None if raw is None else json.loads(raw)
 
     async def put(self, kind: str, policy: CachePolicy, parts: Any, entry: Any) -> None:

@@ -52,7 +52,7 @@ from service.core.schemas import (
 from service.core.settings import Mode, Settings
 from service.core.spend import charge
 from service.decomposer import Decomposer
-from service.observability import tracing
+from service.observability import semconv, tracing
 from service.observability.metrics import Metrics
 from service.pipeline import prompts
 from service.pipeline.cached import replayed, solve_key
@@ -103,11 +103,11 @@ class Pipeline:
         if stage.role != "decomposer":
             return tracing.stage(name)
         provider, kind = self._decomposer_span
-        attrs = {tracing.STAGE: name}
+        attrs = {semconv.STAGE: name}
         if stage.usage.adapter:
-            attrs[tracing.ADAPTER] = stage.usage.adapter
+            attrs[semconv.ADAPTER] = stage.usage.adapter
         return tracing.model_call(
-            tracing.OP_TEXT_COMPLETION, stage.usage.model, provider, kind, attrs, prompt
+            semconv.OP_TEXT_COMPLETION, stage.usage.model, provider, kind, attrs, prompt
         )
 
     async def _call(
@@ -329,7 +329,7 @@ class Pipeline:
         and ``answer_delta`` (the final answer's text, as the solver writes it)
         as they happen; the final answer is the return value.
         """
-        flow = {tracing.MODE: str(plan.mode), tracing.CACHE: "off"}
+        flow = {semconv.MODE: str(plan.mode), semconv.CACHE: "off"}
         with tracing.workflow(f"divconq.{plan.mode}", flow) as span:
             response = await self._run_solve(plan, request_id=request_id, events=events)
             tracing.record_run(span, len(response.subquestions), response.usage.total)
@@ -349,7 +349,7 @@ class Pipeline:
         )
         if parts is not None and self._cache is not None:
             entry = await self._cache.get("solve", plan.cache, parts)
-            tracing.annotate(tracing.CACHE, "miss" if entry is None else "hit")
+            tracing.annotate(semconv.CACHE, "miss" if entry is None else "hit")
             if entry is not None:
                 return replayed(SolveResponse.model_validate(entry), request_id, run.elapsed_ms)
         result = await self._solve_now(run, mode)
@@ -394,7 +394,7 @@ class Pipeline:
 
     async def decompose(self, plan: Plan, *, request_id: str) -> DecomposeResponse:
         """Run a ``/decompose`` plan: the subquestions, nothing solved."""
-        with tracing.workflow("divconq.decompose", {tracing.MODE: "decompose"}) as span:
+        with tracing.workflow("divconq.decompose", {semconv.MODE: "decompose"}) as span:
             response = await self._run_decompose(plan, request_id=request_id)
             usage = response.usage.decomposer
             tracing.record_run(span, len(response.subquestions), usage)

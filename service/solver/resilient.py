@@ -39,7 +39,7 @@ from service.core.errors import (
     UpstreamTimeout,
 )
 from service.core.settings import SolverSettings
-from service.observability import tracing
+from service.observability import semconv, tracing
 from service.observability.metrics import Metrics
 from service.solver.base import Solver
 
@@ -90,8 +90,8 @@ class ResilientSolver:
         self._profile = profile
         self._metrics = metrics
         self._slots = asyncio.Semaphore(profile.max_concurrency)
-        self._provider = tracing.PROVIDERS.get(profile.backend, profile.backend)
-        in_process = profile.backend in tracing.IN_PROCESS
+        self._provider = semconv.PROVIDERS.get(profile.backend, profile.backend)
+        in_process = profile.backend in semconv.IN_PROCESS
         self._span_kind = SpanKind.INTERNAL if in_process else SpanKind.CLIENT
 
     def _backoff(self, attempt: int) -> float:
@@ -148,17 +148,17 @@ class ResilientSolver:
         if tracing.current() is None:
             return await self._backend.chat(messages, request_id=request_id, on_text=on_text)
         attrs: dict[str, str | int | bool | float] = {
-            tracing.PROFILE: self.name,
-            tracing.GEN_AI_REQUEST_TEMPERATURE: self._profile.temperature,
+            semconv.PROFILE: self.name,
+            semconv.GEN_AI_REQUEST_TEMPERATURE: self._profile.temperature,
         }
         if self._profile.max_tokens is not None:
-            attrs[tracing.GEN_AI_REQUEST_MAX_TOKENS] = self._profile.max_tokens
+            attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = self._profile.max_tokens
         if attempt:
-            attrs[tracing.RESEND_COUNT] = attempt
+            attrs[semconv.RESEND_COUNT] = attempt
         if fallback:
-            attrs[tracing.FALLBACK] = True
+            attrs[semconv.FALLBACK] = True
         with tracing.model_call(
-            tracing.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, messages
+            semconv.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, messages
         ) as span:
             completion = await self._backend.chat(messages, request_id=request_id, on_text=on_text)
             tracing.record_completion(span, completion, completion.model or self.model_name)

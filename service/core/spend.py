@@ -2,7 +2,7 @@
 
 The admission middleware opens a ``Spend`` for each API request; the pipeline
 charges every model call to it where it accounts the call
-(``Pipeline._call``), so a request that fails or is cancelled half-way still
+(``ModelCalls._call``), so a request that fails or is cancelled half-way still
 has its real tokens and cost, and per-key limits settle from them. Asyncio
 tasks copy the context, so calls made in a request's tasks charge it too.
 """

@@ -13,11 +13,11 @@ Progress goes to an optional ``events`` sink (``decomposition``,
 ``subquestion``, ``answer_delta``) as it happens: a streamed request runs the
 very same code as a non-streamed one, so answers and accounting are identical.
 
-Every figure in the response is measured here, around the backend calls
-(``Pipeline._call``), which is also where a failure learns its stage. What to
-run (mode, cap, solver chain and its prompt style, adapter) comes settled in a
-``Plan`` (``service/pipeline/plan.py``); nothing here re-derives a default or
-branches on the solver's prompt style.
+Every figure in the response is measured around the backend calls, in
+``ModelCalls._call`` (service/pipeline/calls.py), which is also where a failure
+learns its stage. What to run (mode, cap, solver chain and its prompt style,
+adapter) comes settled in a ``Plan`` (``service/pipeline/plan.py``); nothing
+here re-derives a default or branches on the solver's prompt style.
 
 In a traced request a run is one ``invoke_workflow`` span (mode, subquestion
 count, final status) holding a span per decomposer call and, from the solver
@@ -27,16 +27,8 @@ chain, one per solver attempt (``service/observability/tracing.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import time
-from collections.abc import Awaitable, Sequence
 
-from opentelemetry.trace import Span, SpanKind
-
-from service.cache.cache import ResponseCache, completion_entry, completion_from
-from service.core.completion import Completion, TextSink
-from service.core.errors import InvalidRequest, UpstreamError, UpstreamStatusError
 from service.core.schemas import (
     DecomposeResponse,
     DecomposeUsage,
@@ -49,39 +41,19 @@ from service.core.schemas import (
     TokenUsage,
     TotalUsage,
 )
-from service.core.settings import Mode, Settings
-from service.core.spend import charge
-from service.decomposer import Decomposer
+from service.core.settings import Mode
 from service.observability import semconv, tracing
-from service.observability.metrics import Metrics
 from service.pipeline import prompts
 from service.pipeline.cached import replayed, solve_key
+from service.pipeline.calls import ModelCalls
 from service.pipeline.dependencies import waves
 from service.pipeline.parsing import extract_answer, parse_decomposition, parse_next_subquestion
 from service.pipeline.plan import Plan
 from service.pipeline.run_state import AnswerStream, EventSink, Run, Stage
-from service.pipeline.token_estimate import TokenEstimator
 
 
-class Pipeline:
-    def __init__(
-        self,
-        settings: Settings,
-        decomposer: Decomposer,
-        metrics: Metrics,
-        estimator: TokenEstimator | None = None,
-        cache: ResponseCache | None = None,
-    ) -> None:
-        self._settings = settings
-        self._decomposer = decomposer
-        self._metrics = metrics
-        self._estimator = estimator or TokenEstimator(None)
-        self._cache = cache
-        # The engine runs in process (an INTERNAL span); an 'openai' decomposer is a server.
-        backend = settings.decomposer.backend
-        self._decomposer_span = (
-            ("openai", SpanKind.CLIENT) if backend == "openai" else (backend, SpanKind.INTERNAL)
-        )
+class Pipeline(ModelCalls):
+    """The four modes over the accounted model calls of ``ModelCalls``."""
 
     def _run(self, request_id: str, plan: Plan, events: EventSink | None = None) -> Run:
         solver_model = plan.solver.model_name if plan.solver else ""
@@ -93,86 +65,6 @@ class Pipeline:
                 "decomposer", StageUsage(model=self._decomposer.model_name, adapter=plan.adapter)
             ),
             solver=Stage("solver", StageUsage(model=solver_model)),
-        )
-
-    def _trace_call(
-        self, stage: Stage, name: str, prompt: str | prompts.Messages
-    ) -> contextlib.AbstractContextManager[Span]:
-        """A decomposer call's span; a solver call's spans (one per attempt) are the
-        solver chain's, labelled with the stage they serve."""
-        if stage.role != "decomposer":
-            return tracing.stage(name)
-        provider, kind = self._decomposer_span
-        attrs = {semconv.STAGE: name}
-        if stage.usage.adapter:
-            attrs[semconv.ADAPTER] = stage.usage.adapter
-        return tracing.model_call(
-            semconv.OP_TEXT_COMPLETION, stage.usage.model, provider, kind, attrs, prompt
-        )
-
-    async def _call(
-        self,
-        stage: Stage,
-        name: str,
-        call: Awaitable[Completion],
-        prompt: str | prompts.Messages,
-    ) -> Completion:
-        """Make one model call for ``name`` (decompose, solve, final) and account it.
-
-        The one place a model call happens: a failure learns here which
-        stage it broke, and the call's tokens, cost and time are charged to
-        the response and the metrics alike (counted here with a tokenizer
-        when the backend reported none: never a silent 0).
-        """
-        started = time.perf_counter()
-        try:
-            with stage.clock.running(), self._trace_call(stage, name, prompt) as span:
-                completion = await call
-                tracing.record_completion(span, completion, completion.model or stage.usage.model)
-        except UpstreamError as exc:
-            exc.during(name, stage.role)
-            if isinstance(exc, UpstreamStatusError) and exc.refuses_input:
-                # Deterministic: the backend (the embedded /v1 included) says the
-                # input is wrong. Not retried (resilient.py); the client's 422.
-                raise InvalidRequest(
-                    f"the {exc.role} refused this input during '{name}': {exc.detail}",
-                    stage=name,
-                ) from None
-            raise exc from None
-        except InvalidRequest as exc:
-            # A backend refused the input (the engine maps its own refusals
-            # once, in service/embedded/engine.py): the request's fault, 422.
-            exc.stage = exc.stage or name
-            raise
-        seconds = time.perf_counter() - started
-        usage = stage.usage
-        if completion.cached:
-            usage.cached_calls += 1
-            return completion
-        # A fallback may have answered: price and label by the model that did.
-        model = completion.model or usage.model
-        if not completion.usage_reported:
-            completion = await self._estimate(completion, prompt)
-            usage.estimated = True
-            self._metrics.usage_estimated.labels(name, model).inc()
-        cost = self._settings.price(model).cost_usd(
-            completion.prompt_tokens, completion.completion_tokens
-        )
-        usage.calls += 1
-        usage.prompt_tokens += completion.prompt_tokens
-        usage.completion_tokens += completion.completion_tokens
-        usage.cost_usd += cost
-        if completion.profile and completion.profile not in usage.answered_by:
-            usage.answered_by.append(completion.profile)
-        self._metrics.model_call(name, model, completion, seconds, cost)
-        charge(completion.prompt_tokens + completion.completion_tokens, cost)
-        return completion
-
-    async def _estimate(self, completion: Completion, prompt: str | prompts.Messages) -> Completion:
-        est = self._estimator
-        sent = await (est.text(prompt) if isinstance(prompt, str) else est.chat(prompt))
-        return dataclasses.replace(
-            completion, prompt_tokens=sent, completion_tokens=await est.text(completion.text)
         )
 
     # --- stages -----------------------------------------------------------------
@@ -204,31 +96,6 @@ class Pipeline:
             DecompositionEvent(subquestions=subs, repeats_dropped=run.repeats_dropped),
         )
         return subs
-
-    async def _solve(
-        self,
-        run: Run,
-        messages: prompts.Messages,
-        stage: str,
-        on_text: TextSink | None = None,
-    ) -> Completion:
-        return await self._call(run.solver, stage, self._chat(run, messages, on_text), messages)
-
-    async def _chat(
-        self, run: Run, messages: Sequence[dict[str, str]], on_text: TextSink | None
-    ) -> Completion:
-        """One solver call, through the response cache where the plan allows it."""
-        chain, policy = run.plan.solver, run.plan.cache
-        assert chain is not None, "a /decompose plan has no solver"
-        if self._cache is None or not policy.used or not (chain.deterministic or policy.force):
-            return await chain.chat(messages, request_id=run.request_id, on_text=on_text)
-        parts = {"solver": chain.identity, "messages": list(messages)}
-        entry = await self._cache.get("call", policy, parts)
-        if entry is not None:
-            return completion_from(entry)
-        completion = await chain.chat(messages, request_id=run.request_id, on_text=on_text)
-        await self._cache.put("call", policy, parts, completion_entry(completion))
-        return completion
 
     async def _answer(
         self, run: Run, index: int, sub: str, history: list[tuple[str, str]]

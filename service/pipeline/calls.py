@@ -1,0 +1,158 @@
+"""The one place a model call happens, and how each is accounted.
+
+``ModelCalls`` is what ``service.pipeline.modes.Pipeline`` sequences: a
+decomposer or solver call for a stage (decompose, solve, final) is made in
+``_call``, where a failure learns its stage, a backend's refusal of the input
+becomes the client's 422, and the call's tokens, cost and time are charged to
+the response, the metrics and the key's spend alike. Solver calls go through
+the response cache where the plan allows it (``_chat``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Awaitable, Sequence
+
+from opentelemetry.trace import Span, SpanKind
+
+from service.cache.cache import ResponseCache, completion_entry, completion_from
+from service.core.completion import Completion, TextSink
+from service.core.errors import InvalidRequest, UpstreamError, UpstreamStatusError
+from service.core.settings import Settings
+from service.core.spend import charge
+from service.decomposer import Decomposer
+from service.observability import semconv, tracing
+from service.observability.metrics import Metrics
+from service.pipeline import prompts
+from service.pipeline.run_state import Run, Stage
+from service.pipeline.token_estimate import TokenEstimator
+
+
+class ModelCalls:
+    """Model calls made and accounted for one pipeline; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        decomposer: Decomposer,
+        metrics: Metrics,
+        estimator: TokenEstimator | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self._settings = settings
+        self._decomposer = decomposer
+        self._metrics = metrics
+        self._estimator = estimator or TokenEstimator(None)
+        self._cache = cache
+        # The engine runs in process (an INTERNAL span); an 'openai' decomposer is a server.
+        backend = settings.decomposer.backend
+        self._decomposer_span = (
+            ("openai", SpanKind.CLIENT) if backend == "openai" else (backend, SpanKind.INTERNAL)
+        )
+
+    def _trace_call(
+        self, stage: Stage, name: str, prompt: str | prompts.Messages
+    ) -> contextlib.AbstractContextManager[Span]:
+        """A decomposer call's span; a solver call's spans (one per attempt) are the
+        solver chain's, labelled with the stage they serve."""
+        if stage.role != "decomposer":
+            return tracing.stage(name)
+        provider, kind = self._decomposer_span
+        attrs = {semconv.STAGE: name}
+        if stage.usage.adapter:
+            attrs[semconv.ADAPTER] = stage.usage.adapter
+        return tracing.model_call(
+            semconv.OP_TEXT_COMPLETION, stage.usage.model, provider, kind, attrs, prompt
+        )
+
+    async def _call(
+        self,
+        stage: Stage,
+        name: str,
+        call: Awaitable[Completion],
+        prompt: str | prompts.Messages,
+    ) -> Completion:
+        """Make one model call for ``name`` (decompose, solve, final) and account it.
+
+        The one place a model call happens: a failure learns here which
+        stage it broke, and the call's tokens, cost and time are charged to
+        the response and the metrics alike (counted here with a tokenizer
+        when the backend reported none: never a silent 0).
+        """
+        started = time.perf_counter()
+        try:
+            with stage.clock.running(), self._trace_call(stage, name, prompt) as span:
+                completion = await call
+                tracing.record_completion(span, completion, completion.model or stage.usage.model)
+        except UpstreamError as exc:
+            exc.during(name, stage.role)
+            if isinstance(exc, UpstreamStatusError) and exc.refuses_input:
+                # Deterministic: the backend (the embedded /v1 included) says the
+                # input is wrong. Not retried (resilient.py); the client's 422.
+                raise InvalidRequest(
+                    f"the {exc.role} refused this input during '{name}': {exc.detail}",
+                    stage=name,
+                ) from None
+            raise exc from None
+        except InvalidRequest as exc:
+            # A backend refused the input (the engine maps its own refusals
+            # once, in service/embedded/engine.py): the request's fault, 422.
+            exc.stage = exc.stage or name
+            raise
+        seconds = time.perf_counter() - started
+        usage = stage.usage
+        if completion.cached:
+            usage.cached_calls += 1
+            return completion
+        # A fallback may have answered: price and label by the model that did.
+        model = completion.model or usage.model
+        if not completion.usage_reported:
+            completion = await self._estimate(completion, prompt)
+            usage.estimated = True
+            self._metrics.usage_estimated.labels(name, model).inc()
+        cost = self._settings.price(model).cost_usd(
+            completion.prompt_tokens, completion.completion_tokens
+        )
+        usage.calls += 1
+        usage.prompt_tokens += completion.prompt_tokens
+        usage.completion_tokens += completion.completion_tokens
+        usage.cost_usd += cost
+        if completion.profile and completion.profile not in usage.answered_by:
+            usage.answered_by.append(completion.profile)
+        self._metrics.model_call(name, model, completion, seconds, cost)
+        charge(completion.prompt_tokens + completion.completion_tokens, cost)
+        return completion
+
+    async def _estimate(self, completion: Completion, prompt: str | prompts.Messages) -> Completion:
+        est = self._estimator
+        sent = await (est.text(prompt) if isinstance(prompt, str) else est.chat(prompt))
+        return dataclasses.replace(
+            completion, prompt_tokens=sent, completion_tokens=await est.text(completion.text)
+        )
+
+    async def _solve(
+        self,
+        run: Run,
+        messages: prompts.Messages,
+        stage: str,
+        on_text: TextSink | None = None,
+    ) -> Completion:
+        return await self._call(run.solver, stage, self._chat(run, messages, on_text), messages)
+
+    async def _chat(
+        self, run: Run, messages: Sequence[dict[str, str]], on_text: TextSink | None
+    ) -> Completion:
+        """One solver call, through the response cache where the plan allows it."""
+        chain, policy = run.plan.solver, run.plan.cache
+        assert chain is not None, "a /decompose plan has no solver"
+        if self._cache is None or not policy.used or not (chain.deterministic or policy.force):
+            return await chain.chat(messages, request_id=run.request_id, on_text=on_text)
+        parts = {"solver": chain.identity, "messages": list(messages)}
+        entry = await self._cache.get("call", policy, parts)
+        if entry is not None:
+            return completion_from(entry)
+        completion = await chain.chat(messages, request_id=run.request_id, on_text=on_text)
+        await self._cache.put("call", policy, parts, completion_entry(completion))
+        return completion

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +28,7 @@ from service.core.model_settings import (
     SolverSettings,
     shipped_adapters,
 )
+from service.core.platform_settings import CacheSettings, LedgerSettings, LimitSettings
 
 # Re-exported: the rest of the package imports them from here.
 __all__ = [
@@ -37,7 +38,10 @@ __all__ = [
     "NEEDS_BASE_URL",
     "NO_ADAPTER",
     "SHIPPED_ADAPTER",
+    "CacheSettings",
     "DecomposerSettings",
+    "LedgerSettings",
+    "LimitSettings",
     "Mode",
     "PromptStyleName",
     "Settings",
@@ -64,71 +68,6 @@ class ModelPrice(BaseModel):
         return (
             prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
         ) / 1e6
-
-
-class CacheSettings(BaseModel):
-    """The response cache (docs/ledger-and-cache.md)."""
-
-    enabled: bool = Field(True, description="Cache deterministic answers at all.")
-    url: SecretStr | None = Field(
-        None,
-        description="'memory' (a bounded LRU in this process) or a redis:// URL; unset = "
-        "DIVCONQ_REDIS_URL when that is set (replicas share hits), else 'memory'.",
-    )
-    ttl_s: float = Field(86400.0, gt=0, description="Seconds an entry lives.")
-    max_entries: int = Field(10000, ge=1, description="'memory' store: LRU bound.")
-    shared: bool = Field(
-        False,
-        description="One namespace for every API key. Off (the default), each key only hits "
-        "its own entries: no tenant can time another's questions.",
-    )
-    timeout_s: float = Field(0.5, gt=0, description="Redis: connect and read timeout.")
-
-
-class LedgerSettings(BaseModel):
-    """The request ledger: one row per API request (docs/ledger-and-cache.md)."""
-
-    enabled: bool = Field(True, description="Record requests at all.")
-    content: bool = Field(
-        False,
-        description="Also store the question, context, subquestions and answers (off: only "
-        "counts, times, models and costs).",
-    )
-    retention_days: float = Field(
-        90.0, ge=0, description="Rows older than this are deleted (hourly); 0 = keep forever."
-    )
-    queue_size: int = Field(
-        10000, ge=1, description="Rows waiting to be written; past it rows are dropped, counted."
-    )
-    batch_size: int = Field(500, ge=1, description="Most rows written in one transaction.")
-    flush_interval_s: float = Field(
-        0.5, gt=0, description="Longest a row waits for its batch to fill before it is written."
-    )
-
-
-class LimitSettings(BaseModel):
-    """Per-key limits (requests/tokens per minute, USD per day): where they are counted."""
-
-    enabled: bool = Field(
-        True, description="Enforce the limits of DIVCONQ_API_KEYS; false = count nothing."
-    )
-    on_store_error: Literal["allow", "deny"] = Field(
-        "allow",
-        description="When the limits store (Redis) cannot be reached during a request: "
-        "'allow' admits it uncounted (an outage of the store is not an outage of the API; "
-        "the in-flight cap still bounds load), 'deny' answers 503. Counted in "
-        "divconq_limit_store_errors_total and shown in /readyz either way.",
-    )
-    store_timeout_s: float = Field(
-        0.5, gt=0, description="Redis: connect and command timeout for one limits check."
-    )
-    prompt_overhead_tokens: int = Field(
-        1536,
-        ge=0,
-        description="Tokens/minute reservation: the most tokens a prompt template adds to "
-        "the question and context in one model call (the few-shot examples).",
-    )
-    key_prefix: str = Field("divconq:limits", description="Redis key prefix.")
 
 
 class Settings(BaseSettings):

@@ -10,7 +10,6 @@ tag (``{name}``), so a Redis Cluster keeps them in one slot.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -78,10 +77,9 @@ def _none(limit: float | None) -> str:
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:
     """A pooled client; each command gives up after ``timeout_s`` (then the policy decides)."""
-    client = aioredis.Redis.from_url(
+    return aioredis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
     )
-    return cast(aioredis.Redis, client)
 
 
 def _where(url: str) -> str:
@@ -153,7 +151,7 @@ class RedisStore:
 
     async def ping(self) -> None:
         try:
-            await cast(Awaitable[bool], self._client.ping())
+            await self._client.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
 

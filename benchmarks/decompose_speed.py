@@ -52,7 +52,7 @@ from _bench import RESULTS, ROOT, machine, pct, running, start_service, table, w
 
 from service.embedded.hardware import resolve_dtype
 
-DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
+DATA = ROOT / "service" / "data" / "gsm8k" / "socratic_1000.jsonl"
 
 
 def questions(n: int, offset: int = 200) -> list[str]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from _bench import RESULTS, ROOT, machine, pct, table, write_json
 
-DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
+DATA = ROOT / "service" / "data" / "gsm8k" / "socratic_1000.jsonl"
 
 
 def prompts(n: int, offset: int = 20) -> list[str]:

@@ -45,7 +45,7 @@ from _bench import (
     write_json,
 )
 
-DATA = ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
+DATA = ROOT / "service" / "data" / "gsm8k" / "socratic_1000.jsonl"
 
 
 def problems(n: int, offset: int = 100) -> list[str]:

@@ -19,8 +19,8 @@ from tests.stacks import TinyAdapter
 from tests.support import service_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLD = ROOT / "data/gsm8k/socratic_1000.jsonl"
-TRAIN = ROOT / "data/gsm8k/train.jsonl"
+GOLD = ROOT / "service/data/gsm8k/socratic_1000.jsonl"
+TRAIN = ROOT / "service/data/gsm8k/train.jsonl"
 SHIPPED = ROOT / "service/adapters/gsm8k-socratic"
 
 

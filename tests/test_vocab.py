@@ -136,7 +136,11 @@ def test_the_real_tokenizer_trimmed_keeps_the_task_text_and_the_turn_markers(
     for text in train:
         assert [keep[i] for i in new.encode(text).ids] == old.encode(text).ids
     # Held-out text the list was not built from: the same text back.
-    rows = (vocab.REPO_ROOT / "data" / "gsm8k" / "socratic_1000.jsonl").read_text().splitlines()
+    rows = (
+        (vocab.REPO_ROOT / "service" / "data" / "gsm8k" / "socratic_1000.jsonl")
+        .read_text()
+        .splitlines()
+    )
     for line in rows[:200]:
         text = json.loads(line)["question"]
         assert new.decode(new.encode(text).ids) == old.decode(old.encode(text).ids)

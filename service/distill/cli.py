@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from service.core.settings import Settings
+from service.data import GSM8K_SOCRATIC
 
 log = logging.getLogger(__name__)
-DEFAULT_GOLD = Path(__file__).resolve().parents[2] / "data" / "gsm8k" / "socratic_1000.jsonl"
+DEFAULT_GOLD = GSM8K_SOCRATIC
 DEFAULT_TRAIN = DEFAULT_GOLD.with_name("train.jsonl")
 
 

@@ -78,8 +78,8 @@ def add_parser(sub: Any) -> None:
     so.add_argument("--tasks", default="qgen,solve,static", help="comma-separated")
     so.add_argument(
         "--solutions",
-        help="GSM8K JSONL (data/gsm8k/train.jsonl): add a whole-solution 'direct' solver row "
-        "per problem (held-out problems excluded)",
+        help="GSM8K JSONL (service/data/gsm8k/train.jsonl): add a whole-solution 'direct' solver "
+        "row per problem (held-out problems excluded)",
     )
     so.add_argument("--solutions-limit", type=int, help="at most this many of them (seeded)")
     so.add_argument("--held-out", type=int, default=150, help="gold problems kept out of training")

@@ -4,7 +4,7 @@ Both are taught from worked decompositions: a problem with (subquestion, step)
 pairs, where a step is a GSM8K solution line with its calculator annotations
 (``She has 48/2 = <<48/2=24>>24 left.``). Sources:
 
-- gold: GSM8K Socratic rows (``subquestion ** step`` lines, ``data/gsm8k/``);
+- gold: GSM8K Socratic rows (``subquestion ** step`` lines, ``service/data/gsm8k/``);
 - sd-c: a decomposer's subquestions for a GSM8K training problem whose count
   equals the gold solution's step count, so subquestion *i* lines up with
   solution line *i* (``distill data --recipe sd-c`` writes them).

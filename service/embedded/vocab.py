@@ -59,7 +59,8 @@ def source_texts(repo: Path = REPO_ROOT) -> list[str]:
     row format and chat template the model is given (``PROMPT_SOURCES``).
     """
     texts: list[str] = []
-    for line in (repo / "data" / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines():
+    train = repo / "service" / "data" / "gsm8k" / "train.jsonl"
+    for line in train.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         texts += [row["question"], row["answer"]]
     texts += [(repo / name).read_text(encoding="utf-8") for name in PROMPT_SOURCES]

@@ -11,7 +11,7 @@ Formats (``--format``):
   ``context`` and ``subquestions`` (a list of gold subquestions).
 
 Only the file named is read: the default is the subset shipped in the
-repository (``data/gsm8k/socratic_1000.jsonl``, MIT), never anything outside it.
+repository (``service/data/gsm8k/socratic_1000.jsonl``, MIT), never anything outside it.
 
 The GSM8K field parsers here (``final_answer``, ``socratic_steps``,
 ``solution_steps``) are the project's only ones: distillation
@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from service.data import GSM8K_SOCRATIC
 from service.pipeline.prompts import FEWSHOT_SOURCE_INDICES
 
 Format = Literal["gsm8k", "socratic", "svamp", "jsonl"]
 FORMATS: tuple[Format, ...] = ("gsm8k", "socratic", "svamp", "jsonl")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATASET = REPO_ROOT / "data" / "gsm8k" / "socratic_1000.jsonl"
+DEFAULT_DATASET = GSM8K_SOCRATIC
 
 _FINAL_MARK = "####"
 _STEP_SEPARATOR = " ** "

@@ -5,7 +5,7 @@ Decomposer prompts are plain completions: the embedded decomposer is a small
 Solver prompts are chat messages for an instruction-tuned model.
 
 The few-shot problems are GSM8K test problems 970, 978 and 985 of
-``data/gsm8k/socratic_1000.jsonl`` (MIT licence, see data/gsm8k/LICENSE),
+``service/data/gsm8k/socratic_1000.jsonl`` (MIT licence, see service/data/gsm8k/LICENSE),
 with their gold Socratic subquestions; the evaluation harness skips them.
 """
 

@@ -7,7 +7,7 @@ on the held-out split of ``distill data``, beside "always the commonest
 count". Needs scikit-learn, which the service does not (``pip install
 scikit-learn``)::
 
-    python data/gsm8k/count_baseline.py .data/distill/gsm8k/held_out.jsonl
+    python scripts/count_baseline.py .data/distill/gsm8k/held_out.jsonl
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from scipy.sparse import csr_matrix, hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-TRAIN = Path(__file__).with_name("train.jsonl")
+TRAIN = Path(__file__).resolve().parents[1] / "service" / "data" / "gsm8k" / "train.jsonl"
 _NUMBER_WORDS = """one two three four five six seven eight nine ten eleven twelve twenty
 thirty forty fifty hundred thousand half twice double triple third quarter dozen"""
 NUMBER_WORDS = frozenset(_NUMBER_WORDS.split())

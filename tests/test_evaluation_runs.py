@@ -297,7 +297,11 @@ def test_eval_against_live_service_and_resume(service_url: str, tmp_path: Path) 
     assert second.returncode == 0, second.stderr[-4000:]
     lines2 = results.read_text().splitlines()
     assert lines2[:4] == lines
-    third_id = datasets.select(datasets.load(datasets.DEFAULT_DATASET).problems, 3, None)[2].id
+    # The default dataset is the held-out part of the shipped one (never trained on).
+    trained = datasets.training_questions()
+    held_out = datasets.never_seen(datasets.load(datasets.DEFAULT_DATASET), trained)
+    third_id = datasets.select(held_out.problems, 3, None)[2].id
+    assert datasets.overlap(datasets.select(held_out.problems, 3, None), trained) == 0
     new = [json.loads(line) for line in lines2[4:]]
     assert sorted((r["problem_id"], r["mode"]) for r in new) == [
         (third_id, "direct"),

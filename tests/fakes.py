@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -22,8 +23,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.app import create_app
-from service.core.completion import Completion, TextSink
+from service.core.completion import Completion, PromptCall
 from service.core.settings import Settings
+from service.embedded.engine import Generation
 from service.tenancy.store import LimitStore
 
 KEY = "sk-live-test-51d2"
@@ -92,33 +94,22 @@ class FakeEngine:
         rendered: list[dict[str, str]] = json.loads(self.calls[call]["prompt"].split("\n")[0])
         return rendered
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        request_id: str,
-        max_tokens: int,
-        temperature: float,
-        stop: Sequence[str] = (),
-        adapter: str | None = None,
-        stop_token_ids: Sequence[int] = (),
-        on_text: TextSink | None = None,
-    ) -> Completion:
+    async def generate(self, gen: Generation) -> Completion:
         piece = self.pieces[min(len(self.calls), len(self.pieces) - 1)]
         self.calls.append(
             {
-                "prompt": prompt,
-                "request_id": request_id,
-                "max_tokens": max_tokens,
-                "stop": list(stop),
-                "stop_token_ids": list(stop_token_ids),
+                "prompt": gen.prompt,
+                "request_id": gen.request_id,
+                "max_tokens": gen.max_tokens,
+                "stop": list(gen.stop),
+                "stop_token_ids": list(gen.stop_token_ids),
             }
         )
-        closes = piece.endswith(">>") and ">>" in stop
+        closes = piece.endswith(">>") and ">>" in gen.stop
         text = piece.removesuffix(">>") if closes else piece
-        if on_text is not None:
+        if gen.on_text is not None:
             for word in re.findall(r"\s*\S+", text):
-                on_text(word)
+                gen.on_text(word)
         return Completion(
             text,
             self.PROMPT_TOKENS,
@@ -164,24 +155,9 @@ class FakeDecomposer:
     async def start(self) -> None:
         return None
 
-    async def complete(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        request_id: str,
-        adapter: str | None = None,
-    ) -> Completion:
+    async def complete(self, call: PromptCall) -> Completion:
         text = self.texts[min(len(self.calls), len(self.texts) - 1)]
-        self.calls.append(
-            {
-                "prompt": prompt,
-                "max_tokens": max_tokens,
-                "request_id": request_id,
-                "adapter": adapter,
-            }
-        )
+        self.calls.append(dataclasses.asdict(call))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         return Completion(text, self.PROMPT_TOKENS, self.COMPLETION_TOKENS)

@@ -17,7 +17,7 @@ import pytest
 
 from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import DecomposerSettings
-from service.embedded.engine import EmbeddedEngine, tokenizer_copies_in_background
+from service.embedded.engine import EmbeddedEngine, Generation, tokenizer_copies_in_background
 
 
 def _fake_vllm_renderer(monkeypatch: pytest.MonkeyPatch, pool: Any) -> types.ModuleType:
@@ -110,7 +110,7 @@ async def test_a_dead_engine_is_not_ready_and_answers_503(monkeypatch: pytest.Mo
     engine._engine = DeadAsyncLLM()  # type: ignore[assignment]
     assert engine.dead and not engine.ready
     with pytest.raises(NotReady) as caught:
-        await engine.generate("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0)
+        await engine.generate(Generation("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0))
     assert caught.value.status_code == 503
     assert "engine stopped" in str(caught.value) and "restart" in str(caught.value)
 
@@ -150,7 +150,7 @@ async def test_an_input_the_engine_refuses_is_a_422(
     engine = EmbeddedEngine(DecomposerSettings(), "/models/m", "m")
     engine._engine = RefusingAsyncLLM(exc)  # type: ignore[assignment]
     with pytest.raises(InvalidRequest) as caught:
-        await engine.generate("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0)
+        await engine.generate(Generation("2 + 3?", request_id="r1", max_tokens=4, temperature=0.0))
     assert caught.value.status_code == 422
     assert str(exc) in caught.value.message
 

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from service.api.app import create_app
-from service.core.completion import Completion
+from service.core.completion import ChatCall, Completion, PromptCall
 from service.core.model_settings import SolverSettings
 from service.core.settings import Settings
 from service.observability import semconv, trace_setup, tracing
@@ -302,7 +302,7 @@ async def test_a_failed_request_marks_its_spans_and_names_its_trace(
 
 
 class BrokenDecomposer(FakeDecomposer):
-    async def complete(self, prompt: str, **kwargs: Any) -> Any:
+    async def complete(self, call: PromptCall) -> Any:
         raise RuntimeError("a bug, not an upstream failure")
 
 
@@ -338,7 +338,7 @@ class InProcessModel:
 
     model_name = "gemma-3-270m"
 
-    async def chat(self, messages: Any, *, request_id: str, on_text: Any = None) -> Completion:
+    async def chat(self, call: ChatCall) -> Completion:
         return Completion("40 - 10 = 30", 12, 7)
 
 
@@ -349,7 +349,7 @@ async def test_in_process_solver_calls_are_internal_spans(
         "default", InProcessModel(), SolverSettings(backend="embedded"), Metrics()
     )
     with tracing.using(trace_setup.Tracing(provider)):
-        await solver.chat([{"role": "user", "content": Q}], request_id="r1")
+        await solver.chat(ChatCall([{"role": "user", "content": Q}], "r1"))
     (span,) = exporter.get_finished_spans()
     assert span.name == "chat gemma-3-270m"
     assert span.kind is SpanKind.INTERNAL  # no network hop: not a CLIENT span

@@ -41,7 +41,7 @@ from service.api.request_record import record_of
 from service.api.solving import FACADE_ENDPOINT
 from service.api.state import get_services
 from service.api.streaming import Emit, EventStream, sse
-from service.core.completion import Completion
+from service.core.completion import ChatCall, Completion
 from service.core.errors import InvalidRequest, ModelNotFound
 from service.core.input_limits import InputLimits
 from service.core.schemas import ErrorResponse
@@ -109,7 +109,7 @@ async def _raw(body: ChatRequest, request: Request) -> ChatCompletion | EventStr
     if body.stream:
         return _raw_stream(body, chat, messages, completion_id, sampling, model)
     gen = await cancel_on_disconnect(
-        request, chat.reply(messages, request_id=completion_id, sampling=sampling)
+        request, chat.reply(ChatCall(messages, completion_id), sampling)
     )
     return ChatCompletion(
         id=completion_id,
@@ -159,10 +159,8 @@ def _raw_stream(
     async def work(emit: Emit) -> None:
         emit(delta({"role": "assistant", "content": ""}))
         gen = await chat.reply(
-            messages,
-            request_id=completion_id,
-            sampling=sampling,
-            on_text=lambda text: emit(delta({"content": text})),
+            ChatCall(messages, completion_id, on_text=lambda text: emit(delta({"content": text}))),
+            sampling,
         )
         emit(delta({}, gen.finish_reason))
         if include_usage:

@@ -1,8 +1,13 @@
-"""What every model backend returns: text plus the backend's own token counts."""
+"""What a model backend is asked (one call object) and returns (text plus its token counts).
+
+Each role's backends take one frozen call object rather than a list of
+keyword arguments, so the Protocol and every backend name it once:
+``PromptCall`` for the decomposer, ``ChatCall`` for the solver.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # Receives a reply's text as it is written, one piece at a time (a streamed
@@ -27,3 +32,29 @@ class Completion:
     usage_reported: bool = True
     # Served from the response cache: no model ran, nothing was spent.
     cached: bool = False
+
+
+@dataclass(frozen=True)
+class PromptCall:
+    """One decomposer call: a completion prompt and where it stops."""
+
+    prompt: str
+    max_tokens: int
+    stop: Sequence[str]
+    request_id: str
+    # A LoRA adapter's name (None = the base model).
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One solver call: the chat messages, and where its text goes as it is written.
+
+    With ``on_text``, a backend that can stream passes the reply's text on as
+    it is written (the pieces add up to the completion's text); one that
+    cannot ignores it. Usage is the same either way.
+    """
+
+    messages: Sequence[dict[str, str]]
+    request_id: str
+    on_text: TextSink | None = None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import httpx2
 
-from service.core.completion import Completion
+from service.core.completion import Completion, PromptCall
 from service.core.settings import Settings
 
 
@@ -27,16 +27,8 @@ class Decomposer(Protocol):
     async def start(self) -> None:
         """Load or connect; may take minutes (model preparation, engine start)."""
 
-    async def complete(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        request_id: str,
-        adapter: str | None = None,
-    ) -> Completion:
-        """One completion; ``adapter`` names a LoRA adapter (None = base model)."""
+    async def complete(self, call: PromptCall) -> Completion:
+        """One completion; ``call.adapter`` names a LoRA adapter (None = base model)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -7,11 +7,9 @@ completions, not chats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import httpx2
 
-from service.core.completion import Completion
+from service.core.completion import Completion, PromptCall
 from service.core.errors import UpstreamInvalidResponse
 from service.core.http_calls import post_json, usage_of
 from service.core.settings import Settings
@@ -41,25 +39,17 @@ class OpenAIDecomposer:
     async def start(self) -> None:
         return None
 
-    async def complete(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        request_id: str,
-        adapter: str | None = None,
-    ) -> Completion:
-        headers = {"X-Request-ID": request_id}
+    async def complete(self, call: PromptCall) -> Completion:
+        headers = {"X-Request-ID": call.request_id}
         if self._settings.api_key is not None:
             headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
         payload = {
             # vLLM serves LoRA modules under their own names (--lora-modules).
-            "model": adapter or self.model_name,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
+            "model": call.adapter or self.model_name,
+            "prompt": call.prompt,
+            "max_tokens": call.max_tokens,
             "temperature": self._settings.temperature,
-            "stop": list(stop) or None,
+            "stop": list(call.stop) or None,
         }
         body = await post_json(
             self._http,

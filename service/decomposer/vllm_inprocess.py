@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2
 
-from service.core.completion import Completion
+from service.core.completion import Completion, PromptCall
 from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import SHIPPED_ADAPTER, Settings
 from service.decomposer.base import register
-from service.embedded.engine import EmbeddedEngine, local_hardware
+from service.embedded.engine import EmbeddedEngine, Generation, local_hardware
 from service.embedded.hardware import EngineHardware
 
 log = logging.getLogger(__name__)
@@ -168,24 +167,18 @@ class VllmDecomposer:
             return engine, None
         return await self._base_engine(), adapter
 
-    async def complete(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        request_id: str,
-        adapter: str | None = None,
-    ) -> Completion:
-        engine, lora = await self._route(adapter)
+    async def complete(self, call: PromptCall) -> Completion:
+        engine, lora = await self._route(call.adapter)
         # An input the engine refuses is an InvalidRequest already (engine.py).
         return await engine.generate(
-            prompt,
-            request_id=request_id,
-            max_tokens=max_tokens,
-            temperature=self._settings.decomposer.temperature,
-            stop=stop,
-            adapter=lora,
+            Generation(
+                call.prompt,
+                request_id=call.request_id,
+                max_tokens=call.max_tokens,
+                temperature=self._settings.decomposer.temperature,
+                stop=call.stop,
+                adapter=lora,
+            )
         )
 
     async def aclose(self) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.core.completion import ChatCall
 from service.evaluation.datasets import final_answer, socratic_steps, solution_steps
 from service.evaluation.scoring import answer_correct, has_duplicate
 from service.pipeline import prompts
@@ -208,15 +209,14 @@ async def teacher_decompositions(
                 },
                 {"role": "user", "content": prompt},
             ]
-            plan = await solver.chat(messages, request_id=f"distill-{ex.id}")
+            plan = await solver.chat(ChatCall(messages, f"distill-{ex.id}"))
             subs, repeats = parse_decomposition(plan.text, max_subquestions)
             if not acceptable(subs, repeats, recipe=recipe, steps=ex.meta.get("steps")):
                 return
             meta: dict[str, Any] = {"teacher": solver.model_name} | ex.meta
             if recipe == "sd-r":
                 final = await solver.chat(
-                    prompts.hinted(ex.question, subs),
-                    request_id=f"distill-{ex.id}-r",
+                    ChatCall(prompts.hinted(ex.question, subs), f"distill-{ex.id}-r")
                 )
                 predicted = extract_answer(final.text, ex.question)
                 meta["teacher_answer"] = predicted

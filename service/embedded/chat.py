@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion, TextSink
 from service.core.errors import NotReady
 from service.embedded.calculator import CLOSE, OPEN, generate_with_calculator
-from service.embedded.engine import ENGINE_DEAD
+from service.embedded.engine import ENGINE_DEAD, Generation
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,7 @@ class ChatEngine(Protocol):
 
     def count_tokens(self, prompt: str) -> int: ...
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        request_id: str,
-        max_tokens: int,
-        temperature: float,
-        stop: Sequence[str] = (),
-        adapter: str | None = None,
-        stop_token_ids: Sequence[int] = (),
-        on_text: TextSink | None = None,
-    ) -> Completion: ...
+    async def generate(self, gen: Generation) -> Completion: ...
 
 
 @dataclass(frozen=True)
@@ -105,24 +94,19 @@ class EmbeddedChat:
         engine = self.engine()
         return engine.count_tokens(self._prompt(engine, messages))
 
-    async def reply(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        sampling: Sampling,
-        on_text: TextSink | None = None,
-    ) -> Completion:
+    async def reply(self, call: ChatCall, sampling: Sampling) -> Completion:
         """One reply; with the calculator on, every annotation it closes is computed.
 
-        ``request_id`` must be unique per reply (vLLM's rule); the calculator's
-        later engine calls add a suffix to it. ``on_text`` gets the reply as it
-        is written, less what the calculator may still rewrite (``Holdback``).
+        ``call.request_id`` must be unique per reply (vLLM's rule); the
+        calculator's later engine calls add a suffix to it. ``call.on_text``
+        gets the reply as it is written, less what the calculator may still
+        rewrite (``Holdback``).
         """
         engine = self.engine()
-        prompt = self._prompt(engine, messages)
+        prompt = self._prompt(engine, call.messages)
+        request_id = call.request_id
         calls = 0
-        holdback = Holdback(on_text) if on_text is not None else None
+        holdback = Holdback(call.on_text) if call.on_text is not None else None
 
         async def generate(text: str, budget: int, stops: Sequence[str]) -> Completion:
             nonlocal calls
@@ -138,14 +122,16 @@ class EmbeddedChat:
 
             # An input the engine refuses is an InvalidRequest already (engine.py).
             return await engine.generate(
-                text,
-                request_id=request_id if calls == 1 else f"{request_id}-{calls}",
-                max_tokens=budget,
-                temperature=sampling.temperature,
-                stop=stops,
-                # A chat reply ends with its turn.
-                stop_token_ids=engine.turn_end_ids,
-                on_text=piece if holdback is not None else None,
+                Generation(
+                    text,
+                    request_id=request_id if calls == 1 else f"{request_id}-{calls}",
+                    max_tokens=budget,
+                    temperature=sampling.temperature,
+                    stop=stops,
+                    # A chat reply ends with its turn.
+                    stop_token_ids=engine.turn_end_ids,
+                    on_text=piece if holdback is not None else None,
+                )
             )
 
         if not self._calculator:

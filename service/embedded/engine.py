@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from service.core.completion import Completion, TextSink
@@ -145,6 +146,22 @@ def tokenizer_copies_in_background() -> Iterator[list[threading.Thread]]:
         hf_renderer.maybe_make_thread_pool = original  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One engine call: the prompt, its sampling, and where its text goes as it is written."""
+
+    prompt: str
+    request_id: str
+    max_tokens: int
+    temperature: float
+    stop: Sequence[str] = ()
+    # A LoRA adapter's name (None = the base model).
+    adapter: str | None = None
+    # Tokens that end the text besides the model's end of sequence (a chat turn's end).
+    stop_token_ids: Sequence[int] = ()
+    on_text: TextSink | None = None
+
+
 class EmbeddedEngine:
     """Thin async wrapper over vLLM's ``AsyncLLM`` with token accounting."""
 
@@ -241,23 +258,12 @@ class EmbeddedEngine:
             thread.join()
         return engine
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        request_id: str,
-        max_tokens: int,
-        temperature: float,
-        stop: Sequence[str] = (),
-        adapter: str | None = None,
-        stop_token_ids: Sequence[int] = (),
-        on_text: TextSink | None = None,
-    ) -> Completion:
+    async def generate(self, gen: Generation) -> Completion:
         """One generation. An input the engine refuses (a prompt past the model's
         context, a bad sampling value) is ``InvalidRequest`` (422): mapped here,
         once, for every caller (the decomposer, the embedded ``/v1``).
 
-        ``on_text`` gets the text as it is written. vLLM holds back the tail
+        ``gen.on_text`` gets the text as it is written. vLLM holds back the tail
         that may yet turn out to be a stop string, so the pieces add up to the
         returned text."""
         if self._engine is None:
@@ -268,22 +274,23 @@ class EmbeddedEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         final = None
+        request_id, on_text = gen.request_id, gen.on_text
         try:
             params = SamplingParams(
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stop=list(stop) or None,
-                stop_token_ids=list(stop_token_ids) or None,
+                max_tokens=gen.max_tokens,
+                temperature=gen.temperature,
+                stop=list(gen.stop) or None,
+                stop_token_ids=list(gen.stop_token_ids) or None,
                 output_kind=(
                     RequestOutputKind.CUMULATIVE if on_text else RequestOutputKind.FINAL_ONLY
                 ),
             )
             written = 0
             async for out in self._engine.generate(
-                prompt,
+                gen.prompt,
                 params,
                 request_id,
-                lora_request=self._loras[adapter] if adapter else None,
+                lora_request=self._loras[gen.adapter] if gen.adapter else None,
             ):
                 final = out
                 text = out.outputs[0].text if on_text and out.outputs else ""

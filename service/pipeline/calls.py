@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Sequence
 from opentelemetry.trace import Span, SpanKind
 
 from service.cache.cache import ResponseCache, completion_entry, completion_from
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion, PromptCall, TextSink
 from service.core.errors import InvalidRequest, UpstreamError, UpstreamStatusError
 from service.core.settings import Settings
 from service.core.spend import charge
@@ -132,6 +132,15 @@ class ModelCalls:
             completion, prompt_tokens=sent, completion_tokens=await est.text(completion.text)
         )
 
+    async def _decompose(
+        self, run: Run, prompt: str, max_tokens: int, stop: Sequence[str]
+    ) -> Completion:
+        """One decomposer call, with the plan's adapter and the request's next call id."""
+        call = PromptCall(prompt, max_tokens, stop, run.next_decomposer_id(), run.plan.adapter)
+        return await self._call(
+            run.decomposer, "decompose", self._decomposer.complete(call), prompt
+        )
+
     async def _solve(
         self,
         run: Run,
@@ -148,11 +157,11 @@ class ModelCalls:
         chain, policy = run.plan.solver, run.plan.cache
         assert chain is not None, "a /decompose plan has no solver"
         if self._cache is None or not policy.used or not (chain.deterministic or policy.force):
-            return await chain.chat(messages, request_id=run.request_id, on_text=on_text)
+            return await chain.chat(ChatCall(messages, run.request_id, on_text))
         parts = {"solver": chain.identity, "messages": list(messages)}
         entry = await self._cache.get("call", policy, parts)
         if entry is not None:
             return completion_from(entry)
-        completion = await chain.chat(messages, request_id=run.request_id, on_text=on_text)
+        completion = await chain.chat(ChatCall(messages, run.request_id, on_text))
         await self._cache.put("call", policy, parts, completion_entry(completion))
         return completion

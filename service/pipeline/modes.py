@@ -72,23 +72,14 @@ class Pipeline(ModelCalls):
     async def _decompose_static(self, run: Run) -> list[str]:
         # A distilled adapter learned the format: it gets the short zero-shot
         # prompt; the base model needs the few-shot one.
-        adapter, cap = run.plan.adapter, run.plan.cap
+        cap = run.plan.cap
         prompt = (
             prompts.distilled_decomposition(run.question, run.context)
-            if adapter
+            if run.plan.adapter
             else prompts.static_decomposition(run.question, run.context)
         )
-        completion = await self._call(
-            run.decomposer,
-            "decompose",
-            self._decomposer.complete(
-                prompt,
-                max_tokens=self._settings.decomposer.max_tokens,
-                stop=prompts.static_stop(cap),
-                request_id=run.next_decomposer_id(),
-                adapter=adapter,
-            ),
-            prompt,
+        completion = await self._decompose(
+            run, prompt, self._settings.decomposer.max_tokens, prompts.static_stop(cap)
         )
         subs, run.repeats_dropped = parse_decomposition(completion.text, cap)
         run.emit(
@@ -155,17 +146,8 @@ class Pipeline(ModelCalls):
             # needs the few-shot prompt.
             ask = prompts.socratic_distilled if run.plan.adapter else prompts.socratic_next
             prompt = ask(run.question, history, run.context)
-            completion = await self._call(
-                run.decomposer,
-                "decompose",
-                self._decomposer.complete(
-                    prompt,
-                    max_tokens=self._settings.decomposer.socratic_max_tokens,
-                    stop=prompts.SOCRATIC_STOP,
-                    request_id=run.next_decomposer_id(),
-                    adapter=run.plan.adapter,
-                ),
-                prompt,
+            completion = await self._decompose(
+                run, prompt, self._settings.decomposer.socratic_max_tokens, prompts.SOCRATIC_STOP
             )
             sub = parse_next_subquestion(completion.text, [q for q, _ in history])
             if sub is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion, TextSink
 from service.core.errors import UpstreamInvalidResponse, UpstreamStatusError
 from service.core.http_calls import post_json, usage_of
 from service.core.http_stream import post_events
@@ -57,20 +57,14 @@ class AnthropicSolver:
             headers["x-api-key"] = self._key
         return headers
 
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        on_text: TextSink | None = None,
-    ) -> Completion:
-        if on_text is not None:
-            return await self._streamed(messages, request_id, on_text)
+    async def chat(self, call: ChatCall) -> Completion:
+        if call.on_text is not None:
+            return await self._streamed(call.messages, call.request_id, call.on_text)
         body = await post_json(
             self._http,
             self._url,
-            self._payload(messages),
-            headers=self._headers(request_id),
+            self._payload(call.messages),
+            headers=self._headers(call.request_id),
             timeout=self._timeout,
         )
         content = body.get("content")

@@ -8,7 +8,7 @@ from typing import Protocol, TypeVar
 
 import httpx2
 
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion
 from service.core.settings import Settings, SolverSettings
 from service.embedded.chat import EmbeddedChat
 
@@ -18,19 +18,9 @@ class Solver(Protocol):
 
     model_name: str
 
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        on_text: TextSink | None = None,
-    ) -> Completion:
-        """One chat completion; failures are ``service.core.errors.UpstreamError`` subclasses.
-
-        With ``on_text``, a backend that can stream passes the reply's text on
-        as it is written (the pieces add up to the completion's text); one
-        that cannot ignores it. Usage is the same either way.
-        """
+    async def chat(self, call: ChatCall) -> Completion:
+        """One chat completion (streamed where ``call.on_text`` asks and the backend can);
+        failures are ``service.core.errors.UpstreamError`` subclasses."""
         ...
 
 

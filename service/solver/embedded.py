@@ -10,10 +10,10 @@ is wrapped in the profile's concurrency limit, retries and fallbacks
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Sequence
 
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion
 from service.core.errors import NotReady
 from service.core.settings import Settings, SolverSettings
 from service.embedded.chat import EmbeddedChat, Sampling
@@ -37,18 +37,8 @@ class EmbeddedSolver:
         # vLLM wants an id per generation; a request makes several solver calls.
         self._calls = itertools.count(1)
 
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        on_text: TextSink | None = None,
-    ) -> Completion:
+    async def chat(self, call: ChatCall) -> Completion:
         if self._chat is None:
             raise NotReady("the embedded solver has no engine in this process")
-        return await self._chat.reply(
-            messages,
-            request_id=f"{request_id}-s{next(self._calls)}",
-            sampling=self._sampling,
-            on_text=on_text,
-        )
+        numbered = dataclasses.replace(call, request_id=f"{call.request_id}-s{next(self._calls)}")
+        return await self._chat.reply(numbered, self._sampling)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion, TextSink
 from service.core.errors import UpstreamInvalidResponse, UpstreamStatusError
 from service.core.http_calls import post_json, usage_of
 from service.core.http_stream import post_events
@@ -68,16 +68,10 @@ class OpenAIChatSolver:
             headers.update(self.auth_headers(self._key))
         return headers
 
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        on_text: TextSink | None = None,
-    ) -> Completion:
-        if on_text is not None and self._streams:
+    async def chat(self, call: ChatCall) -> Completion:
+        if call.on_text is not None and self._streams:
             try:
-                return await self._streamed(messages, request_id, on_text)
+                return await self._streamed(call.messages, call.request_id, call.on_text)
             except UpstreamStatusError as exc:
                 if exc.status not in REFUSED_STREAM or exc.mid_stream:
                     raise
@@ -92,8 +86,8 @@ class OpenAIChatSolver:
         body = await post_json(
             self._http,
             self._url,
-            self.payload(messages),
-            headers=self._headers(request_id),
+            self.payload(call.messages),
+            headers=self._headers(call.request_id),
             timeout=self._timeout,
         )
         try:

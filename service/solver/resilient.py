@@ -30,7 +30,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from service.core.completion import Completion, TextSink
+from service.core.completion import ChatCall, Completion, TextSink
 from service.core.deadline import remaining
 from service.core.errors import (
     UpstreamConnectError,
@@ -99,22 +99,14 @@ class ResilientSolver:
         # Full jitter: retries from many requests spread out instead of stampeding.
         return random.uniform(0.0, cap)
 
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        fallback: bool = False,
-        on_text: TextSink | None = None,
-    ) -> Completion:
+    async def chat(self, call: ChatCall, *, fallback: bool = False) -> Completion:
         attempt = 0
-        relay = Relay(on_text)
+        relay = Relay(call.on_text)
+        relayed = dataclasses.replace(call, on_text=relay.sink)
         while True:
             try:
                 async with self._slots:
-                    completion = await self._attempt(
-                        messages, request_id, attempt, fallback, relay.sink
-                    )
+                    completion = await self._attempt(relayed, attempt, fallback)
             except UpstreamError as exc:
                 delay = None if relay.written else self._retry_delay(exc, attempt)
                 if delay is None:
@@ -136,17 +128,10 @@ class ResilientSolver:
             self._metrics.solver_calls.labels("ok").inc()
             return dataclasses.replace(completion, profile=self.name, model=self.model_name)
 
-    async def _attempt(
-        self,
-        messages: Sequence[dict[str, str]],
-        request_id: str,
-        attempt: int,
-        fallback: bool,
-        on_text: TextSink | None,
-    ) -> Completion:
+    async def _attempt(self, call: ChatCall, attempt: int, fallback: bool) -> Completion:
         """One call to the backend, as its own span when the request is traced."""
         if tracing.current() is None:
-            return await self._backend.chat(messages, request_id=request_id, on_text=on_text)
+            return await self._backend.chat(call)
         attrs: dict[str, str | int | bool | float] = {
             semconv.PROFILE: self.name,
             semconv.GEN_AI_REQUEST_TEMPERATURE: self._profile.temperature,
@@ -158,9 +143,9 @@ class ResilientSolver:
         if fallback:
             attrs[semconv.FALLBACK] = True
         with tracing.model_call(
-            semconv.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, messages
+            semconv.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, call.messages
         ) as span:
-            completion = await self._backend.chat(messages, request_id=request_id, on_text=on_text)
+            completion = await self._backend.chat(call)
             tracing.record_completion(span, completion, completion.model or self.model_name)
             return completion
 
@@ -188,20 +173,13 @@ class SolverChain:
         self.identity = [m.identity for m in self._members]
         self.deterministic = all(m.identity.get("temperature", 0.0) == 0.0 for m in self._members)
 
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        request_id: str,
-        on_text: TextSink | None = None,
-    ) -> Completion:
+    async def chat(self, call: ChatCall) -> Completion:
         failure: UpstreamError | None = None
-        relay = Relay(on_text)
+        relay = Relay(call.on_text)
+        relayed = dataclasses.replace(call, on_text=relay.sink)
         for i, member in enumerate(self._members):
             try:
-                return await member.chat(
-                    messages, request_id=request_id, fallback=i > 0, on_text=relay.sink
-                )
+                return await member.chat(relayed, fallback=i > 0)
             except UpstreamError as exc:
                 failure = exc
                 if remaining() == 0.0 or relay.written:

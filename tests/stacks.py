@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from service.core.settings import DecomposerSettings
-from service.embedded.engine import engine_env, engine_hardware
+from service.embedded.engine_config import engine_env, engine_hardware
 from tests.support import (
     FaultServer,
     Proc,

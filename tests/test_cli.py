@@ -17,7 +17,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> str:
 
 def test_prepare_model_is_cached_and_merges_the_distilled_weights(model_dir: Path) -> None:
     from service.core.settings import SHIPPED_ADAPTER, Settings, shipped_adapters
-    from service.embedded.engine import local_hardware
+    from service.embedded.engine_config import local_hardware
     from service.embedded.model_prep import distilled_model_dir, is_prepared
 
     out = _cli("prepare-model", env={"DIVCONQ_DATA_DIR": str(model_dir.parent.parent)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.core.settings import DecomposerSettings
-from service.embedded.engine import engine_args, engine_env, engine_hardware
+from service.embedded.engine_config import engine_args, engine_env, engine_hardware
 from service.embedded.hardware import (
     EngineHardware,
     cpu_ranges,

@@ -137,7 +137,7 @@ def cmd_prepare_model(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from service.core.settings import SHIPPED_ADAPTER, shipped_adapters
-    from service.embedded.engine import local_hardware
+    from service.embedded.engine_config import local_hardware
     from service.embedded.model_prep import prepare_distilled_model, prepare_embedded_model
 
     base = prepare_embedded_model(settings.embedded_model_dir, force=args.force)

@@ -27,7 +27,8 @@ from service.core.completion import Completion, PromptCall
 from service.core.errors import InvalidRequest, NotReady
 from service.core.settings import SHIPPED_ADAPTER, Settings
 from service.decomposer.base import register
-from service.embedded.engine import EmbeddedEngine, Generation, local_hardware
+from service.embedded.engine import EmbeddedEngine, Generation
+from service.embedded.engine_config import local_hardware
 from service.embedded.hardware import EngineHardware
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
             questions = questions[: args.limit]
         if args.local_teacher:
             from service.distill.local_teacher import LOCAL_RECIPES, local_decompositions
-            from service.embedded.engine import (
+            from service.embedded.engine_config import (
                 apply_engine_env,
                 engine_args,
                 engine_env,

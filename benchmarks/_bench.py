@@ -1,15 +1,14 @@
 """Shared helpers for the benchmark scripts (not a benchmark itself).
 
 Ports and waiting on HTTP (on ``service.cli.procs``), the machine description,
-percentiles, tables, JSON results, the service as a subprocess, process-tree
-RSS and CPU, and a small keep-alive HTTP/1.1 load client cheap enough not to
-starve the service of CPU on a 2-core box (httpx costs several times more per
-request).
+percentiles, tables, command lines and JSON results, the service and the stub
+model as subprocesses, process-tree RSS and CPU. The load client is in
+``_load.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import contextlib
 import json
 import os
@@ -17,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,6 +142,22 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) 
     return "\n".join(lines)
 
 
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring's first line, the rest of --help as written."""
+    return argparse.ArgumentParser(
+        description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def parse(parser: argparse.ArgumentParser, name: str, smoke: str = "") -> argparse.Namespace:
+    """Adds what every benchmark takes, ``--smoke`` (a tiny run for the test suite;
+    ``smoke`` says what it leaves out) and ``--out`` (``results/NAME.json``), and parses."""
+    help_ = f"tiny run for the test suite{': ' + smoke if smoke else ''}"
+    parser.add_argument("--smoke", action="store_true", help=help_)
+    parser.add_argument("--out", default=str(RESULTS / f"{name}.json"))
+    return parser.parse_args()
+
+
 def write_json(path: str | Path, report: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +171,7 @@ class Server:
     url: str
     started: float  # perf_counter just before Popen
     log: Path | None = None
+    ready: float = 0.0  # perf_counter when /readyz first answered 200 (``serving``)
 
     @property
     def ps(self) -> psutil.Process:
@@ -212,7 +228,35 @@ def start_service(env: dict[str, str], log: Path | None = None, cwd: Path = ROOT
     return Server(proc, f"http://127.0.0.1:{port}", started, log)
 
 
-def start_stub(delay_s: float, plan: str, decomposer_delay_s: float | None = None) -> Server:
+@contextlib.contextmanager
+def serving(
+    env: dict[str, str], log: Path | None = None, cwd: Path = ROOT, timeout_s: float = 60
+) -> Iterator[Server]:
+    """``start_service``, ready (``Server.ready``) when it yields; stopped after."""
+    server = start_service(env, log, cwd)
+    with running(server):
+        server.ready = wait_http(f"{server.url}/readyz", timeout_s=timeout_s, proc=server.proc)
+        yield server
+
+
+def stub_env(stub_url: str) -> dict[str, str]:
+    """``DIVCONQ_*`` for a service whose decomposer and solver are the stub model
+    (``stub_model``), with room for any load."""
+    return {
+        "DIVCONQ_MAX_IN_FLIGHT": "8192",
+        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
+        "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub_url}/v1",
+        "DIVCONQ_SOLVER__BASE_URL": f"{stub_url}/v1",
+        "DIVCONQ_SOLVER__MODEL": "stub",
+    }
+
+
+@contextlib.contextmanager
+def stub_model(
+    delay_s: float, plan: str = INDEPENDENT_PLAN, decomposer_delay_s: float | None = None
+) -> Iterator[Server]:
+    """``benchmarks/stub_model.py`` on a free loopback port: ready when it yields,
+    stopped after."""
     port = free_port()
     args = [
         sys.executable,
@@ -229,8 +273,9 @@ def start_stub(delay_s: float, plan: str, decomposer_delay_s: float | None = Non
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server(proc, f"http://127.0.0.1:{port}", started)
-    wait_http(f"{server.url}/stats", proc=proc)
-    return server
+    with running(server):
+        wait_http(f"{server.url}/stats", proc=proc)
+        yield server
 
 
 @contextlib.contextmanager
@@ -240,118 +285,3 @@ def running(*servers: Server) -> Iterator[None]:
     finally:
         for s in reversed(servers):
             s.stop()
-
-
-# --- a lean load client -------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    status: int
-    seconds: float
-    body: dict[str, Any] | None
-    started: float = 0.0  # perf_counter() when the request was sent
-
-
-class KeepAliveClient:
-    """One HTTP/1.1 keep-alive connection; POSTs JSON, reads Content-Length bodies."""
-
-    # More request header lines (b"name: value\r\n" each), for subclasses: a key, say.
-    extra_headers = b""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        return self._reader, self._writer
-
-    async def _send(
-        self, path: str, payload: bytes
-    ) -> tuple[asyncio.StreamReader, int, dict[bytes, bytes]]:
-        """POST ``payload``; returns the reader (at the body), the status and the
-        headers (names lower-cased)."""
-        reader, writer = await self._connect()
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\n".encode()
-            + self.extra_headers
-            + b"\r\n"
-            + payload
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        headers = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (line.partition(b":") for line in lines[1:] if line)
-        }
-        return reader, status, headers
-
-    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
-        reader, status, headers = await self._send(path, payload)
-        length = int(headers.get(b"content-length", b"0"))
-        body = await reader.readexactly(length) if length else b""
-        if headers.get(b"connection", b"").lower() == b"close":
-            self.close()
-        return status, body
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
-
-
-async def closed_loop(
-    url: str,
-    path: str,
-    payloads: Sequence[dict[str, Any]],
-    concurrency: int,
-    *,
-    duration_s: float | None = None,
-    total: int | None = None,
-    stagger_s: float = 0.0,
-    client: Callable[[str, int], KeepAliveClient] = KeepAliveClient,
-) -> tuple[list[Result], float]:
-    """``concurrency`` clients, each sending its next request when the last returns.
-
-    Runs for ``duration_s`` seconds, or until ``total`` requests were sent.
-    ``stagger_s`` spreads the clients' first requests evenly over that many
-    seconds; without it every client starts at once, and against a server
-    with a fixed answer time they stay in lockstep, arriving as one burst per
-    cycle. ``client`` makes each worker's connection (a streaming reader, say).
-    Returns every result and the wall time.
-    """
-    host, port = url.removeprefix("http://").split(":")
-    bodies = [json.dumps(p).encode() for p in payloads]
-    results: list[Result] = []
-    sent = 0
-    started = time.perf_counter()
-    stop_at = started + duration_s if duration_s is not None else float("inf")
-
-    async def worker(k: int) -> None:
-        nonlocal sent
-        conn = client(host, int(port))
-        await asyncio.sleep(stagger_s * k / concurrency)
-        try:
-            while time.perf_counter() < stop_at and (total is None or sent < total):
-                body = bodies[sent % len(bodies)]
-                sent += 1
-                t0 = time.perf_counter()
-                try:
-                    status, raw = await conn.post(path, body)
-                except (OSError, asyncio.IncompleteReadError):
-                    conn.close()
-                    results.append(Result(0, time.perf_counter() - t0, None, t0))
-                    continue
-                seconds = time.perf_counter() - t0
-                parsed = json.loads(raw) if raw else None
-                results.append(Result(status, seconds, parsed, t0))
-        finally:
-            conn.close()
-
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return results, time.perf_counter() - started

@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench import INDEPENDENT_PLAN, ROOT, running, start_service, start_stub, table, wait_http
+from _bench import ROOT, Server, start_service, stub_env, stub_model
+from _side_by_side import ADDED, compare, rounds
 
 OFF = {"OTEL_TRACES_EXPORTER": "none"}
 TARGET_ADDED_P50_MS = 0.3
@@ -37,11 +38,7 @@ TARGET_ADDED_P50_MS = 0.3
 
 def _env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, str]:
     env = {
-        "DIVCONQ_MAX_IN_FLIGHT": "8192",
-        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
-        "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub_url}/v1",
-        "DIVCONQ_SOLVER__BASE_URL": f"{stub_url}/v1",
-        "DIVCONQ_SOLVER__MODEL": "stub",
+        **stub_env(stub_url),
         # Every request runs every stage: a cached answer would measure the cache.
         "DIVCONQ_CACHE__ENABLED": "false",
         **OFF,
@@ -74,17 +71,16 @@ def _checkout(ref: str | None) -> Iterator[Path | None]:
         yield Path(tmp)
 
 
-def _p50(values: list[float]) -> float:
-    values = sorted(values)
-    return values[len(values) // 2] if values else float("nan")
-
-
 def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     """Rows per configuration and mode, and what tracing adds at p50."""
     configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
     configs += ["on-sampled"] if args.tracing_ratio else []
-    stub = start_stub(args.tracing_delay_s, INDEPENDENT_PLAN)
-    with running(stub), _checkout(args.tracing_baseline) as old:
+
+    def one_client(s: Server, mode: str) -> dict[str, Any]:
+        row: dict[str, Any] = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
+        return row
+
+    with stub_model(args.tracing_delay_s) as stub, _checkout(args.tracing_baseline) as old:
         services = {
             c: start_service(
                 _env(stub.url, "off" if c == "before" else c, args.tracing_ratio),
@@ -92,69 +88,18 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
             )
             for c in configs
         }
-        with running(*services.values()):
-            for s in services.values():
-                wait_http(f"{s.url}/readyz", proc=s.proc)
-            samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for _ in range(args.tracing_rounds):
-                for mode in ("direct", "static"):
-                    for c in configs:
-                        s = services[c]
-                        row = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
-                        samples.setdefault((c, mode), []).append(row)
-    rows = []
-    medians = (
-        "latency_p50_ms",
-        "overhead_server_p50_ms",
-        "overhead_client_p50_ms",
-        "cpu_ms_per_request",
-    )
-    for (config, mode), got in samples.items():
-        rows.append(
-            {
-                "tracing": config,
-                "mode": mode,
-                "requests": sum(r["requests"] for r in got),
-                "errors": sum(r["errors"] for r in got),
-                **{k: round(_p50([r[k] for r in got]), 3) for k in medians},
-            }
-        )
-    by = {(r["tracing"], r["mode"]): r for r in rows}
-    added = []
-    for mode in ("direct", "static"):
-        for new, old_ in (("on", "off"), ("off", "before"), ("on-sampled", "off")):
-            if (new, mode) not in by or (old_, mode) not in by:
-                continue
-            a, b = by[(new, mode)], by[(old_, mode)]
-            added.append(
-                {
-                    "compare": f"{new} - {old_}",
-                    "mode": mode,
-                    "latency_p50_added_ms": round(a["latency_p50_ms"] - b["latency_p50_ms"], 3),
-                    "server_p50_added_ms": round(
-                        a["overhead_server_p50_ms"] - b["overhead_server_p50_ms"], 3
-                    ),
-                    "client_p50_added_ms": round(
-                        a["overhead_client_p50_ms"] - b["overhead_client_p50_ms"], 3
-                    ),
-                    "cpu_ms_per_request_added": round(
-                        a["cpu_ms_per_request"] - b["cpu_ms_per_request"], 3
-                    ),
-                }
-            )
-    on = [a for a in added if a["compare"] == "on - off"]
+        samples = rounds(services, args.tracing_rounds, one_client)
+    pairs = (("on", "off"), ("off", "before"), ("on-sampled", "off"))
+    figures = compare("tracing", samples, "tracing", list(ADDED.values()), pairs)
+    on = [a for a in figures["added"] if a["compare"] == "on - off"]
     # The spans around model calls are timed as part of those calls (stage
     # latency), so the overheads miss them: the target is judged on latency.
     met = all(a["latency_p50_added_ms"] <= TARGET_ADDED_P50_MS for a in on) if on else None
-    print("\ntracing, one client (median of the rounds' p50s, ms):")
-    print(table(rows, list(rows[0])))
-    print(table(added, list(added[0])))
     print(f"  on adds <= {TARGET_ADDED_P50_MS} ms p50 at one client: {met}")
     return {
         "rounds": args.tracing_rounds,
         "delay_s": args.tracing_delay_s,
         "baseline": args.tracing_baseline,
-        "rows": rows,
-        "added": added,
+        **figures,
         "on_added_client_p50_le_0_3ms": met,
     }

@@ -34,19 +34,21 @@ from typing import Any
 
 import psutil
 from _bench import (
-    RESULTS,
     ROOT,
     Server,
-    closed_loop,
+    arguments,
     machine,
+    parse,
     pct,
     running,
     start_service,
-    start_stub,
+    stub_env,
+    stub_model,
     table,
     wait_http,
     write_json,
 )
+from _load import closed_loop
 
 QUESTION = (
     "Zoe has 12 stickers. She buys 3 packs of 5 stickers and gives 7 away. How many are left?"
@@ -196,9 +198,7 @@ def finish(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--load-concurrency", type=int, default=16)
     parser.add_argument("--load-s", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--settle-s", type=float, default=2.0)
@@ -208,14 +208,8 @@ def main() -> int:
     parser.add_argument(
         "--rows", default="embedded,stub", help="which services to start: embedded, stub or both"
     )
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny run for the test suite: the stub row only (the embedded start is what "
-        "every slow-tier service fixture already goes through)",
-    )
-    parser.add_argument("--out", default=str(RESULTS / "cold_start.json"))
-    args = parser.parse_args()
+    smoke = "the stub row only (the embedded start is what every slow-tier service fixture "
+    args = parse(parser, "cold_start", smoke + "already goes through)")
     if args.smoke:
         args.load_concurrency, args.load_s, args.settle_s, args.prepare = 2, 2.0, 0.5, False
         args.rows = "stub"
@@ -233,15 +227,8 @@ def main() -> int:
         print(f"  {rows[-1]}", flush=True)
     if "stub" not in wanted:
         return finish(info, args, prep, rows)
-    stub = start_stub(0.05, "1. How many apples does Tom have?")
-    with running(stub):
-        stub_env = {
-            "DIVCONQ_DECOMPOSER__BACKEND": "openai",
-            "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub.url}/v1",
-            "DIVCONQ_SOLVER__BASE_URL": f"{stub.url}/v1",
-            "DIVCONQ_SOLVER__MODEL": "stub",
-        }
-        rows.append(measure("HTTP models only (stub, no engine)", stub_env, args))
+    with stub_model(0.05, "1. How many apples does Tom have?") as stub:
+        rows.append(measure("HTTP models only (stub, no engine)", stub_env(stub.url), args))
         print(f"  {rows[-1]}", flush=True)
     return finish(info, args, prep, rows)
 

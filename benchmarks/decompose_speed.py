@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _bench import RESULTS, ROOT, machine, pct, running, start_service, table, wait_http
+from _bench import RESULTS, ROOT, machine, pct, serving, table
 
 from service.embedded.hardware import resolve_dtype
 
@@ -89,9 +89,8 @@ async def load(url: str, qs: list[str], concurrency: int) -> dict[str, Any]:
 
 def measure(label: str, env: dict[str, str], cwd: Path, args: argparse.Namespace) -> dict[str, Any]:
     log = Path(tempfile.mkdtemp(prefix="decompose-speed-")) / f"{label}.log"
-    service = start_service({"DIVCONQ_LOG_LEVEL": "info", **env}, log=log, cwd=cwd)
-    with running(service):
-        ready = wait_http(f"{service.url}/readyz", timeout_s=900, proc=service.proc)
+    env = {"DIVCONQ_LOG_LEVEL": "info", **env}
+    with serving(env, log=log, cwd=cwd, timeout_s=900) as service:
         engine = httpx.get(f"{service.url}/readyz").json()["decomposer"].get("engine")
         warm = questions(2, offset=100)
         asyncio.run(load(service.url, warm, 2))
@@ -103,7 +102,7 @@ def measure(label: str, env: dict[str, str], cwd: Path, args: argparse.Namespace
         "config": label,
         "engine": engine
         and f"{engine['dtype']}, OMP {engine['omp_threads_bind']}, {engine.get('executor', 'mp')}",
-        "readyz_s": round(ready - service.started, 1),
+        "readyz_s": round(service.ready - service.started, 1),
         "tok_s_at_1": one["tokens_per_s"],
         "p50_s_at_1": one["p50_s"],
         f"tok_s_at_{args.concurrency}": many["tokens_per_s"],

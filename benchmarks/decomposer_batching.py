@@ -23,7 +23,6 @@ The two backends run one after the other, never together.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _bench import RESULTS, ROOT, machine, pct, table, write_json
+from _bench import ROOT, arguments, machine, parse, pct, table, write_json
 
 DATA = ROOT / "service" / "data" / "gsm8k" / "socratic_1000.jsonl"
 
@@ -162,9 +161,7 @@ def run_transformers(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument(
@@ -174,9 +171,7 @@ def main() -> int:
         help="time only this many transformers requests; larger levels use their mean "
         "service time (default: time every request)",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--out", default=str(RESULTS / "decomposer_batching.json"))
-    args = parser.parse_args()
+    args = parse(parser, "decomposer_batching")
     if args.smoke:
         args.concurrency, args.max_tokens = "1,2", 4
     levels = [int(c) for c in args.concurrency.split(",")]

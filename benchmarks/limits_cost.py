@@ -19,7 +19,6 @@ is the median of the rounds' p50s, in microseconds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _bench import RESULTS, machine, pct, table, write_json
+from _bench import arguments, machine, parse, pct, table, write_json
 
 from service.cli import procs
 from service.core.keys import ApiKey
@@ -99,14 +98,10 @@ async def _measure(url: str, rounds: int, n: int) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=2000, help="per round and config")
-    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--out", default=str(RESULTS / "limits_cost.json"))
-    args = parser.parse_args()
+    args = parse(parser, "limits_cost")
     if args.smoke:
         args.rounds, args.requests = 2, 50
     binary = shutil.which("redis-server")

@@ -33,15 +33,15 @@ from typing import Any
 import httpx
 from _bench import (
     INDEPENDENT_PLAN,
-    RESULTS,
     ROOT,
+    arguments,
     machine,
+    parse,
     pct,
-    running,
-    start_service,
-    start_stub,
+    serving,
+    stub_env,
+    stub_model,
     table,
-    wait_http,
     write_json,
 )
 
@@ -117,29 +117,17 @@ def real_model(args: argparse.Namespace, logs: Path) -> tuple[list[dict[str, Any
     env = {"DIVCONQ_MAX_IN_FLIGHT": "64"}
     if args.smoke:
         env |= {"DIVCONQ_SOLVER__MAX_TOKENS": "8", "DIVCONQ_DECOMPOSER__MAX_TOKENS": "24"}
-    service = start_service(env, log=logs / "modes-service.log")
-    with running(service):
-        ready = wait_http(f"{service.url}/readyz", timeout_s=900, proc=service.proc)
-        print(f"  service ready in {ready - service.started:.1f} s", flush=True)
+    with serving(env, log=logs / "modes-service.log", timeout_s=900) as service:
+        print(f"  service ready in {service.ready - service.started:.1f} s", flush=True)
         return measure_modes(service.url, args)
 
 
 def parallel_vs_sequential(args: argparse.Namespace) -> list[dict[str, Any]]:
-    stub = start_stub(args.stub_delay_s, INDEPENDENT_PLAN)
     rows = []
-    with running(stub):
+    with stub_model(args.stub_delay_s) as stub:
         for parallel in (True, False):
-            service = start_service(
-                {
-                    "DIVCONQ_DECOMPOSER__BACKEND": "openai",
-                    "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub.url}/v1",
-                    "DIVCONQ_SOLVER__BASE_URL": f"{stub.url}/v1",
-                    "DIVCONQ_SOLVER__MODEL": "stub",
-                    "DIVCONQ_PARALLEL_SUBQUESTIONS": str(parallel).lower(),
-                }
-            )
-            with running(service):
-                wait_http(f"{service.url}/readyz", proc=service.proc)
+            env = {**stub_env(stub.url), "DIVCONQ_PARALLEL_SUBQUESTIONS": str(parallel).lower()}
+            with serving(env) as service:
                 questions = problems(args.stub_requests)
                 solve_all(service.url, questions[:1], "static")  # warm-up
                 label = "static, parallel" if parallel else "static, sequential"
@@ -149,9 +137,7 @@ def parallel_vs_sequential(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--problems", type=int, default=10, help="GSM8K problems per mode")
     parser.add_argument("--modes", default="direct,hinted,static,socratic")
     parser.add_argument(
@@ -166,9 +152,7 @@ def main() -> int:
         help="measure this running service (e.g. a deployment) instead of starting "
         "`python -m service serve` with its defaults",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--out", default=str(RESULTS / "modes.json"))
-    args = parser.parse_args()
+    args = parse(parser, "modes")
     if args.smoke:
         args.problems, args.modes = 1, "direct,static"
         args.stub_delay_s, args.stub_requests = 0.05, 2

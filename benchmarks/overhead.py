@@ -49,20 +49,18 @@ from typing import Any
 
 from _bench import (
     INDEPENDENT_PLAN,
-    RESULTS,
-    KeepAliveClient,
-    Result,
-    closed_loop,
+    arguments,
     machine,
+    parse,
     pct,
-    running,
-    start_service,
-    start_stub,
+    serving,
+    stub_env,
+    stub_model,
     table,
-    wait_http,
     write_json,
 )
 from _features_cost import features_cost
+from _load import KeepAliveClient, Result, closed_loop
 from _tracing_cost import tracing_cost
 
 QUESTIONS = [
@@ -157,8 +155,10 @@ async def measure(
     args: argparse.Namespace,
     arrival: str,
     cpu,
+    client: type[KeepAliveClient] | None = None,
 ) -> dict[str, Any]:
-    """One closed loop: warm-up, then ``duration_s`` measured.
+    """One closed loop: warm-up, then ``duration_s`` measured; ``client`` in place of
+    the one ``mode`` takes.
 
     Measured: the requests that finished after the warm-up (at high
     concurrency with the shipped limits a request can outlast the window, so
@@ -173,7 +173,7 @@ async def measure(
             concurrency,
             duration_s=args.warmup_s + args.duration_s,
             stagger_s=stagger,
-            client=StreamingClient if mode.endswith(STREAMED) else KeepAliveClient,
+            client=client or (StreamingClient if mode.endswith(STREAMED) else KeepAliveClient),
         )
     )
     await asyncio.sleep(args.warmup_s)
@@ -198,21 +198,15 @@ CONFIGS = {
 
 def run_config(limits: str, stub_url: str, args: argparse.Namespace) -> list[dict]:
     env = {
-        "DIVCONQ_MAX_IN_FLIGHT": "8192",
-        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
-        "DIVCONQ_DECOMPOSER__BASE_URL": f"{stub_url}/v1",
-        "DIVCONQ_SOLVER__BASE_URL": f"{stub_url}/v1",
-        "DIVCONQ_SOLVER__MODEL": "stub",
+        **stub_env(stub_url),
         # Every request runs every stage (the same questions repeat: the cache
         # would answer them), and the ledger records nothing of the benchmark's.
         "DIVCONQ_CACHE__ENABLED": "false",
         "DIVCONQ_LEDGER__ENABLED": "false",
         **CONFIGS[limits],
     }
-    service = start_service(env)
     rows = []
-    with running(service):
-        wait_http(f"{service.url}/readyz", proc=service.proc)
+    with serving(env) as service:
         for arrival in args.arrivals.split(","):
             for mode in args.modes.split(","):
                 for c in args.levels:
@@ -264,9 +258,7 @@ def stream_cost(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
     parser.add_argument(
         "--modes", default="direct,static,static-stream", help="static-stream: streamed static"
@@ -311,9 +303,7 @@ def main() -> int:
     parser.add_argument(
         "--features-delay-s", type=float, default=0.02, help="stub delay for the features rounds"
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--out", default=str(RESULTS / "overhead.json"))
-    args = parser.parse_args()
+    args = parse(parser, "overhead")
     if args.smoke:
         args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
         args.limits = "default"
@@ -323,9 +313,8 @@ def main() -> int:
     configs = [(lim, arr) for lim in args.limits.split(",") for arr in args.arrivals.split(",")]
 
     info = machine()
-    stub = start_stub(args.delay_s, INDEPENDENT_PLAN)
     rows = []
-    with running(stub):
+    with stub_model(args.delay_s) as stub:
         for limits in args.limits.split(","):
             rows += run_config(limits, stub.url, args)
 
@@ -348,8 +337,7 @@ def main() -> int:
     }
     streaming = stream_cost(rows)
     tracing = tracing_cost(measure, args) if args.tracing_rounds else None
-    args.feature_questions = QUESTIONS
-    features = features_cost(summarise, args) if args.features_rounds else None
+    features = features_cost(measure, args) if args.features_rounds else None
     report = {
         "benchmark": "overhead",
         "machine": info,

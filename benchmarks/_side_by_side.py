@@ -1,0 +1,102 @@
+"""Configurations of the service measured side by side on one stub model, for
+``_tracing_cost.py`` and ``_features_cost.py`` (not a benchmark itself).
+
+The services are started together and measured in alternating rounds at one
+client, so drift on a shared machine hits every configuration alike. A
+configuration's figure is the median of its rounds' p50s (one noisy round
+moves it least); what one configuration adds is its figure minus another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from _bench import Server, running, table, wait_http
+
+MODES = ("direct", "static")
+# Every figure a row of ``overhead.py``'s ``summarise`` has that a comparison reads.
+ADDED = {
+    "latency_p50_added_ms": "latency_p50_ms",
+    "server_p50_added_ms": "overhead_server_p50_ms",
+    "client_p50_added_ms": "overhead_client_p50_ms",
+    "cpu_ms_per_request_added": "cpu_ms_per_request",
+}
+
+
+def rounds(
+    services: dict[str, Server], count: int, measure: Callable[[Server, str], dict[str, Any]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Waits for every service to be ready, then ``count`` rounds of each mode on each
+    (stopping them after); the rows per (configuration, mode)."""
+    with running(*services.values()):
+        for s in services.values():
+            wait_http(f"{s.url}/readyz", proc=s.proc)
+        samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for _ in range(count):
+            for mode in MODES:
+                for config, s in services.items():
+                    samples.setdefault((config, mode), []).append(measure(s, mode))
+    return samples
+
+
+def _p50(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
+def median_rows(
+    samples: dict[tuple[str, str], list[dict[str, Any]]], label: str, medians: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per (configuration, mode): the requests and errors of all rounds, and
+    the median over the rounds of each figure in ``medians``."""
+    return [
+        {
+            label: config,
+            "mode": mode,
+            "requests": sum(r["requests"] for r in got),
+            "errors": sum(r["errors"] for r in got),
+            **{k: round(_p50([r[k] for r in got]), 3) for k in medians},
+        }
+        for (config, mode), got in samples.items()
+    ]
+
+
+def added_rows(
+    rows: list[dict[str, Any]],
+    label: str,
+    pairs: Sequence[tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """``new - old`` per mode of each figure in ``ADDED`` the rows have, for the pairs
+    measured."""
+    by = {(r[label], r["mode"]): r for r in rows}
+    added = []
+    for mode in MODES:
+        for new, old in pairs:
+            if (new, mode) not in by or (old, mode) not in by:
+                continue
+            a, b = by[(new, mode)], by[(old, mode)]
+            added.append(
+                {
+                    "compare": f"{new} - {old}",
+                    "mode": mode,
+                    **{f: round(a[k] - b[k], 3) for f, k in ADDED.items() if k in a},
+                }
+            )
+    return added
+
+
+def compare(
+    title: str,
+    samples: dict[tuple[str, str], list[dict[str, Any]]],
+    label: str,
+    medians: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+) -> dict[str, list[dict[str, Any]]]:
+    """``median_rows`` and ``added_rows`` of the samples, printed as two tables."""
+    rows = median_rows(samples, label, medians)
+    added = added_rows(rows, label, pairs)
+    print(f"\n{title}, one client (median of the rounds' p50s, ms):")
+    print(table(rows, list(rows[0])))
+    print(table(added, list(added[0])))
+    return {"rows": rows, "added": added}

@@ -103,13 +103,17 @@ def _no_divconq_environment(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _ledger_in_a_temp_dir: str
 ) -> None:
     """The fast tier builds its Settings from what each test gives, never the shell's
-    (but for the ledger's file: a temp one)."""
+    (but for the ledger's file: a temp one), nor from this machine's prepared model:
+    usage estimates count words unless a test gives a tokenizer (the default, the
+    prepared model's 33 MB tokenizer, takes seconds to load in every worker, and
+    only where ``make serve`` has been run)."""
     if request.node.get_closest_marker("slow") is not None:
         return
     for name in list(os.environ):
         if name.startswith("DIVCONQ_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DIVCONQ_LEDGER_URL", _ledger_in_a_temp_dir)
+    monkeypatch.setenv("DIVCONQ_USAGE_TOKENIZER", "none")
 
 
 def _memory_group(item: pytest.Item) -> int:

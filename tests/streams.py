@@ -1,12 +1,13 @@
-"""Test helpers for streamed answers: the app with its fakes on a real socket, and
-server-sent events read as they arrive."""
+"""Test helpers for streamed answers: the app with its fakes on a real socket,
+server-sent events read as they arrive, and what a streamed run and a whole one
+must agree on."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +17,28 @@ from service.cli import procs
 from service.core.settings import Settings
 from tests.fakes import FakeDecomposer, ScriptedSolver, transport
 from tests.support import wait_until
+
+# Two independent subquestions, for the fake decomposer.
+PLAN = "1. How many apples does Tom have?\n2. How many pears does Ann buy?"
+
+
+def without_latency(value: Any) -> Any:
+    """The same accounting, minus the wall times (two runs never take the same time)."""
+    if isinstance(value, dict):
+        return {k: without_latency(v) for k, v in value.items() if k != "latency_ms"}
+    if isinstance(value, list):
+        return [without_latency(v) for v in value]
+    return value
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 10.0) -> bool:
+    """Whether ``check()`` came true within ``timeout_s`` (polled from this thread)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
 
 
 @contextlib.contextmanager

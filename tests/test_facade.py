@@ -25,8 +25,8 @@ from tests.fakes import (
     settings_for,
     transport,
 )
+from tests.streams import PLAN, without_latency
 
-PLAN = "1. How many apples does Tom have?\n2. How many pears does Ann buy?"
 SYSTEM = "Apples come in bags of 3."
 PIPELINE_MODELS = ["divconq-static", "divconq-hinted", "divconq-socratic", "divconq-direct"]
 
@@ -49,14 +49,6 @@ async def sdk(
         yield openai.AsyncOpenAI(
             base_url="http://divconq.test/v1", api_key=api_key, http_client=http, max_retries=0
         )
-
-
-def _without_latency(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_latency(v) for k, v in value.items() if k != "latency_ms"}
-    if isinstance(value, list):
-        return [_without_latency(v) for v in value]
-    return value
 
 
 MESSAGES: list[Any] = [
@@ -83,8 +75,8 @@ async def test_chat_completion_is_solve_in_openai_shape() -> None:
     assert resp.usage.total_tokens == total["prompt_tokens"] + total["completion_tokens"]
     detail = (resp.model_extra or {})["divconq"]
     assert detail["mode"] == "static" and detail["answer"] == solved["answer"]
-    assert _without_latency(detail["subquestions"]) == _without_latency(solved["subquestions"])
-    assert _without_latency(detail["usage"]) == _without_latency(solved["usage"])
+    assert without_latency(detail["subquestions"]) == without_latency(solved["subquestions"])
+    assert without_latency(detail["usage"]) == without_latency(solved["usage"])
     assert SYSTEM in decomposer.calls[0]["prompt"]  # system text is the context
 
 
@@ -114,7 +106,7 @@ async def test_streamed_chat_completion_chunks_the_answer_with_usage_last() -> N
     last = chunks[-1]
     assert last.choices == [] and last.usage == whole.usage
     assert all(c.usage is None for c in chunks[:-1])
-    assert _without_latency((last.model_extra or {})["divconq"]["usage"]) == _without_latency(
+    assert without_latency((last.model_extra or {})["divconq"]["usage"]) == without_latency(
         (whole.model_extra or {})["divconq"]["usage"]
     )
     # Without include_usage: no usage chunk; the detail rides on the finishing chunk.

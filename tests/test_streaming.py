@@ -8,26 +8,14 @@ fake decomposer and scripted solvers.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes import FakeDecomposer, Q, ScriptedSolver, metric, serve, settings_for
-from tests.streams import events, live, parse
+from tests.streams import PLAN, events, live, parse, wait_for, without_latency
 
-PLAN = "1. How many apples does Tom have?\n2. How many pears does Ann buy?"
 SUBS = ["How many apples does Tom have?", "How many pears does Ann buy?"]
-
-
-def _without_latency(value: Any) -> Any:
-    """The same accounting, minus the wall times (two runs never take the same time)."""
-    if isinstance(value, dict):
-        return {k: _without_latency(v) for k, v in value.items() if k != "latency_ms"}
-    if isinstance(value, list):
-        return [_without_latency(v) for v in value]
-    return value
 
 
 @pytest.mark.parametrize("mode", ["static", "hinted", "socratic", "direct"])
@@ -63,11 +51,11 @@ async def test_streamed_and_non_streamed_give_the_same_answer_and_accounting(mod
         "answer": whole["answer"],
         "answer_text": whole["answer_text"],
     }
-    assert _without_latency(data["usage"]) == _without_latency(whole["usage"])
+    assert without_latency(data["usage"]) == without_latency(whole["usage"])
     subs = [d for n, d in stream if n == "subquestion"]
     assert [s.pop("index") for s in subs] == list(range(answered))
     if mode != "hinted":
-        assert _without_latency(subs) == _without_latency(whole["subquestions"])
+        assert without_latency(subs) == without_latency(whole["subquestions"])
     if mode != "direct":
         assert data["decomposition"]["subquestions"] == SUBS
     assert data["done"]["id"] == "s-1" and data["done"]["latency_ms"] > 0
@@ -113,15 +101,6 @@ def test_decomposition_arrives_before_the_first_solver_call_returns() -> None:
     assert list(dict.fromkeys(rest)) == ["subquestion", "answer_delta", "answer", "usage", "done"]
 
 
-def _wait_for(check: Any, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
-
-
 def _count(url: str, status: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,9 +128,9 @@ def test_clients_that_leave_cancel_their_work_and_are_499s(
             assert name == "decomposition"
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/solve", json={"question": Q, "mode": "direct"}, timeout=0.5)
-        assert _wait_for(lambda: _count(url, "499") == 2)
+        assert wait_for(lambda: _count(url, "499") == 2)
         # The solver never answers: its calls ended because they were cancelled.
-        assert _wait_for(lambda: solver.active == 0)
+        assert wait_for(lambda: solver.active == 0)
         assert "divconq_requests_in_flight 0.0" in httpx.get(f"{url}/metrics").text
         assert _count(url, "500") == 0
     access = [r for r in caplog.records if r.name == "divconq.access"]

@@ -10,7 +10,6 @@ wall-clock bound anywhere.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,26 +21,7 @@ from service.core.settings import Settings
 from service.embedded.chat import Holdback
 from service.pipeline.run_state import AnswerStream
 from tests.fakes import FakeDecomposer, FakeEngine, Q, ScriptedSolver, serve, settings_for
-from tests.streams import events, live, parse
-
-PLAN = "1. How many apples does Tom have?\n2. How many pears does Ann buy?"
-
-
-def _without_latency(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_latency(v) for k, v in value.items() if k != "latency_ms"}
-    if isinstance(value, list):
-        return [_without_latency(v) for v in value]
-    return value
-
-
-def _wait_for(check: Any, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
+from tests.streams import PLAN, events, live, parse, wait_for, without_latency
 
 
 def _until(stream: Iterator[tuple[str | None, str, float]], name: str) -> tuple[list[str], str]:
@@ -114,7 +94,7 @@ def test_a_client_that_leaves_mid_answer_cancels_the_solver_call() -> None:
             _until(stream, "answer_delta")
             assert solver.open_streams == 1
         # The solver's reply was still being written: the call was cancelled.
-        assert _wait_for(lambda: solver.open_streams == 0)
+        assert wait_for(lambda: solver.open_streams == 0)
         metrics = httpx.get(f"{url}/metrics").text
     assert 'divconq_requests_total{endpoint="solve",mode="direct",status="499"} 1.0' in metrics
     assert "divconq_requests_in_flight 0.0" in metrics
@@ -145,7 +125,7 @@ async def test_streamed_and_whole_answers_and_usage_are_the_same(backend: str, m
     assert "".join(deltas) == whole["answer_text"]
     data = dict(streamed)
     assert data["answer"]["answer"] == whole["answer"]
-    assert _without_latency(data["usage"]) == _without_latency(whole["usage"])
+    assert without_latency(data["usage"]) == without_latency(whole["usage"])
     assert not whole["usage"]["solver"]["estimated"]
 
 
@@ -165,7 +145,7 @@ async def test_the_embedded_solver_streams_what_the_calculator_wrote() -> None:
     assert "".join(deltas) == whole["answer_text"]
     assert whole["answer_text"] == "5 * 8 = <<5*8=40>>40 pencils."
     assert not any("41" in d for d in deltas) and len(deltas) > 3
-    assert _without_latency(dict(streamed)["usage"]) == _without_latency(whole["usage"])
+    assert without_latency(dict(streamed)["usage"]) == without_latency(whole["usage"])
 
 
 async def test_text_already_streamed_is_never_retried() -> None:

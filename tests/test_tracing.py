@@ -52,9 +52,8 @@ from tests.fakes import (
     transport,
     url_of,
 )
-from tests.streams import parse
+from tests.streams import PLAN, parse
 
-PLAN = "1. How many apples does Tom have?\n2. How many pears does Ann buy?"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"

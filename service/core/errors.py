@@ -22,10 +22,27 @@ the call (``UpstreamError.during``).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServiceError(Exception):
+    """An error a client may see: its HTTP status and stable ``type`` are the class's.
+
+    A subclass names them once, in its header:
+    ``class Unauthorized(ServiceError, status=401, error_type="unauthorized")``.
+    """
+
     status_code = 500
     error_type = "internal_error"
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, error_type: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if error_type is not None:
+            cls.error_type = error_type
 
     def __init__(
         self,
@@ -40,83 +57,59 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
-class Unauthorized(ServiceError):
-    status_code = 401
-    error_type = "unauthorized"
+class Unauthorized(ServiceError, status=401, error_type="unauthorized"):
+    """No API key, or one the service does not know."""
 
 
-class Forbidden(ServiceError):
+class Forbidden(ServiceError, status=403, error_type="forbidden"):
     """Authenticated, but this key may not do this (``/v1/usage`` wants an admin key)."""
 
-    status_code = 403
-    error_type = "forbidden"
+
+class InvalidRequest(ServiceError, status=422, error_type="invalid_request"):
+    """The request's input is wrong (a field, a limit, a prompt the model refuses)."""
 
 
-class InvalidRequest(ServiceError):
-    status_code = 422
-    error_type = "invalid_request"
-
-
-class ModelNotFound(ServiceError):
+class ModelNotFound(ServiceError, status=404, error_type="model_not_found"):
     """``/v1``: the request names a model this service does not serve."""
 
-    status_code = 404
-    error_type = "model_not_found"
+
+class PayloadTooLarge(ServiceError, status=413, error_type="payload_too_large"):
+    """The request body is larger than the service takes (``BodyLimitMiddleware``)."""
 
 
-class PayloadTooLarge(ServiceError):
-    status_code = 413
-    error_type = "payload_too_large"
+class Overloaded(ServiceError, status=429, error_type="overloaded"):
+    """As many requests in flight as this process takes: try again shortly."""
 
 
-class Overloaded(ServiceError):
-    status_code = 429
-    error_type = "overloaded"
-
-
-class LimitExceeded(ServiceError):
+class LimitExceeded(ServiceError, status=429, error_type="rate_limit_exceeded"):
     """A key is over one of its limits (``Retry-After``: the end of that window).
 
     ``error_type`` names the limit: ``rate_limit_exceeded`` (requests per
     minute), ``token_limit_exceeded`` (tokens per minute), ``budget_exceeded``
     (USD per day)."""
 
-    status_code = 429
-    error_type = "rate_limit_exceeded"
-
     def __init__(self, message: str, *, error_type: str, retry_after_s: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
         self.error_type = error_type
 
 
-class LimitsUnavailable(ServiceError):
+class LimitsUnavailable(ServiceError, status=503, error_type="limits_unavailable"):
     """The limits store cannot be reached and DIVCONQ_LIMITS__ON_STORE_ERROR is 'deny'."""
 
-    status_code = 503
-    error_type = "limits_unavailable"
 
-
-class ClientDisconnected(ServiceError):
+class ClientDisconnected(ServiceError, status=499, error_type="client_closed_request"):
     """The client closed the connection before its answer: nginx's 499 "client
     closed request". Recorded (metrics, access log), never logged as a failure;
     the response itself reaches nobody."""
 
-    status_code = 499
-    error_type = "client_closed_request"
 
-
-class NotReady(ServiceError):
+class NotReady(ServiceError, status=503, error_type="not_ready"):
     """The decomposer is still loading (or failed to load)."""
 
-    status_code = 503
-    error_type = "not_ready"
 
-
-class UpstreamError(ServiceError):
+class UpstreamError(ServiceError, status=502, error_type="upstream_error"):
     """A model backend was unreachable, failed, or answered nonsense."""
 
-    status_code = 502
-    error_type = "upstream_error"
     # The ``divconq_solver_calls_total{outcome}`` label of this failure.
     outcome = "upstream_error"
 
@@ -168,9 +161,7 @@ class UpstreamInvalidResponse(UpstreamError):
     outcome = "invalid_response"
 
 
-class UpstreamTimeout(UpstreamError):
-    status_code = 504
-    error_type = "upstream_timeout"
+class UpstreamTimeout(UpstreamError, status=504, error_type="upstream_timeout"):
     outcome = "timeout"
 
 

@@ -97,14 +97,8 @@ def _usage(result: SolveResponse) -> ChatUsage:
 
 
 def _detail(result: SolveResponse) -> PipelineDetail:
-    return PipelineDetail(
-        id=result.id,
-        mode=result.mode,
-        answer=result.answer,
-        subquestions=result.subquestions,
-        usage=result.usage,
-        latency_ms=result.latency_ms,
-    )
+    """The /solve answer's fields that ``PipelineDetail`` has, by name."""
+    return PipelineDetail.model_validate(result, from_attributes=True)
 
 
 async def chat(body: ChatRequest, mode: Mode, request: Request) -> ChatCompletion | EventStream:

@@ -13,7 +13,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import service_error_response
-from service.api.request_record import SCOPE_KEY, RequestRecord, record
+from service.api.request_record import SCOPE_KEY, RequestRecord, StatusLine, record
 from service.core.errors import Overloaded, PayloadTooLarge
 from service.observability.logs import request_id_var
 from service.observability.metrics import Metrics, exemplar
@@ -231,24 +231,16 @@ class ObservabilityMiddleware:
         if endpoint is None and not _decided_by_handler(scope):
             await self.app(scope, receive, send)
             return
-        status = 500  # what the client gets if the app dies before answering
+        line = StatusLine(send)
         started = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, line.send)
         finally:
             seconds = time.perf_counter() - started
             rec = record(scope)
             endpoint = endpoint or rec.endpoint
             if endpoint is not None:
-                final = rec.status if rec.status is not None else status
-                self._record(scope, rec, endpoint, final, seconds)
+                self._record(scope, rec, endpoint, line.final(rec), seconds)
 
     def _record(
         self, scope: Scope, rec: RequestRecord, endpoint: str, status: int, seconds: float

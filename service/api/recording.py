@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.caller import key_name
 from service.api.middleware import endpoint_of
-from service.api.request_record import RequestRecord, record
-from service.core.schemas import DecomposeResponse, SolveResponse
+from service.api.request_record import RequestRecord, StatusLine, record
+from service.core.schemas import DecomposeResponse, SolveResponse, StageUsage
 from service.ledger import LedgerRow, LedgerWriter
 from service.ledger.rows import subquestions_json
 
@@ -39,24 +39,16 @@ class LedgerMiddleware:
         if writer is None:
             await self.app(scope, receive, send)
             return
-        status = 500
+        line = StatusLine(send)
         ts, started = time.time(), time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, line.send)
         finally:
             rec = record(scope)
             name = endpoint or rec.endpoint
             if name:
                 latency_ms = (time.perf_counter() - started) * 1000.0
-                final = rec.status if rec.status is not None else status
-                writer.record(self.row(rec, key_name(scope), name, final, ts, latency_ms))
+                writer.record(self.row(rec, key_name(scope), name, line.final(rec), ts, latency_ms))
 
     def row(
         self,
@@ -88,12 +80,7 @@ class LedgerMiddleware:
                 extra["subquestions"] = subquestions_json([(q, "") for q in result.subquestions])
             return LedgerRow(
                 **base,
-                decomposer_calls=d.calls,
-                decomposer_prompt_tokens=d.prompt_tokens,
-                decomposer_completion_tokens=d.completion_tokens,
-                decomposer_ms=d.latency_ms,
-                decomposer_model=d.model,
-                decomposer_cost_usd=d.cost_usd,
+                **_stage_fields("decomposer", d),
                 adapter=d.adapter,
                 cost_usd=d.cost_usd,
                 cache_hits=d.cached_calls,
@@ -102,22 +89,30 @@ class LedgerMiddleware:
         return LedgerRow(**base)
 
 
+# A stage's ledger columns, ``{role}_{column}``, and the usage field each holds.
+_STAGE_COLUMNS = {
+    "calls": "calls",
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "ms": "latency_ms",
+    "model": "model",
+    "cost_usd": "cost_usd",
+}
+
+
+def _stage_fields(role: str, usage: StageUsage) -> dict[str, Any]:
+    """The decomposer's or the solver's columns."""
+    return {f"{role}_{column}": getattr(usage, name) for column, name in _STAGE_COLUMNS.items()}
+
+
 def _solve_fields(result: SolveResponse, content: bool) -> dict[str, Any]:
     d, s = result.usage.decomposer, result.usage.solver
     fields: dict[str, Any] = {
-        "decomposer_calls": d.calls,
-        "decomposer_prompt_tokens": d.prompt_tokens,
-        "decomposer_completion_tokens": d.completion_tokens,
-        "decomposer_ms": d.latency_ms,
+        **_stage_fields("decomposer", d),
+        **_stage_fields("solver", s),
+        # A mode that ran no decomposer (direct) names none.
         "decomposer_model": d.model if d.calls or d.cached_calls else None,
-        "decomposer_cost_usd": d.cost_usd,
         "adapter": d.adapter,
-        "solver_calls": s.calls,
-        "solver_prompt_tokens": s.prompt_tokens,
-        "solver_completion_tokens": s.completion_tokens,
-        "solver_ms": s.latency_ms,
-        "solver_model": s.model,
-        "solver_cost_usd": s.cost_usd,
         "answered_by": ",".join(s.answered_by) or None,
         "cost_usd": result.usage.total.cost_usd,
         "cache_hits": d.cached_calls + s.cached_calls,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.types import Scope
+from starlette.types import Message, Scope, Send
 
 from service.core.keys import ApiKey
 from service.tenancy.limiter import Ticket
@@ -99,3 +99,26 @@ def record(scope: Scope) -> RequestRecord:
 def record_of(request: Request) -> RequestRecord:
     """``record(request.scope)``, for handlers."""
     return record(request.scope)
+
+
+class StatusLine:
+    """Passes the app's messages on to ``send``, keeping the status it answered with.
+
+    For the middleware that account for a request once it ends (metrics and
+    the access log, the ledger): ``final`` is what the request came to.
+    """
+
+    def __init__(self, send: Send) -> None:
+        # What the client gets if the app dies before answering.
+        self.status = 500
+        self._send = send
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self._send(message)
+
+    def final(self, rec: RequestRecord) -> int:
+        """The record's status where it says (a stream that failed after it began,
+        a client gone), else the status line's."""
+        return rec.status if rec.status is not None else self.status

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -106,19 +107,29 @@ def status_error(
     )
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a backend's calls go: the app's pooled client, a URL, per-call timeouts."""
+
+    http: httpx2.AsyncClient
+    url: str
+    timeout: httpx2.Timeout
+
+    @property
+    def where(self) -> str:
+        return where_of(self.url)
+
+
 async def post_json(
-    client: httpx2.AsyncClient,
-    url: str,
-    payload: dict[str, Any],
-    *,
-    headers: dict[str, str],
-    timeout: httpx2.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
+    to: Endpoint, payload: dict[str, Any], headers: dict[str, str]
 ) -> dict[str, Any]:
     """The JSON object a model server answered; a typed ``UpstreamError`` otherwise."""
-    where = where_of(url)
-    headers, secrets = prepared(url, headers)
+    where = to.where
+    headers, secrets = prepared(to.url, headers)
     try:
-        resp = await client.post(url, json=payload, headers=headers, timeout=bounded(timeout))
+        resp = await to.http.post(
+            to.url, json=payload, headers=headers, timeout=bounded(to.timeout)
+        )
     except httpx2.TransportError as exc:
         raise transport_error(where, exc) from None
     if resp.status_code >= 400:

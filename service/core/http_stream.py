@@ -16,28 +16,23 @@ from typing import Any
 import httpx2
 
 from service.core.errors import UpstreamInvalidResponse
-from service.core.http_calls import bounded, prepared, status_error, transport_error, where_of
+from service.core.http_calls import Endpoint, bounded, prepared, status_error, transport_error
 
 DONE = "[DONE]"
 
 
 async def post_events(
-    client: httpx2.AsyncClient,
-    url: str,
-    payload: dict[str, Any],
-    *,
-    headers: dict[str, str],
-    timeout: httpx2.Timeout,  # noqa: ASYNC109  httpx's per-phase timeouts, not a deadline
+    to: Endpoint, payload: dict[str, Any], headers: dict[str, str]
 ) -> AsyncIterator[dict[str, Any]]:
     """Each event's JSON data as it arrives, until ``[DONE]`` or the end of the body.
 
     The read timeout bounds the wait for each piece, not the whole reply.
     """
-    where = where_of(url)
-    headers, secrets = prepared(url, headers)
+    where = to.where
+    headers, secrets = prepared(to.url, headers)
     try:
-        async with client.stream(
-            "POST", url, json=payload, headers=headers, timeout=bounded(timeout)
+        async with to.http.stream(
+            "POST", to.url, json=payload, headers=headers, timeout=bounded(to.timeout)
         ) as resp:
             if resp.status_code >= 400:
                 text = (await resp.aread()).decode(errors="replace")

@@ -11,7 +11,7 @@ import httpx2
 
 from service.core.completion import Completion, PromptCall
 from service.core.errors import UpstreamInvalidResponse
-from service.core.http_calls import post_json, usage_of
+from service.core.http_calls import Endpoint, post_json, usage_of
 from service.core.settings import Settings
 from service.decomposer.base import register
 
@@ -23,10 +23,9 @@ class OpenAIDecomposer:
         if not d.base_url:
             raise ValueError("DIVCONQ_DECOMPOSER__BASE_URL is required for the 'openai' backend")
         self._settings = d
-        self._http = http
-        self._url = d.base_url.rstrip("/") + "/completions"
         self.model_name = settings.decomposer_model_name
-        self._timeout = httpx2.Timeout(d.timeout_s, connect=min(5.0, d.timeout_s))
+        timeout = httpx2.Timeout(d.timeout_s, connect=min(5.0, d.timeout_s))
+        self._to = Endpoint(http, d.base_url.rstrip("/") + "/completions", timeout)
 
     @property
     def ready(self) -> bool:
@@ -51,13 +50,7 @@ class OpenAIDecomposer:
             "temperature": self._settings.temperature,
             "stop": list(call.stop) or None,
         }
-        body = await post_json(
-            self._http,
-            self._url,
-            payload,
-            headers=headers,
-            timeout=self._timeout,
-        )
+        body = await post_json(self._to, payload, headers)
         try:
             choice = body["choices"][0]
             text = str(choice["text"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from service.core.completion import ChatCall, Completion, TextSink
 from service.core.errors import UpstreamInvalidResponse, UpstreamStatusError
-from service.core.http_calls import post_json, usage_of
+from service.core.http_calls import Endpoint, post_json, usage_of
 from service.core.http_stream import post_events
 from service.core.settings import Settings, SolverSettings
 from service.solver.base import SolverDeps, call_timeout, register, split_system
@@ -30,12 +30,11 @@ class AnthropicSolver:
         self, name: str, profile: SolverSettings, settings: Settings, deps: SolverDeps
     ) -> None:
         self._profile = profile
-        self._http = deps.http
         self.model_name = settings.solver_model(profile)
         self._max_tokens = settings.solver_tokens(profile)
-        self._url = (profile.base_url or DEFAULT_BASE_URL).rstrip("/") + "/messages"
+        url = (profile.base_url or DEFAULT_BASE_URL).rstrip("/") + "/messages"
         self._key = profile.api_key.get_secret_value() if profile.api_key else None
-        self._timeout = call_timeout(profile)
+        self._to = Endpoint(deps.http, url, call_timeout(profile))
 
     def _payload(self, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
         system, turns = split_system(messages)
@@ -61,11 +60,7 @@ class AnthropicSolver:
         if call.on_text is not None:
             return await self._streamed(call.messages, call.request_id, call.on_text)
         body = await post_json(
-            self._http,
-            self._url,
-            self._payload(call.messages),
-            headers=self._headers(call.request_id),
-            timeout=self._timeout,
+            self._to, self._payload(call.messages), self._headers(call.request_id)
         )
         content = body.get("content")
         if not isinstance(content, list):
@@ -90,13 +85,8 @@ class AnthropicSolver:
         counts: dict[str, int] = {}
         stop_reason: str | None = None
         started = False
-        async for event in post_events(
-            self._http,
-            self._url,
-            {**self._payload(messages), "stream": True},
-            headers=self._headers(request_id),
-            timeout=self._timeout,
-        ):
+        payload = {**self._payload(messages), "stream": True}
+        async for event in post_events(self._to, payload, self._headers(request_id)):
             kind = event.get("type")
             if kind == "error":
                 error = event.get("error") or {}

@@ -15,7 +15,7 @@ from typing import Any
 
 from service.core.completion import ChatCall, Completion, TextSink
 from service.core.errors import UpstreamInvalidResponse, UpstreamStatusError
-from service.core.http_calls import post_json, usage_of
+from service.core.http_calls import Endpoint, post_json, usage_of
 from service.core.http_stream import post_events
 from service.core.settings import Settings, SolverSettings
 from service.solver.base import SolverDeps, call_timeout, register
@@ -34,16 +34,16 @@ class OpenAIChatSolver:
         if not profile.base_url:
             raise ValueError(f"solver profile {name!r}: backend {profile.backend!r} needs base_url")
         self._profile = profile
-        self._http = deps.http
         self.model_name = settings.solver_model(profile)
         self._max_tokens = settings.solver_tokens(profile)
         self._stop = settings.solver_stop(profile)
-        self._url = self.endpoint(profile.base_url.rstrip("/"))
         key = profile.api_key
         self._key = key.get_secret_value() if key is not None else None
         # Until the server refuses a streamed call.
         self._streams = True
-        self._timeout = call_timeout(profile)
+        self._to = Endpoint(
+            deps.http, self.endpoint(profile.base_url.rstrip("/")), call_timeout(profile)
+        )
 
     def endpoint(self, base_url: str) -> str:
         return base_url + "/chat/completions"
@@ -84,11 +84,7 @@ class OpenAIChatSolver:
                     extra={"model": self.model_name},
                 )
         body = await post_json(
-            self._http,
-            self._url,
-            self.payload(call.messages),
-            headers=self._headers(call.request_id),
-            timeout=self._timeout,
+            self._to, self.payload(call.messages), self._headers(call.request_id)
         )
         try:
             choice = body["choices"][0]
@@ -115,9 +111,7 @@ class OpenAIChatSolver:
         parts: list[str] = []
         finish: str | None = None
         usage: tuple[int, int] | None = None
-        async for chunk in post_events(
-            self._http, self._url, payload, headers=self._headers(request_id), timeout=self._timeout
-        ):
+        async for chunk in post_events(self._to, payload, self._headers(request_id)):
             if isinstance(chunk.get("error"), dict):
                 # vLLM and others report a failure that came after the headers so.
                 error = chunk["error"]

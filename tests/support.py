@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,25 +49,8 @@ class Proc:
         procs.stop(self.proc)
 
 
-def wait_until(
-    check: Callable[[], bool],
-    *,
-    timeout_s: float,
-    what: str,
-    proc: subprocess.Popen[bytes] | None = None,
-    log: Path | None = None,
-    interval_s: float = 0.1,
-) -> None:
-    """``service.cli.procs.wait_until`` where an HTTP error means "not yet"."""
-    procs.wait_until(
-        check,
-        timeout_s=timeout_s,
-        what=what,
-        proc=proc,
-        interval_s=interval_s,
-        log=log,
-        transient=(httpx.TransportError, OSError),
-    )
+# ``service.cli.procs.wait_until`` where an HTTP transport error means "not yet".
+wait_until = functools.partial(procs.wait_until, transient=(httpx.TransportError, OSError))
 
 
 def wait_ready(service: Proc, what: str, timeout_s: float = 600) -> None:

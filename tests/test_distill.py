@@ -252,3 +252,18 @@ def test_settings_reject_unknown_default_adapter(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DIVCONQ_DECOMPOSER__ADAPTER", "missing")
     with pytest.raises(ValueError, match="unknown adapter 'missing'"):
         Settings()
+
+
+def test_train_flags_reach_the_training_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.distill.train as training
+    from service.cli.main import main
+
+    seen: list[training.TrainConfig] = []
+    monkeypatch.setattr(training, "train", lambda cfg: seen.append(cfg) or "trained")
+    argv = ["distill", "train", "--data", "d", "--out", "o", "--base-model", "b", "--rank", "8"]
+    argv += ["--max-steps", "3", "--lr", "0.001", "--init-adapter", "a", "--merge"]
+    assert main(argv) == 0
+    (cfg,) = seen
+    assert (cfg.base_model, cfg.data_dir, cfg.out_dir) == ("b", "d", "o")
+    assert (cfg.rank, cfg.alpha, cfg.max_steps, cfg.lr) == (8, 16, 3, 0.001)
+    assert (cfg.init_adapter, cfg.merge, cfg.epochs, cfg.dropout) == ("a", True, 2.0, 0.0)

@@ -194,24 +194,16 @@ def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from service.distill.train import TrainConfig, train
 
-    base = _base_model(args, settings)
-    cfg = TrainConfig(
-        base_model=base,
-        data_dir=args.data,
-        out_dir=args.out,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        rank=args.rank,
-        alpha=2 * args.rank,
-        save_every=args.save_every,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        threads=args.threads,
-        merge=args.merge,
-        init_adapter=args.init_adapter,
-    )
+    # The step's other flags are named after TrainConfig's fields (distill/parser.py).
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    flags = {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    given = {
+        "base_model": _base_model(args, settings),
+        "data_dir": args.data,
+        "out_dir": args.out,
+        "alpha": 2 * args.rank,
+    }
+    cfg = TrainConfig(**(flags | given))
     print(train(cfg))
     return 0
 
@@ -220,6 +212,14 @@ def _service(args: argparse.Namespace, settings: Settings) -> tuple[str, str | N
     """The server to measure (``--url``, else this service's) and this service's API key."""
     url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
     return url, settings.api_keys[0].key.get_secret_value() if settings.api_keys else None
+
+
+def _publish(table: str, report: Any, out: str | None) -> int:
+    """Print an evaluation's table; with ``--out``, write the whole report there as JSON."""
+    print(table)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
@@ -235,10 +235,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         concurrency=args.concurrency,
         api_key=key,
     )
-    print(markdown(report))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return _publish(markdown(report), report, args.out)
 
 
 def cmd_evaluate_solver(args: argparse.Namespace, settings: Settings) -> int:
@@ -257,8 +254,5 @@ def cmd_evaluate_solver(args: argparse.Namespace, settings: Settings) -> int:
             api_key=key,
         )
     )
-    print(markdown(report))
-    if args.out:
-        out = {"report": report, "problems": [dataclasses.asdict(r) for r in results]}
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    return 0
+    problems = [dataclasses.asdict(r) for r in results]
+    return _publish(markdown(report), {"report": report, "problems": problems}, args.out)

@@ -180,13 +180,7 @@ def launch_stack(pre: Prestart, model_dir: Path, logs: Path) -> Stack:
         "DIVCONQ_SOLVERS": json.dumps({"stalled": stalled_profile}),
     }
     service = pre.serve(env, logs / "service.log")
-    wait_until(
-        lambda: httpx.get(f"{service.url}/healthz").status_code == 200,
-        timeout_s=120,
-        what="service /healthz",
-        proc=service.proc,
-        log=service.log,
-    )
+    wait_ready(service, "service /healthz", timeout_s=120, path="/healthz")
     # Captured while the engine is still loading: /solve must say 503.
     early_readyz = httpx.get(f"{service.url}/readyz")
     early_solve = httpx.post(f"{service.url}/solve", json={"question": "What is 2 + 3?"})

@@ -31,6 +31,7 @@ __all__ = [
     "free_port",
     "live_app",
     "refused_port",
+    "refused_start",
     "serve_process",
     "service_cli",
     "start_process",
@@ -53,10 +54,10 @@ class Proc:
 wait_until = functools.partial(procs.wait_until, transient=(httpx.TransportError, OSError))
 
 
-def wait_ready(service: Proc, what: str, timeout_s: float = 600) -> None:
-    """Until ``service`` answers ``/readyz`` with 200; fails with its log's tail if it exits."""
+def wait_ready(service: Proc, what: str, timeout_s: float = 600, path: str = "/readyz") -> None:
+    """Until ``service`` answers ``path`` with 200; fails with its log's tail if it exits."""
     wait_until(
-        lambda: httpx.get(f"{service.url}/readyz").status_code == 200,
+        lambda: httpx.get(f"{service.url}{path}").status_code == 200,
         timeout_s=timeout_s,
         what=what,
         proc=service.proc,
@@ -96,6 +97,22 @@ def service_cli(
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+def refused_start(env: dict[str, str], timeout: float = 120) -> str:
+    """``python -m service serve`` with ``env`` over this environment, which must refuse
+    to start: a failed exit and one line on stderr, no traceback. That line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
 
 
 @contextlib.contextmanager

@@ -12,12 +12,11 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service.core.settings import Settings
 from tests.fakes import settings_for
-from tests.support import live_app, refused_port, serve_process, wait_until
+from tests.support import live_app, refused_port, serve_process, wait_ready
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: divconq\r\n\r\n"
 
@@ -67,13 +66,7 @@ def test_a_connection_reused_after_30_s_idle_gets_its_answer(tmp_path: Path) -> 
         }
         service = serve_process(env, tmp_path / "serve.log")
         try:
-            wait_until(
-                lambda: httpx.get(f"{service.url}/healthz").status_code == 200,
-                timeout_s=120,
-                what="divconq serve",
-                proc=service.proc,
-                log=service.log,
-            )
+            wait_ready(service, "divconq serve", timeout_s=120, path="/healthz")
             with _connect(service.url) as sock:
                 assert _ask(sock).startswith(b"HTTP/1.1 200")
                 time.sleep(30)

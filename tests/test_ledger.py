@@ -20,7 +20,7 @@ from service.core.settings import LedgerSettings
 from service.ledger import LedgerRow, LedgerUnavailable, LedgerWriter, migrations, open_store
 from service.observability.metrics import Metrics
 from tests.fakes import KEY, FakeDecomposer, Q, ScriptedSolver, metric, serve, settings_for
-from tests.support import FaultServer
+from tests.support import FaultServer, refused_start
 
 PLAN = "1. How many apples does Tom have at first?\n2. How many does he buy?"
 PRICED = {"big-solver": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
@@ -375,26 +375,24 @@ async def test_an_unreachable_postgresql_is_one_clear_error_naming_the_setting()
     assert "s3cret-pw" not in message and "\n" not in message
 
 
-def test_serve_refuses_to_start_without_its_ledger() -> None:
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [
+        ("DIVCONQ_LEDGER_URL", "postgresql://divconq:s3cret-pw@127.0.0.1:1/ledger"),
+        ("DIVCONQ_CACHE__URL", "redis://:s3cret-pw@127.0.0.1:1/0"),
+    ],
+)
+def test_serve_refuses_to_start_without_its_ledger_or_cache_store(setting: str, url: str) -> None:
     env = {
-        "DIVCONQ_LEDGER_URL": "postgresql://divconq:s3cret-pw@127.0.0.1:1/ledger",
+        setting: url,
         "DIVCONQ_DECOMPOSER__BACKEND": "openai",
         "DIVCONQ_DECOMPOSER__BASE_URL": "http://127.0.0.1:1/v1",
         "DIVCONQ_SOLVER__BASE_URL": "http://127.0.0.1:1/v1",
         "DIVCONQ_SOLVER__MODEL": "m",
         "DIVCONQ_PORT": "0",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**__import__("os").environ, **env},
-    )
-    assert proc.returncode != 0
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "DIVCONQ_LEDGER_URL" in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr and "s3cret-pw" not in proc.stderr
+    line = refused_start(env, timeout=60)
+    assert setting in line and "s3cret-pw" not in line
 
 
 def test_distill_data_takes_the_recorded_questions_for_a_teacher(tmp_path: Path) -> None:
@@ -431,19 +429,16 @@ def test_distill_data_takes_the_recorded_questions_for_a_teacher(tmp_path: Path)
             "DIVCONQ_SOLVER__MODEL": "teacher",
         }
         args = ["distill", "data", "--from-ledger", f"sqlite:///{db}", "--teacher", "default"]
-        proc = subprocess.run(
-            [sys.executable, "-m", "service", *args, "--recipe", "sd-t", "--out", str(out)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        refused = subprocess.run(
-            [sys.executable, "-m", "service", *args, "--recipe", "sd-r", "--out", str(out)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
+        # The teacher's recipe, then one that needs answers a ledger does not hold.
+        proc, refused = (
+            subprocess.run(
+                [sys.executable, "-m", "service", *args, "--recipe", recipe, "--out", str(out)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+            for recipe in ("sd-t", "sd-r")
         )
     assert proc.returncode == 0, proc.stderr
     assert teacher.hits == 1, "one teacher call per recorded question"
@@ -453,28 +448,6 @@ def test_distill_data_takes_the_recorded_questions_for_a_teacher(tmp_path: Path)
         (asked, ["How many pens does it sell in one day?", "How many in 5 days?"])
     ]
     assert refused.returncode != 0 and "--recipe sd-t" in refused.stderr
-
-
-def test_serve_refuses_to_start_without_its_cache_store() -> None:
-    env = {
-        "DIVCONQ_CACHE__URL": "redis://:s3cret-pw@127.0.0.1:1/0",
-        "DIVCONQ_DECOMPOSER__BACKEND": "openai",
-        "DIVCONQ_DECOMPOSER__BASE_URL": "http://127.0.0.1:1/v1",
-        "DIVCONQ_SOLVER__BASE_URL": "http://127.0.0.1:1/v1",
-        "DIVCONQ_SOLVER__MODEL": "m",
-        "DIVCONQ_PORT": "0",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode != 0
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "DIVCONQ_CACHE__URL" in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr and "s3cret-pw" not in proc.stderr
 
 
 async def test_readyz_shows_where_rows_and_cache_entries_go(tmp_path: Path) -> None:

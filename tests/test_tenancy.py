@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -16,6 +13,7 @@ from service.cli.main import check_exposure
 from service.core.settings import Settings
 from service.tenancy.store import Decision, MemoryStore, Quota, StoreUnavailable
 from tests.fakes import Q, ScriptedSolver, error_of, metric, serve, settings_for
+from tests.support import refused_start
 
 # 12:00:30 UTC: 30 s left in the minute, 43,170 s left in the day.
 NOON = 1_767_268_830.0
@@ -73,18 +71,8 @@ def test_plain_strings_are_unlimited_keys_named_by_position() -> None:
 def test_a_malformed_key_object_is_a_start_up_error_naming_the_setting(
     entry: dict[str, Any], named: str
 ) -> None:
-    env = {**os.environ, "DIVCONQ_API_KEYS": json.dumps([entry])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"divconq: invalid settings: DIVCONQ_API_KEYS[0].{named}")
+    line = refused_start({"DIVCONQ_API_KEYS": json.dumps([entry])})
+    assert line.startswith(f"divconq: invalid settings: DIVCONQ_API_KEYS[0].{named}")
 
 
 def test_an_unreachable_redis_at_start_up_is_one_line_naming_the_setting(
@@ -92,19 +80,10 @@ def test_an_unreachable_redis_at_start_up_is_one_line_naming_the_setting(
 ) -> None:
     missing = tmp_path / "no-redis.sock"
     env = {
-        **os.environ,
         "DIVCONQ_API_KEYS": json.dumps([tenant(requests_per_minute=5)]),
         "DIVCONQ_REDIS_URL": f"unix://{missing}",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    [line] = proc.stderr.strip().splitlines()
+    line = refused_start(env)
     assert line.startswith("divconq: DIVCONQ_REDIS_URL: cannot reach Redis at "), line
     assert str(missing) in line
 
@@ -120,17 +99,8 @@ def test_duplicate_names_and_secrets_are_refused() -> None:
 
 
 def test_no_keys_on_a_public_address_refuses_to_start_with_one_line() -> None:
-    env = {**os.environ, "DIVCONQ_HOST": "0.0.0.0"}
-    env.pop("DIVCONQ_API_KEYS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    [line] = proc.stderr.strip().splitlines()
+    # The fast tier's environment has no DIVCONQ_API_KEYS (tests/conftest.py).
+    line = refused_start({"DIVCONQ_HOST": "0.0.0.0"})
     assert "refusing to serve on 0.0.0.0:8000 without API keys" in line
     assert "DIVCONQ_API_KEYS" in line and "DIVCONQ_ALLOW_UNAUTHENTICATED=true" in line
 

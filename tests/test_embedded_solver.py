@@ -8,6 +8,10 @@ tried would fail.
 
 from __future__ import annotations
 
+import contextlib
+
+import httpx
+
 from service.core.settings import Settings
 from service.pipeline import prompts
 from tests.fakes import (
@@ -26,10 +30,17 @@ PLAN = "1. How many pencils are in the boxes?\n2. How many are left?"
 SUBS = ["How many pencils are in the boxes?", "How many are left?"]
 
 
+def embedded(
+    engine: FakeEngine, *plan: str, settings: Settings | None = None
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    """``serve`` on the embedded default solver: ``engine`` behind it and the decomposer
+    (writing ``plan``), no remote solver."""
+    return serve(settings or Settings(), decomposer=FakeDecomposer(*plan, engine=engine))
+
+
 async def test_default_solver_calls_the_engine_with_no_key() -> None:
     engine = FakeEngine("He has 3 + 4 = 7 apples. The answer is 7.")
-    settings = Settings(api_keys=[KEY])
-    async with serve(settings, decomposer=FakeDecomposer(engine=engine)) as client:
+    async with embedded(engine, settings=Settings(api_keys=[KEY])) as client:
         resp = await client.post(
             "/solve",
             json={"question": Q, "mode": "direct"},
@@ -51,7 +62,7 @@ async def test_default_solver_calls_the_engine_with_no_key() -> None:
 
 async def test_the_calculator_writes_the_true_value() -> None:
     engine = FakeEngine("He has 5 * 8 = <<5*8=41>>", "40 pencils. The answer is 40.")
-    async with serve(Settings(), decomposer=FakeDecomposer(engine=engine)) as client:
+    async with embedded(engine) as client:
         resp = await solve(client)
         corrected = await metric(client, "divconq_calculator_calls_total", outcome="corrected")
     assert resp.status_code == 200, resp.text
@@ -63,8 +74,7 @@ async def test_the_calculator_writes_the_true_value() -> None:
 
 async def test_static_steps_get_unique_generation_ids() -> None:
     engine = FakeEngine("Step. The answer is 7.")
-    decomposer = FakeDecomposer(PLAN, engine=engine)
-    async with serve(Settings(), decomposer=decomposer) as client:
+    async with embedded(engine, PLAN) as client:
         resp = await solve(client, mode="static")
     assert resp.status_code == 200, resp.text
     # Two independent subquestions at once, then the final answer.
@@ -77,8 +87,7 @@ async def test_static_steps_get_unique_generation_ids() -> None:
 
 async def test_hinted_gets_the_distilled_task_not_chat_instructions() -> None:
     engine = FakeEngine("5 * 8 = 40. 40 - 10 = 30. The answer is 30.")
-    decomposer = FakeDecomposer(PLAN, engine=engine)
-    async with serve(Settings(), decomposer=decomposer) as client:
+    async with embedded(engine, PLAN) as client:
         resp = await solve(client, mode="hinted")
     assert resp.status_code == 200, resp.text
     sent = engine.messages()
@@ -111,7 +120,7 @@ async def test_a_remote_solver_falls_back_to_the_embedded_one() -> None:
 
 async def test_not_loaded_engine_is_503() -> None:
     engine = FakeEngine(ready=False)
-    async with serve(Settings(), decomposer=FakeDecomposer(engine=engine)) as client:
+    async with embedded(engine) as client:
         resp = await solve(client)
         raw = await client.post(
             "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
@@ -123,7 +132,7 @@ async def test_not_loaded_engine_is_503() -> None:
 
 async def test_raw_model_is_a_view_over_the_same_replies() -> None:
     engine = FakeEngine("5 * 8 = <<5*8=41>>", "40.")
-    async with serve(Settings(), decomposer=FakeDecomposer(engine=engine)) as client:
+    async with embedded(engine) as client:
         resp = await client.post(
             "/v1/chat/completions",
             json={
@@ -149,7 +158,7 @@ async def test_readyz_tells_each_solvers_effective_sampling() -> None:
     settings = Settings(
         solvers={"big": {"base_url": "http://big.test/v1", "model": "m"}},
     )
-    async with serve(settings, decomposer=FakeDecomposer(engine=FakeEngine())) as client:
+    async with embedded(FakeEngine(), settings=settings) as client:
         solvers = (await client.get("/readyz")).json()["solvers"]
     default, big = solvers["default"], solvers["big"]
     assert default["backend"] == "embedded" and default["base_url"] is None

@@ -147,13 +147,20 @@ async def test_response_without_usage_is_estimated_with_a_tokenizer(tmp_path: Pa
 # --- profiles and fallbacks ------------------------------------------------------------
 
 
-async def test_fallback_answers_when_primary_fails() -> None:
-    primary, backup = ScriptedSolver("500"), ScriptedSolver("ok")
-    settings = settings_for(
+def _primary_falls_back(**extra: Any) -> Settings:
+    """A default solver at primary.test that falls back to backup.test's backup-model."""
+    return settings_for(
         "primary",
         solver={"fallbacks": ["backup"]},
         solvers={"backup": {"base_url": url_of("backup"), "model": "backup-model"}},
-        prices={"backup-model": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}},
+        **extra,
+    )
+
+
+async def test_fallback_answers_when_primary_fails() -> None:
+    primary, backup = ScriptedSolver("500"), ScriptedSolver("ok")
+    settings = _primary_falls_back(
+        prices={"backup-model": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}}
     )
     async with serve(settings, {"primary": primary, "backup": backup}) as client:
         resp = await solve(client)
@@ -167,12 +174,7 @@ async def test_fallback_answers_when_primary_fails() -> None:
 
 async def test_fallbacks_exhausted_report_the_last_failure() -> None:
     primary, backup = ScriptedSolver("500"), ScriptedSolver("echo401")
-    settings = settings_for(
-        "primary",
-        solver={"fallbacks": ["backup"]},
-        solvers={"backup": {"base_url": url_of("backup"), "model": "backup-model"}},
-    )
-    async with serve(settings, {"primary": primary, "backup": backup}) as client:
+    async with serve(_primary_falls_back(), {"primary": primary, "backup": backup}) as client:
         resp = await solve(client)
     err = error_of(resp, 502, "upstream_error")
     assert "backup.test returned HTTP 401" in err["message"] and err["stage"] == "final"

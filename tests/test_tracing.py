@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import socket
@@ -139,6 +140,17 @@ def plain(*args: Any, **extra: Any) -> Settings:
     return settings_for(*args, cache={"enabled": False}, **extra)
 
 
+def traced(
+    provider: TracerProvider, *plan: str, solver: ScriptedSolver | None = None, **settings: Any
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    """``serve`` with spans to ``provider``: ``plain(**settings)``, the solver (ok by
+    default), the fake decomposer writing ``plan`` (PLAN by default)."""
+    decomposer = FakeDecomposer(*(plan or (PLAN,)))
+    return serve(
+        plain(**settings), solver or ScriptedSolver("ok"), decomposer, tracer_provider=provider
+    )
+
+
 def _chat(stage: str, model: str = "big-solver") -> dict[str, Any]:
     return {"name": f"chat {model}", "kind": SpanKind.CLIENT, "stage": stage}
 
@@ -175,10 +187,7 @@ async def test_span_tree_of_each_mode(
     mode: str, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     texts = [PLAN] if mode != "socratic" else [*PLAN.replace("1. ", "").split("\n2. "), "DONE"]
-    settings = plain(parallel_subquestions=False)
-    async with serve(
-        settings, ScriptedSolver("ok"), FakeDecomposer(*texts), tracer_provider=provider
-    ) as client:
+    async with traced(provider, *texts, parallel_subquestions=False) as client:
         resp = await solve(client, mode=mode)
     assert resp.status_code == 200, resp.text
     spans = exporter.get_finished_spans()
@@ -204,9 +213,7 @@ async def test_span_tree_of_each_mode(
 async def test_model_call_spans_carry_the_genai_attributes(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    async with serve(
-        plain(), ScriptedSolver("ok"), FakeDecomposer(PLAN), tracer_provider=provider
-    ) as client:
+    async with traced(provider) as client:
         resp = await solve(client, mode="hinted", decomposer_adapter="gsm8k-socratic")
     assert resp.status_code == 200, resp.text
     spans = exporter.get_finished_spans()
@@ -287,17 +294,22 @@ async def test_a_failed_request_marks_its_spans_and_names_its_trace(
     # A 401 (the service's key refused): a 502; a 400 would be the client's 422.
     async with serve(plain(), ScriptedSolver("echo401"), tracer_provider=provider) as client:
         resp = await solve(client)
-    err = error_of(resp, 502, "upstream_error")
     spans = exporter.get_finished_spans()
-    server = _one(spans, "POST /solve")
-    assert err["trace_id"] == format(_tid(server), "032x")
-    assert err["span_id"] == format(_sid(server), "016x")
-    assert server.status.status_code is StatusCode.ERROR
+    server = _named_by(error_of(resp, 502, "upstream_error"), spans)
     assert _attrs(server)["error.type"] == "502"
     flow = _one(spans, "invoke_workflow divconq.direct")
     assert flow.status.status_code is StatusCode.ERROR
     assert _attrs(flow)["error.type"] == "upstream_error"
     assert _attrs(_one(spans, "chat big-solver"))["error.type"] == "401"
+
+
+def _named_by(err: dict[str, Any], spans: tuple[ReadableSpan, ...]) -> ReadableSpan:
+    """The request's server span: marked an error, and the one the error body names."""
+    server = _one(spans, "POST /solve")
+    assert err["trace_id"] == format(_tid(server), "032x")
+    assert err["span_id"] == format(_sid(server), "016x")
+    assert server.status.status_code is StatusCode.ERROR
+    return server
 
 
 class BrokenDecomposer(FakeDecomposer):
@@ -321,12 +333,8 @@ async def test_an_unexpected_error_names_its_trace_too(
         httpx.AsyncClient(transport=asgi, base_url="http://divconq.test") as client,
     ):
         resp = await solve(client, mode="static")
-    err = error_of(resp, 500, "internal_error")
     spans = exporter.get_finished_spans()
-    server = _one(spans, "POST /solve")
-    assert err["trace_id"] == format(_tid(server), "032x")
-    assert err["span_id"] == format(_sid(server), "016x")
-    assert server.status.status_code is StatusCode.ERROR
+    _named_by(error_of(resp, 500, "internal_error"), spans)
     decompose = _one(spans, "text_completion fake-decomposer")
     assert _attrs(decompose)["error.type"] == "RuntimeError"
     assert [e.name for e in decompose.events] == ["exception"]  # the traceback, kept
@@ -360,7 +368,7 @@ async def test_parallel_subquestions_are_overlapping_siblings(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     solver = ScriptedSolver("slow", delay_s=0.05)
-    async with serve(plain(), solver, FakeDecomposer(PLAN), tracer_provider=provider) as client:
+    async with traced(provider, solver=solver) as client:
         resp = await solve(client, mode="static")
     assert resp.status_code == 200, resp.text
     assert solver.max_active == 2
@@ -375,10 +383,7 @@ async def test_parallel_subquestions_are_overlapping_siblings(
 async def test_a_streamed_request_has_the_same_tree(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    settings = plain(parallel_subquestions=False)
-    async with serve(
-        settings, ScriptedSolver("ok"), FakeDecomposer(PLAN), tracer_provider=provider
-    ) as client:
+    async with traced(provider, parallel_subquestions=False) as client:
         resp = await solve(client, mode="static", stream=True)
     assert [e for e, _ in parse(resp.text)][-1] == "done"
     spans = exporter.get_finished_spans()
@@ -391,10 +396,7 @@ async def test_a_streamed_request_has_the_same_tree(
 async def test_decompose_and_the_openai_facade_have_the_same_tree(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    settings = plain(parallel_subquestions=False)
-    async with serve(
-        settings, ScriptedSolver("ok"), FakeDecomposer(PLAN), tracer_provider=provider
-    ) as client:
+    async with traced(provider, parallel_subquestions=False) as client:
         decomposed = await client.post("/decompose", json={"question": Q})
         spans = exporter.get_finished_spans()
         assert decomposed.status_code == 200, decomposed.text
@@ -452,7 +454,7 @@ async def test_the_callers_trace_is_continued_to_the_solver(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     solver = ScriptedSolver("ok")
-    async with serve(plain(), solver, FakeDecomposer(PLAN), tracer_provider=provider) as client:
+    async with traced(provider, solver=solver) as client:
         resp = await _solve_traced(client, mode="static")
     assert resp.status_code == 200, resp.text
     spans = exporter.get_finished_spans()

@@ -5,6 +5,7 @@ The commands themselves are in ``service/distill/cli.py``.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from service.distill.cli import (
@@ -111,12 +112,9 @@ def add_parser(sub: Any) -> None:
     mg.set_defaults(func=cmd_merge)
 
     ev = steps.add_parser("evaluate", help="score adapters' decompositions via POST /decompose")
-    ev.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")
+    _evaluation_flags(ev, "a running service (default: localhost:DIVCONQ_PORT)")
     ev.add_argument("--adapters", default="none,gsm8k-socratic", help="comma-separated names")
-    ev.add_argument("--url", help="a running service (default: localhost:DIVCONQ_PORT)")
-    ev.add_argument("--limit", type=int, help="at most this many problems; unset = all")
     ev.add_argument("--max-subquestions", type=int, default=8, help="cap per decomposition")
-    ev.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -124,12 +122,17 @@ def add_parser(sub: Any) -> None:
         "evaluate-solver",
         help="score the subproblem solver alone on gold Socratic decompositions via /v1",
     )
-    es.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")
+    _evaluation_flags(es, "an OpenAI-compatible server (default: this service's /v1)")
     es.add_argument("--gold", default=str(DEFAULT_GOLD), help="GSM8K Socratic JSONL")
-    es.add_argument("--url", help="an OpenAI-compatible server (default: this service's /v1)")
     es.add_argument("--model", help="model name (default: the embedded model's)")
-    es.add_argument("--limit", type=int, help="at most this many problems; unset = all")
-    es.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     es.add_argument("--max-tokens", type=int, default=256, help="cap on one solver answer")
     es.add_argument("--out", help="write the report and per-problem results as JSON here")
     es.set_defaults(func=cmd_evaluate_solver)
+
+
+def _evaluation_flags(p: argparse.ArgumentParser, url_help: str) -> None:
+    """What both evaluations take: the held-out rows, the server, how many, how many at once."""
+    p.add_argument("--data", required=True, help="held_out.jsonl from 'distill data'")
+    p.add_argument("--url", help=url_help)
+    p.add_argument("--limit", type=int, help="at most this many problems; unset = all")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight")

@@ -8,6 +8,7 @@ from typing import Protocol, TypeVar
 import httpx2
 
 from service.core.completion import Completion, PromptCall
+from service.core.registry import Registry
 from service.core.settings import Settings
 
 
@@ -35,24 +36,14 @@ class Decomposer(Protocol):
 
 
 DecomposerFactory = Callable[[Settings, httpx2.AsyncClient], Decomposer]
-_REGISTRY: dict[str, DecomposerFactory] = {}
+_BACKENDS: Registry[DecomposerFactory] = Registry("decomposer")
 F = TypeVar("F", bound=DecomposerFactory)
 
 
 def register(name: str) -> Callable[[F], F]:
-    def deco(factory: F) -> F:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    """Files a backend: ``DIVCONQ_DECOMPOSER__BACKEND=name`` selects it."""
+    return _BACKENDS.register(name)
 
 
 def build_decomposer(settings: Settings, http: httpx2.AsyncClient) -> Decomposer:
-    try:
-        factory = _REGISTRY[settings.decomposer.backend]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(
-            f"unknown decomposer backend {settings.decomposer.backend!r}; known: {known}"
-        ) from None
-    return factory(settings, http)
+    return _BACKENDS.get(settings.decomposer.backend)(settings, http)

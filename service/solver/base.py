@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 import httpx2
 
 from service.core.completion import ChatCall, Completion
+from service.core.registry import Registry
 from service.core.settings import Settings, SolverSettings
 from service.embedded.chat import EmbeddedChat
 
@@ -36,32 +37,23 @@ class SolverDeps:
 
 # (profile name, profile, all settings, what backends share) -> backend
 SolverFactory = Callable[[str, SolverSettings, Settings, SolverDeps], Solver]
-_REGISTRY: dict[str, SolverFactory] = {}
+_BACKENDS: Registry[SolverFactory] = Registry("solver")
 F = TypeVar("F", bound=SolverFactory)
 
 
 def register(name: str) -> Callable[[F], F]:
-    def deco(factory: F) -> F:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    """Files a backend: a profile's ``backend=name`` selects it."""
+    return _BACKENDS.register(name)
 
 
 def registered() -> list[str]:
-    return sorted(_REGISTRY)
+    return _BACKENDS.names()
 
 
 def build_backend(
     name: str, profile: SolverSettings, settings: Settings, deps: SolverDeps
 ) -> Solver:
-    try:
-        factory = _REGISTRY[profile.backend]
-    except KeyError:
-        raise ValueError(
-            f"solver profile {name!r}: unknown backend {profile.backend!r}; "
-            f"known: {', '.join(registered())}"
-        ) from None
+    factory = _BACKENDS.get(profile.backend, where=f"solver profile {name!r}: ")
     return factory(name, profile, settings, deps)
 
 

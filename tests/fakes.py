@@ -52,7 +52,18 @@ def settings_for(solver_host: str = "solver", **extra: Any) -> Settings:
     return Settings(solver=solver, **extra)  # type: ignore[arg-type]
 
 
-class FakeEngine:
+class Readiness:
+    """``ready`` as a fake was made: ready, or still loading."""
+
+    def __init__(self, ready: bool) -> None:
+        self._ready = ready
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+
+class FakeEngine(Readiness):
     """The in-process engine as ``EmbeddedChat`` uses it, with scripted pieces of text.
 
     Each ``generate`` call writes the next piece (the last one repeats). A
@@ -66,13 +77,9 @@ class FakeEngine:
     PROMPT_TOKENS = 30
 
     def __init__(self, *pieces: str, ready: bool = True) -> None:
+        super().__init__(ready)
         self.pieces = list(pieces) or ["The answer is 7."]
         self.calls: list[dict[str, Any]] = []
-        self._ready = ready
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
 
     @property
     def dead(self) -> bool:
@@ -119,7 +126,7 @@ class FakeEngine:
         )
 
 
-class FakeDecomposer:
+class FakeDecomposer(Readiness):
     """The ``Decomposer`` protocol with scripted texts (the last one repeats).
 
     ``engine``: a ``FakeEngine`` for the embedded solver and the raw /v1 model
@@ -137,16 +144,12 @@ class FakeDecomposer:
         delay_s: float = 0.0,
         engine: FakeEngine | None = None,
     ) -> None:
+        super().__init__(ready)
         self.texts = list(texts) or ["none"]
         self.engine = engine
         self.delay_s = delay_s
         self.calls: list[dict[str, Any]] = []
         self.closed = False
-        self._ready = ready
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
 
     @property
     def state(self) -> str:
@@ -293,13 +296,7 @@ class ScriptedSolver:
         if behaviour == "nousage":
             return self._ok(usage=False)
         if behaviour == "anthropic":
-            body = {
-                "type": "message",
-                "content": [{"type": "text", "text": "The answer is 9."}],
-                "stop_reason": "end_turn",
-                "usage": {"input_tokens": 21, "output_tokens": 6},
-            }
-            return httpx2.Response(200, json=body)
+            return httpx2.Response(200, json=ANTHROPIC_REPLY)
         if behaviour in ("400", "500", "503"):
             return httpx2.Response(int(behaviour), json={"error": behaviour})
         if behaviour == "429":
@@ -318,6 +315,15 @@ class ScriptedSolver:
         if behaviour in ("reset", "cutoff"):
             raise httpx2.RemoteProtocolError("scripted reset", request=request)
         raise AssertionError(behaviour)
+
+
+# The Messages API's whole reply (what the streamed one adds up to).
+ANTHROPIC_REPLY = {
+    "type": "message",
+    "content": [{"type": "text", "text": "The answer is 9."}],
+    "stop_reason": "end_turn",
+    "usage": {"input_tokens": 21, "output_tokens": 6},
+}
 
 
 def _anthropic_events(text: str) -> list[Any]:

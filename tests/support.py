@@ -23,6 +23,7 @@ from service.api.app import create_app
 from service.cli import procs
 from service.cli.procs import bound_socket, free_port, refused_port, url_of
 from service.core.settings import Settings
+from tests.fakes import ANTHROPIC_REPLY
 
 __all__ = [
     "FaultServer",
@@ -218,13 +219,7 @@ class FaultServer:
                     }
                     self._send(200, json.dumps(body).encode())
                 elif behaviour == "anthropic":
-                    body = {
-                        "type": "message",
-                        "content": [{"type": "text", "text": "The answer is 9."}],
-                        "stop_reason": "end_turn",
-                        "usage": {"input_tokens": 21, "output_tokens": 6},
-                    }
-                    self._send(200, json.dumps(body).encode())
+                    self._send(200, json.dumps(ANTHROPIC_REPLY).encode())
                 elif behaviour == "stall":
                     time.sleep(stall_s)
                     self._send(200, b'{"choices": []}')

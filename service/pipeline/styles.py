@@ -20,9 +20,8 @@ message it sends a solver and never branches on the style itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from service.core.settings import PromptStyleName
 from service.pipeline import prompts
@@ -31,69 +30,28 @@ from service.pipeline.prompts import Messages
 History = Sequence[tuple[str, str]]
 
 
-class PromptStyle(Protocol):
-    """The messages of each solver call the modes make."""
-
-    @property
-    def name(self) -> PromptStyleName: ...
-
-    def subquestion(
-        self, question: str, sub: str, history: History, context: str | None
-    ) -> Messages:
-        """One subquestion, after the Q/A so far (static, socratic)."""
-        ...
-
-    def final(self, question: str, history: History, context: str | None) -> Messages:
-        """The final answer after the Q/A (static, socratic)."""
-        ...
-
-    def hinted(self, question: str, subquestions: Sequence[str], context: str | None) -> Messages:
-        """The whole problem in one call, the subquestions as hints (hinted)."""
-        ...
-
-    def direct(self, question: str, context: str | None) -> Messages:
-        """The whole problem in one call, no subquestions (direct)."""
-        ...
-
-
 @dataclass(frozen=True)
-class ChatStyle:
-    name: PromptStyleName = "chat"
+class PromptStyle:
+    """The messages of each solver call the modes make: one prompt builder per call."""
 
-    def subquestion(
-        self, question: str, sub: str, history: History, context: str | None
-    ) -> Messages:
-        return prompts.subquestion(question, sub, history, context)
-
-    def final(self, question: str, history: History, context: str | None) -> Messages:
-        return prompts.final(question, history, context)
-
-    def hinted(self, question: str, subquestions: Sequence[str], context: str | None) -> Messages:
-        return prompts.hinted(question, subquestions, context)
-
-    def direct(self, question: str, context: str | None) -> Messages:
-        return prompts.direct(question, context)
+    name: PromptStyleName
+    # One subquestion, after the Q/A so far (static, socratic):
+    # (question, subquestion, history, context) -> messages.
+    subquestion: Callable[[str, str, History, str | None], Messages]
+    # The final answer after the Q/A (static, socratic): (question, history, context).
+    final: Callable[[str, History, str | None], Messages]
+    # The whole problem in one call, the subquestions as hints (hinted).
+    hinted: Callable[[str, Sequence[str], str | None], Messages]
+    # The whole problem in one call, no subquestions (direct): (question, context).
+    direct: Callable[[str, str | None], Messages]
 
 
-@dataclass(frozen=True)
-class DistilledStyle:
-    name: PromptStyleName = "distilled"
-
-    def subquestion(
-        self, question: str, sub: str, history: History, context: str | None
-    ) -> Messages:
-        return prompts.distilled_subquestion(question, sub, history, context)
-
-    def final(self, question: str, history: History, context: str | None) -> Messages:
-        return prompts.distilled_final(question, history, context)
-
-    def hinted(self, question: str, subquestions: Sequence[str], context: str | None) -> Messages:
-        return prompts.distilled_hinted(question, subquestions, context)
-
-    def direct(self, question: str, context: str | None) -> Messages:
-        return prompts.distilled_direct(question, context)
-
-
-CHAT = ChatStyle()
-DISTILLED = DistilledStyle()
+CHAT = PromptStyle("chat", prompts.subquestion, prompts.final, prompts.hinted, prompts.direct)
+DISTILLED = PromptStyle(
+    "distilled",
+    prompts.distilled_subquestion,
+    prompts.distilled_final,
+    prompts.distilled_hinted,
+    prompts.distilled_direct,
+)
 STYLES: dict[PromptStyleName, PromptStyle] = {"chat": CHAT, "distilled": DISTILLED}

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from service.cli import procs
 
@@ -38,6 +37,8 @@ REAL_SERVICES = frozenset({"redis_url", "postgres_url"})
 
 
 def _answers(url: str) -> bool:
+    import redis  # here: conftest imports this module in every pytest process
+
     client = redis.Redis.from_url(url, socket_timeout=1.0)
     try:
         return bool(client.ping())

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 
-from service.api.app import create_app
 from service.cli import procs
 from service.cli.procs import bound_socket, free_port, refused_port, url_of
 from service.core.settings import Settings
@@ -119,6 +118,10 @@ def refused_start(env: dict[str, str], timeout: float = 120) -> str:
 @contextlib.contextmanager
 def live_app(settings: Settings) -> Iterator[str]:
     """The real app under uvicorn on a loopback port, in a thread."""
+    # Imported here: conftest imports this module, and xdist's controller process,
+    # which runs no test, need not import the app before it starts the workers.
+    from service.api.app import create_app
+
     sock = bound_socket()
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": sock.getsockname()[1]})
     with procs.serve_in_thread(

@@ -1,4 +1,8 @@
-"""The distilled merge's checkpoint cache: what a merge keeps, and what it removes."""
+"""The distilled merge's checkpoint cache: what a merge keeps, and what it removes.
+
+torch is imported where used: at module level every xdist worker would pay its
+import (about a second of CPU) while collecting, not only the one that runs these.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
 
 from service.embedded import vocab
 from service.embedded.model_prep import (
@@ -19,6 +21,9 @@ from service.embedded.model_prep import (
 
 
 def _base(root: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
     base = root / "models" / "gemma-3-270m"
     base.mkdir(parents=True)
     save_file({"layer.weight": torch.zeros(4, 3)}, str(base / "model.safetensors"))
@@ -28,6 +33,9 @@ def _base(root: Path) -> Path:
 
 
 def _adapter(root: Path, name: str, scale: float) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
     adapter = root / name
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": 4}))
@@ -52,6 +60,9 @@ def _fake_merge(path: Path, marker: str) -> Path:
 def test_a_merge_folds_in_the_adapter_and_removes_only_checkpoints_nothing_can_serve(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import torch
+    from safetensors.torch import load_file
+
     # Trimming the vocabulary needs the real tokenizer (tests/test_vocab.py covers it).
     monkeypatch.setattr(vocab, "trim_checkpoint", lambda *args: None)
     base = _base(tmp_path)

@@ -17,6 +17,8 @@ OpenTelemetry GenAI mapping (see docs/observability.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,131 +67,125 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, max_in_flight: int = 0) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            f"{PREFIX}_requests",
+
+        # Every family: the one prefix, this registry.
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(f"{PREFIX}_{name}", doc, labels, registry=r)
+
+        def histogram(
+            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+        ) -> Histogram:
+            return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=r)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"{PREFIX}_{name}", doc, registry=r)
+
+        self.requests = counter(
+            "requests",
             "Requests to /solve and /decompose by endpoint, mode and HTTP status.",
             ["endpoint", "mode", "status"],
-            registry=r,
         )
-        self.request_duration = Histogram(
-            f"{PREFIX}_request_duration_seconds",
+        self.request_duration = histogram(
+            "request_duration_seconds",
             "Wall time of /solve and /decompose requests.",
             ["endpoint", "mode"],
             buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.in_flight = Gauge(
-            f"{PREFIX}_requests_in_flight",
+        self.in_flight = gauge(
+            "requests_in_flight",
             "Requests to /solve and /decompose being processed now.",
-            registry=r,
         )
-        self.in_flight_limit = Gauge(
-            f"{PREFIX}_requests_in_flight_limit",
+        self.in_flight_limit = gauge(
+            "requests_in_flight_limit",
             "Configured bound on requests in flight (DIVCONQ_MAX_IN_FLIGHT), for saturation.",
-            registry=r,
         )
-        self.stage_duration = Histogram(
-            f"{PREFIX}_stage_duration_seconds",
+        self.stage_duration = histogram(
+            "stage_duration_seconds",
             "Wall time of one model call by stage (decompose, solve, final) and model "
             "(OTel gen_ai.client.operation.duration).",
             ["stage", "model"],
             buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.tokens = Counter(
-            f"{PREFIX}_tokens",
+        self.tokens = counter(
+            "tokens",
             "Tokens by stage, type (input, output) and model (OTel gen_ai.client.token.usage).",
             ["stage", "type", "model"],
-            registry=r,
         )
-        self.cost = Counter(
-            f"{PREFIX}_cost_usd",
+        self.cost = counter(
+            "cost_usd",
             "Estimated cost in USD by stage and model, from DIVCONQ_PRICES.",
             ["stage", "model"],
-            registry=r,
         )
-        self.calculator = Counter(
-            f"{PREFIX}_calculator_calls",
+        self.calculator = counter(
+            "calculator_calls",
             "Calculator annotations the embedded model closed, by outcome: computed (its "
             "value was right), corrected (the service wrote the true value), rejected "
             "(malformed or unsafe: left as written).",
             ["outcome"],
-            registry=r,
         )
-        self.usage_estimated = Counter(
-            f"{PREFIX}_usage_estimated_calls",
+        self.usage_estimated = counter(
+            "usage_estimated_calls",
             "Model calls whose backend reported no usage, so their tokens were counted "
             "with a tokenizer here, by stage and model.",
             ["stage", "model"],
-            registry=r,
         )
-        self.solver_calls = Counter(
-            f"{PREFIX}_solver_calls",
+        self.solver_calls = counter(
+            "solver_calls",
             "Solver calls by outcome (ok, retried, timeout, connect_error, http_error, "
             "invalid_response).",
             ["outcome"],
-            registry=r,
         )
-        self.subquestions = Histogram(
-            f"{PREFIX}_subquestions_per_request",
+        self.subquestions = histogram(
+            "subquestions_per_request",
             "Subquestions used per /solve request, by mode.",
             ["mode"],
             buckets=SUBQUESTION_BUCKETS,
-            registry=r,
         )
-        self.cache_lookups = Counter(
-            f"{PREFIX}_cache_lookups",
+        self.cache_lookups = counter(
+            "cache_lookups",
             "Response cache lookups by kind (call: one solver call; solve: a whole /solve) "
             "and outcome (hit, miss, error: the store failed, served uncached).",
             ["kind", "outcome"],
-            registry=r,
         )
-        self.spans_dropped = Counter(
-            f"{PREFIX}_trace_spans_dropped",
+        self.spans_dropped = counter(
+            "trace_spans_dropped",
             "Trace spans never delivered, by reason: queue_full (the exporter fell behind) "
             "or export_failed (the trace endpoint was unreachable or refused the batch).",
             ["reason"],
-            registry=r,
         )
         # Per key (its configured name, never its secret): a bounded label.
-        self.key_requests = Counter(
-            f"{PREFIX}_key_requests",
+        self.key_requests = counter(
+            "key_requests",
             "API requests by key name, endpoint and HTTP status.",
             ["key", "endpoint", "status"],
-            registry=r,
         )
-        self.key_tokens = Counter(
-            f"{PREFIX}_key_tokens",
+        self.key_tokens = counter(
+            "key_tokens",
             "Tokens (input and output, all stages) spent by key name.",
             ["key"],
-            registry=r,
         )
-        self.key_cost = Counter(
-            f"{PREFIX}_key_cost_usd",
+        self.key_cost = counter(
+            "key_cost_usd",
             "Estimated cost in USD (DIVCONQ_PRICES) spent by key name.",
             ["key"],
-            registry=r,
         )
-        self.limit_rejections = Counter(
-            f"{PREFIX}_limit_rejections",
+        self.limit_rejections = counter(
+            "limit_rejections",
             "Requests refused with 429 by key name and limit (requests_per_minute, "
             "tokens_per_minute, usd_per_day).",
             ["key", "limit"],
-            registry=r,
         )
-        self.limit_store_errors = Counter(
-            f"{PREFIX}_limit_store_errors",
+        self.limit_store_errors = counter(
+            "limit_store_errors",
             "Calls to the limits store (Redis) that failed, by operation (admit, settle, "
             "ping) and the policy that applied (allow: admitted uncounted; deny: 503).",
             ["op", "policy"],
-            registry=r,
         )
-        self.ledger_rows = Counter(
-            f"{PREFIX}_ledger_rows",
+        self.ledger_rows = counter(
+            "ledger_rows",
             "Request ledger rows by outcome: written, dropped (the queue was full), failed "
             "(the database refused the batch).",
             ["outcome"],
-            registry=r,
         )
         # Pre-create the bounded label sets, so rate() and dashboards see zeros
         # rather than absent series before the first event.

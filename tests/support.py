@@ -22,7 +22,7 @@ import httpx
 from service.cli import procs
 from service.cli.procs import bound_socket, free_port, refused_port, url_of
 from service.core.settings import Settings
-from tests.fakes import ANTHROPIC_REPLY
+from tests.scripted_solver import ANTHROPIC_REPLY
 
 __all__ = [
     "FaultServer",

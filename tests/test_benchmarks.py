@@ -46,7 +46,14 @@ def markdown_table(stdout: str) -> list[str]:
 
 def test_every_script_has_help() -> None:
     # Started together: each is an interpreter start, most of its half second.
-    names = ["overhead.py", "modes.py", "decomposer_batching.py", "cold_start.py", "limits_cost.py"]
+    names = [
+        "overhead.py",
+        "modes.py",
+        "decomposer_batching.py",
+        "cold_start.py",
+        "limits_cost.py",
+        "tracing_cpu.py",
+    ]
     procs = {
         name: subprocess.Popen(
             [sys.executable, str(BENCH / name), "--help"],
@@ -91,6 +98,22 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         assert row["overhead_server_p50_ms"] >= 0
         assert row["overhead_client_p50_ms"] >= row["overhead_server_p50_ms"]
     assert set(report["targets_at_64"]) == {"default/staggered", "default/burst"}
+    assert report["machine"]["cores"] >= 1
+
+
+@pytest.mark.slow  # a stub model and two workers (this tree, HEAD's) as subprocesses
+def test_tracing_cpu_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script(
+        "tracing_cpu.py", ["--smoke", "--compare", "HEAD"], tmp_path / "tracing_cpu.json", 180
+    )
+    markdown_table(stdout)
+    assert {(r["service"], r["mode"]) for r in report["rows"]} == {
+        (service, mode) for service in ("this tree", "HEAD") for mode in ("direct", "static")
+    }
+    for row in report["rows"]:
+        # Every request of a round counted: CPU per request, tracing off and on.
+        for key in ("off_ms", "on_ms", "loop_off_ms", "loop_on_ms"):
+            assert row[key] > 0, (row, key)
     assert report["machine"]["cores"] >= 1
 
 

@@ -1,0 +1,343 @@
+"""The CPU a traced request costs, measured in process: a figure a shared machine can give.
+
+``benchmarks/overhead.py`` times tracing as a client sees it, which needs a
+quiet machine. This counts CPU instead: the app is built in process (as the
+fast tier builds it: ``create_app`` with an ``httpx2.MockTransport`` answering
+the HTTP decomposer and the solver at once) and one client sends ``direct``
+and ``static`` ``/solve`` requests through ``httpx.ASGITransport``, one at a
+time, to two apps side by side:
+
+- ``off``: tracing off (``OTEL_TRACES_EXPORTER=none``);
+- ``on``: tracing as the standard variables turn it on (``start_from_env``):
+  the real OTLP/HTTP exporter behind the SDK's batch processor, every request
+  sampled, exporting to the stub model's ``/v1/traces`` sink (another
+  process). Each ``on`` batch ends with a flush, so the exporter's encoding
+  (on its own thread) is charged to the batch that made the spans.
+
+Rounds alternate the order of ``off`` and ``on``; the figure per mode is the
+median over rounds of process CPU (``time.process_time``: every thread) per
+request, and the difference on - off. ``--compare REF`` measures the
+``service`` package as of git ``REF`` too, in its own worker process, the
+two workers taking turns round by round, so both code versions are measured
+side by side in one run. ``--profile`` prints where the ``on`` app's CPU goes
+(cProfile, one ``static`` batch, the current tree only).
+
+    python benchmarks/tracing_cpu.py --requests 3000 --rounds 5 --compare main
+
+Same CPU and logging set-up as overhead.py's services: no response cache,
+no ledger, log level warning. Process CPU still moves with a busy machine
+(shared caches and cores), less than wall time does: compare figures from one
+run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+MODES = ("direct", "static")
+CONFIGS = ("off", "on")
+PLAN = (
+    "1. How many apples does Tom have?\n"
+    "2. How many pears does Ann buy?\n"
+    "3. How many plums does Bob pick?\n"
+    "4. How many fruits do they have in total?"
+)
+QUESTION = "Tom has 3 apples, Ann buys 4 pears and Bob picks 5 plums. How many fruits?"
+
+
+# --- the worker: one code version, in its own process ------------------------------
+
+
+def _answers() -> Any:
+    """The model calls' answers (bytes made once), as the stub model gives them."""
+    import httpx2
+
+    usage = {"prompt_tokens": 80, "completion_tokens": 8}
+    chat = json.dumps(
+        {
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "The answer is 7."},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+    ).encode()
+    chunk = {"object": "chat.completion.chunk"}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "The answer is 7."}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**chunk, "choices": [], "usage": usage},
+    ]
+    stream = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    stream += b"data: [DONE]\n\n"
+    plan = json.dumps(
+        {
+            "choices": [{"index": 0, "text": PLAN, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 24},
+        }
+    ).encode()
+    json_type = {"content-type": "application/json"}
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        if path.endswith("/chat/completions"):
+            if b'"stream":true' in request.content or b'"stream": true' in request.content:
+                return httpx2.Response(
+                    200, content=stream, headers={"content-type": "text/event-stream"}
+                )
+            return httpx2.Response(200, content=chat, headers=json_type)
+        return httpx2.Response(200, content=plan, headers=json_type)
+
+    return httpx2.MockTransport(answer)
+
+
+@contextlib.asynccontextmanager
+async def _app(config: str, sink: str) -> AsyncIterator[tuple[Any, Any]]:
+    """One app (lifespan entered) and a client speaking ASGI to it; its Tracing."""
+    import httpx
+
+    from service.api.app import create_app
+    from service.api.trace_middleware import TraceMiddleware
+    from service.core.settings import Settings
+
+    otel = {
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "",
+        "OTEL_SERVICE_NAME": "divconq-bench",
+    }
+    if config == "on":
+        otel |= {
+            "OTEL_TRACES_EXPORTER": "",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    os.environ.update(otel)
+    settings = Settings(
+        decomposer={"backend": "openai", "base_url": "http://decomposer.test/v1"},  # type: ignore[arg-type]
+        solver={"base_url": "http://solver.test/v1", "model": "stub"},  # type: ignore[arg-type]
+        cache={"enabled": False},  # type: ignore[arg-type]
+        ledger={"enabled": False},  # type: ignore[arg-type]
+        max_in_flight=8192,
+    )
+    app = create_app(settings, transport=_answers())
+    tracing = next(m.kwargs["tracing_"] for m in app.user_middleware if m.cls is TraceMiddleware)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://divconq.test", timeout=30
+        ) as client,
+    ):
+        yield client, tracing
+
+
+async def _batch(client: Any, tracing: Any, mode: str, n: int) -> tuple[float, float]:
+    """CPU seconds for ``n`` requests one after another: every thread's (the export
+    included) and the serving thread's (the event loop: the requests' own work)."""
+    body = {"question": QUESTION, "mode": mode}
+    started, started_loop = time.process_time(), time.thread_time()
+    for _ in range(n):
+        resp = await client.post("/solve", json=body)
+        if resp.status_code != 200:
+            raise SystemExit(f"{mode}: HTTP {resp.status_code} {resp.text}")
+    if tracing.provider is not None:
+        tracing.provider.force_flush()
+    return time.process_time() - started, time.thread_time() - started_loop
+
+
+async def _worker(sink: str) -> None:
+    """Answers the parent's commands on stdin: ``round N FIRST``, ``profile N``, ``quit``."""
+    async with _app("off", sink) as off, _app("on", sink) as on:
+        if off[1].enabled or not on[1].enabled:
+            raise SystemExit("tracing did not come out off and on as configured")
+        apps = {"off": off, "on": on}
+        for mode in MODES:  # warm-up: imports, first-call caches
+            for config in CONFIGS:
+                await _batch(*apps[config], mode, 50)
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command, *rest = line.split()
+            if command == "round":
+                n, first = int(rest[0]), rest[1]
+                order = CONFIGS if first == "off" else CONFIGS[::-1]
+                result = {}
+                for mode in MODES:
+                    for config in order:
+                        cpu, loop_cpu = await _batch(*apps[config], mode, n)
+                        result[f"{mode}/{config}"] = cpu / n
+                        result[f"{mode}/{config}/loop"] = loop_cpu / n
+                print(json.dumps(result), flush=True)
+            elif command == "profile":
+                profile = cProfile.Profile()
+                profile.enable()
+                await _batch(*apps["on"], "static", int(rest[0]))
+                profile.disable()
+                out = io.StringIO()
+                stats = pstats.Stats(profile, stream=out)
+                stats.sort_stats("tottime").print_stats(30)
+                stats.sort_stats("cumulative").print_stats(60)
+                print(json.dumps({"profile": out.getvalue()}), flush=True)
+            else:
+                return
+
+
+# --- the parent: workers per code version, taking turns -----------------------------
+
+
+@contextlib.contextmanager
+def _tree(ref: str | None) -> Iterator[Path]:
+    """A directory whose ``service`` package is the one as of ``ref`` (None: this tree)."""
+    root = Path(__file__).resolve().parent.parent
+    if ref is None:
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="divconq-tracing-cpu-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", ref, "service"], cwd=root, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp)
+
+
+class Worker:
+    def __init__(self, name: str, tree: Path, sink: str) -> None:
+        self.name = name
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", sink],
+            env=env,
+            cwd=tree,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self._line() != "ready":
+            raise SystemExit(f"worker {name} did not start")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker {self.name} exited {self.proc.wait()}")
+        return line.strip()
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self._line())
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="per round, mode and config")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compare", metavar="REF", help="also measure `service` as of git REF")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N requests")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
+    parser.add_argument("--worker", metavar="SINK", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="write the figures as JSON here (default: results/)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.rounds = 20, 2
+    if args.worker:
+        from service.observability.logs import configure_logging
+
+        # As `divconq serve` logs under the benchmarks' DIVCONQ_LOG_LEVEL=warning
+        # (JSON lines to stderr: none per request at that level).
+        configure_logging("warning")
+        asyncio.run(_worker(args.worker))
+        return
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _bench import INDEPENDENT_PLAN, RESULTS, machine, running, start_stub, table, write_json
+
+    versions = {"this tree": None} | ({args.compare: args.compare} if args.compare else {})
+    samples: dict[tuple[str, str], list[float]] = {}
+    stub = start_stub(0.0, INDEPENDENT_PLAN)
+    with running(stub), contextlib.ExitStack() as stack:
+        workers = []
+        for name, ref in versions.items():
+            tree = stack.enter_context(_tree(ref))
+            worker = Worker(name, tree, stub.url)
+            stack.callback(worker.stop)
+            workers.append(worker)
+        for i in range(args.rounds):
+            # Versions take turns, each in both orders of off and on.
+            for worker in workers if i % 2 == 0 else workers[::-1]:
+                got = worker.ask(f"round {args.requests} {'off' if i % 2 == 0 else 'on'}")
+                for key, seconds in got.items():
+                    samples.setdefault((worker.name, key), []).append(seconds * 1e3)
+            print(f"round {i + 1}/{args.rounds} done", flush=True)
+        profile = workers[0].ask(f"profile {args.profile}")["profile"] if args.profile else ""
+    rows = []
+    for name in versions:
+        for mode in MODES:
+            row: dict[str, Any] = {"service": name, "mode": mode}
+            for what, suffix in (("", ""), ("loop_", "/loop")):
+                off = samples[(name, f"{mode}/off{suffix}")]
+                on = samples[(name, f"{mode}/on{suffix}")]
+                added = [b - a for a, b in zip(off, on, strict=True)]
+                row |= {
+                    f"{what}off_ms": round(statistics.median(off), 3),
+                    f"{what}on_ms": round(statistics.median(on), 3),
+                    f"{what}added_ms": round(statistics.median(added), 3),
+                    f"{what}added_range": f"{min(added):.3f}..{max(added):.3f}",
+                }
+            rows.append(row)
+    print(
+        f"\nCPU per request, median of {args.rounds} rounds of {args.requests} "
+        "(ms; off/on/added: process CPU, every thread, the export included; loop_*: the "
+        "serving thread's alone; added = on - off within a round, its median and range):"
+    )
+    print(table(rows, list(rows[0])))
+    if profile:
+        print("\nwhere the 'on' app's CPU goes (one static batch, this tree):\n" + profile)
+    report = {
+        "requests": args.requests,
+        "rounds": args.rounds,
+        "compare": args.compare,
+        "machine": machine(),
+        "rows": rows,
+        "samples_ms": {f"{k[0]}|{k[1]}": v for k, v in samples.items()},
+    }
+    write_json(args.out or RESULTS / "tracing_cpu.json", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ this middleware only passes the request on.
 
 from __future__ import annotations
 
-from opentelemetry import propagate
+from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,46 +50,49 @@ class TraceMiddleware:
         rec = record(scope)
         attributes[semconv.REQUEST_ID] = rec.request_id
         status = 500  # what the client gets if the app dies before answering
-        with (
-            tracer.start_as_current_span(
-                method,
-                context=propagate.extract(carrier),
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span,
-            tracing.using(self.tracing),
-        ):
-            ids = tracing.ids()
-            flags = format(span.get_span_context().trace_flags, "02x")
-            header = f"00-{ids['trace_id']}-{ids['span_id']}-{flags}".encode()
-            # The 500 handler runs outside this middleware: it finds the ids here.
-            rec.trace_ids = ids
+        # start_span and attach by hand, not start_as_current_span: the same span,
+        # current for the app, without the SDK's two generator context managers.
+        span = tracer.start_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        ctx = span.get_span_context()
+        ids = {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+        header = f"00-{ids['trace_id']}-{ids['span_id']}-{ctx.trace_flags:02x}".encode()
+        # The 500 handler runs outside this middleware: it finds the ids here.
+        rec.trace_ids = ids
 
-            async def send_traced(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                    message["headers"] = [*message.get("headers", []), (b"traceresponse", header)]
-                await send(message)
+        async def send_traced(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), (b"traceresponse", header)]
+            await send(message)
 
-            try:
+        try:
+            with tracing.using(self.tracing):
                 await self.app(scope, receive, send_traced)
-            except BaseException as exc:
-                tracing.record_error(span, exc)
-                raise
-            finally:
-                # A stream that failed after it began records what it came to.
-                final = rec.status if rec.status is not None else status
-                done: dict[str, str | int] = {"http.response.status_code": final}
-                route = getattr(scope.get("route"), "path", None)
-                if route:
-                    span.update_name(f"{method} {route}")
-                    done["http.route"] = route
-                if rec.mode:
-                    done[semconv.MODE] = rec.mode
-                if final >= 500:
-                    done[semconv.ERROR_TYPE] = str(final)
-                    span.set_status(Status(StatusCode.ERROR))
-                span.set_attributes(done)
+        except BaseException as exc:
+            tracing.record_error(span, exc)
+            raise
+        finally:
+            # A stream that failed after it began records what it came to.
+            final = rec.status if rec.status is not None else status
+            done: dict[str, str | int] = {"http.response.status_code": final}
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                span.update_name(f"{method} {route}")
+                done["http.route"] = route
+            if rec.mode:
+                done[semconv.MODE] = rec.mode
+            if final >= 500:
+                done[semconv.ERROR_TYPE] = str(final)
+                span.set_status(Status(StatusCode.ERROR))
+            span.set_attributes(done)
+            context.detach(token)
+            span.end()

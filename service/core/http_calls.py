@@ -9,6 +9,7 @@ why it called (the pipeline) adds the stage and role (``UpstreamError.during``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -78,11 +79,19 @@ def prepared(url: str, headers: dict[str, str]) -> tuple[dict[str, str], list[st
         headers = dict(headers)
         propagate.inject(headers)
         if span.is_recording():
-            parts = urlsplit(url)
-            span.set_attribute("server.address", parts.hostname or "")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            span.set_attribute("server.port", port)
+            span.set_attributes(_server_of(url))
     return headers, secrets
+
+
+@functools.lru_cache(maxsize=64)
+def _server_of(url: str) -> dict[str, str | int]:
+    """``server.address`` and ``server.port`` of a URL (a few per process: cached).
+
+    The SDK copies the attributes it is given: sharing the dict is safe.
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return {"server.address": parts.hostname or "", "server.port": port}
 
 
 def transport_error(where: str, exc: httpx2.TransportError) -> UpstreamError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -49,16 +50,38 @@ SPAN_DROP_REASONS = ("queue_full", "export_failed")
 _EOF = b"# EOF\n"
 
 
+class _Exemplars:
+    """The exemplar of the current span, made once per span: a request's model calls
+    are all observed under its workflow span, so most observations reuse the last."""
+
+    def __init__(self) -> None:
+        # One tuple, swapped whole: a reader never sees one span's ids with another's.
+        self._last: tuple[SpanContext, dict[str, str] | None] = (INVALID_SPAN_CONTEXT, None)
+
+    def __call__(self) -> dict[str, str] | None:
+        ctx = trace.get_current_span().get_span_context()
+        last_ctx, last = self._last
+        if ctx is last_ctx:
+            return last
+        value = None
+        if ctx.is_valid and ctx.trace_flags.sampled:
+            trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+            value = {"trace_id": trace_id, "span_id": span_id}
+        self._last = (ctx, value)
+        return value
+
+
+_exemplars = _Exemplars()
+
+
 def exemplar() -> dict[str, str] | None:
     """The current sampled trace as an exemplar (latency bucket -> trace); None untraced.
 
     Exemplars are served in the OpenMetrics exposition only (``render``), which
     Prometheus asks for by default (with ``--enable-feature=exemplar-storage``).
+    The dict may be shared between observations: prometheus_client only reads it.
     """
-    ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid or not ctx.trace_flags.sampled:
-        return None
-    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+    return _exemplars()
 
 
 class Metrics:

@@ -34,10 +34,10 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -75,30 +75,49 @@ def current() -> Tracing | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def using(tracing: Tracing) -> Iterator[None]:
+class using:  # a class, not a generator: entered once per traced request
     """Make ``tracing`` the current one for the code run inside (one request)."""
-    token = _current.set(tracing)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+
+    __slots__ = ("_token", "_tracing")
+
+    def __init__(self, tracing: Tracing) -> None:
+        self._tracing = tracing
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._tracing)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
-@contextlib.contextmanager
-def stage(name: str) -> Iterator[Span]:
+class _Stage:
+    """Sets the stage for the calls inside (a class: cheaper than a generator)."""
+
+    __slots__ = ("_name", "_token")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __enter__(self) -> Span:
+        self._token = _stage.set(self._name)
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        _stage.reset(self._token)
+
+
+# What every helper gives outside a traced request: the no-op span, nothing done.
+_UNTRACED: contextlib.AbstractContextManager[Span] = contextlib.nullcontext(trace.INVALID_SPAN)
+
+
+def stage(name: str) -> contextlib.AbstractContextManager[Span]:
     """Label the model calls made inside with the pipeline stage they serve.
 
     Opens no span of its own (yields the no-op one): the calls inside do.
     """
     if _current.get() is None:
-        yield trace.INVALID_SPAN
-        return
-    token = _stage.set(name)
-    try:
-        yield trace.INVALID_SPAN
-    finally:
-        _stage.reset(token)
+        return _UNTRACED
+    return _Stage(name)
 
 
 # --- spans --------------------------------------------------------------------------
@@ -126,14 +145,58 @@ def record_error(span: Span, exc: BaseException, call: bool = False) -> None:
         span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
 
 
-@contextlib.contextmanager
+class _Scope:
+    """A child span of the current one, current for the code inside: what the SDK's
+    ``start_as_current_span`` does, without its two generator context managers (a
+    request opens several of these; each generator costs more than the span's own
+    bookkeeping). A failure inside marks the span and goes on up."""
+
+    __slots__ = ("_attributes", "_call", "_kind", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        call: bool,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._call = call
+
+    def __enter__(self) -> Span:
+        span_ = self._tracer.start_span(
+            self._name,
+            kind=self._kind,
+            attributes=self._attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span = span_
+        self._token = context.attach(trace.set_span_in_context(span_))
+        return span_
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        try:
+            if exc is not None:
+                record_error(self._span, exc, self._call)
+        finally:
+            context.detach(self._token)
+            self._span.end()
+
+
 def span(
     name: str,
     kind: SpanKind,
     attributes: Mapping[str, AttributeValue] | None = None,
     *,
     call: bool = False,
-) -> Iterator[Span]:
+) -> contextlib.AbstractContextManager[Span]:
     """A child span of the current one, when the request is traced (else a no-op span).
 
     A failure marks it (``error.type``, status ERROR) and goes on up; ``call``:
@@ -141,20 +204,8 @@ def span(
     """
     tracing = _current.get()
     if tracing is None or tracing.tracer is None:
-        yield trace.INVALID_SPAN
-        return
-    with tracing.tracer.start_as_current_span(
-        name,
-        kind=kind,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as current_span:
-        try:
-            yield current_span
-        except BaseException as exc:
-            record_error(current_span, exc, call)
-            raise
+        return _UNTRACED
+    return _Scope(tracing.tracer, name, kind, attributes, call)
 
 
 def workflow(
@@ -168,7 +219,6 @@ def workflow(
     )
 
 
-@contextlib.contextmanager
 def model_call(
     operation: str,
     model: str,
@@ -176,27 +226,28 @@ def model_call(
     kind: SpanKind,
     attributes: Mapping[str, AttributeValue] | None = None,
     prompt: Sequence[Mapping[str, str]] | str | None = None,
-) -> Iterator[Span]:
+) -> contextlib.AbstractContextManager[Span]:
     """The span of one model call: ``chat {model}``, ``text_completion {model}``.
 
-    ``prompt`` is recorded only when content capture is on.
+    ``prompt`` is recorded only when content capture is on. Every attribute known
+    before the call is given at the span's start: one pass of the SDK's checks.
     """
-    if _current.get() is None:
-        yield trace.INVALID_SPAN
-        return
+    tracing = _current.get()
+    if tracing is None or tracing.tracer is None:
+        return _UNTRACED
     attrs: dict[str, AttributeValue] = {
         GEN_AI_OPERATION: operation,
         GEN_AI_PROVIDER: provider,
         GEN_AI_REQUEST_MODEL: model,
-        **(attributes or {}),
     }
+    if attributes:
+        attrs.update(attributes)
     stage_name = _stage.get()
     if stage_name is not None:
         attrs[STAGE] = stage_name
-    with span(f"{operation} {model}", kind, attrs, call=True) as call_span:
-        if prompt is not None:
-            record_input(call_span, prompt)
-        yield call_span
+    if prompt is not None and tracing.capture_content:
+        attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
+    return _Scope(tracing.tracer, f"{operation} {model}", kind, attrs, True)
 
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:
@@ -210,7 +261,6 @@ def record_completion(span_: Span, completion: Completion, response_model: str =
         attrs[GEN_AI_OUTPUT_TOKENS] = completion.completion_tokens
     if response_model:
         attrs[GEN_AI_RESPONSE_MODEL] = response_model
-    span_.set_attributes(attrs)
     tracing = _current.get()
     if tracing is not None and tracing.capture_content:
         message = {
@@ -218,7 +268,8 @@ def record_completion(span_: Span, completion: Completion, response_model: str =
             "parts": [{"type": "text", "content": completion.text}],
             "finish_reason": completion.finish_reason,
         }
-        span_.set_attribute(GEN_AI_OUTPUT_MESSAGES, json.dumps([message]))
+        attrs[GEN_AI_OUTPUT_MESSAGES] = json.dumps([message])
+    span_.set_attributes(attrs)
 
 
 class _Tokens(Protocol):
@@ -247,17 +298,13 @@ def record_run(span_: Span, subquestions: int, usage: _Tokens) -> None:
     span_.set_status(Status(StatusCode.OK))
 
 
-def record_input(span_: Span, messages: Sequence[Mapping[str, str]] | str) -> None:
-    """The prompt, only when content capture is on."""
-    tracing = _current.get()
-    if tracing is None or not tracing.capture_content or not span_.is_recording():
-        return
+def _input_messages(messages: Sequence[Mapping[str, str]] | str) -> str:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     value = [
         {"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]} for m in messages
     ]
-    span_.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(value))
+    return json.dumps(value)
 
 
 def ids() -> dict[str, Any]:

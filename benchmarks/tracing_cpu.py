@@ -285,12 +285,11 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _bench import INDEPENDENT_PLAN, RESULTS, machine, running, start_stub, table, write_json
+    from _bench import RESULTS, machine, stub_model, table, write_json
 
     versions = {"this tree": None} | ({args.compare: args.compare} if args.compare else {})
     samples: dict[tuple[str, str], list[float]] = {}
-    stub = start_stub(0.0, INDEPENDENT_PLAN)
-    with running(stub), contextlib.ExitStack() as stack:
+    with stub_model(0.0) as stub, contextlib.ExitStack() as stack:
         workers = []
         for name, ref in versions.items():
             tree = stack.enter_context(_tree(ref))

@@ -18,15 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.fakes import FakeDecomposer, ScriptedSolver, settings_for
 from tests.streams import live
 
-CHECKS = [not_a_server_error, response_schema_conformance]
+# schemathesis is imported in ``published_schema`` and ``run``: at module level every
+# xdist worker would import it (most of a second) to collect these two tests.
 
 
 def fuzz(max_examples: int) -> settings:
@@ -39,9 +37,20 @@ def fuzz(max_examples: int) -> settings:
     )
 
 
+def published_schema(url: str) -> Any:
+    """The schema the service publishes at ``url``."""
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
 def run(schema: Any, max_examples: int, prepare: Callable[[Any], None] | None = None) -> int:
     """Every operation of ``schema``, ``max_examples`` generated requests each; returns
     how many requests were sent. The first failing check fails the test."""
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    checks = [not_a_server_error, response_schema_conformance]
     sent = 0
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -53,7 +62,7 @@ def run(schema: Any, max_examples: int, prepare: Callable[[Any], None] | None = 
             if prepare is not None:
                 prepare(case)
             sent += 1
-            case.call_and_validate(checks=CHECKS, timeout=300)
+            case.call_and_validate(checks=checks, timeout=300)
 
         check()
     return sent
@@ -64,7 +73,7 @@ def test_no_server_error_with_fakes() -> None:
     # No embedded model (the fake has no engine): pipeline models and /solve only.
     settings = settings_for(serve_openai_api=False)
     with live(settings, ScriptedSolver("ok"), decomposer) as url:
-        sent = run(schemathesis.openapi.from_url(f"{url}/openapi.json"), 20)
+        sent = run(published_schema(url), 20)
     assert sent >= 3 * 15
 
 
@@ -91,5 +100,5 @@ def _cheap(case: Any) -> None:
 def test_no_server_error_live(service_url: str) -> None:
     # Three per operation: the schema's edges are covered in process above (20
     # each); here they meet the real engine and `vllm serve`, seconds a request.
-    sent = run(schemathesis.openapi.from_url(f"{service_url}/openapi.json"), 3, _cheap)
+    sent = run(published_schema(service_url), 3, _cheap)
     assert sent >= 3 * 3  # the three POST operations, three examples each

@@ -438,6 +438,17 @@ async def test_cache_lookups_are_spans_and_a_hit_ends_the_workflow(
     assert _attrs(_one(missed, "cache.get call"))[semconv.CACHE_OUTCOME] == "miss"
 
 
+async def test_a_disabled_cache_is_not_reported_as_a_miss(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with serve(plain(), ScriptedSolver("ok"), tracer_provider=provider) as client:
+        response = await solve(client)
+    assert response.status_code == 200, response.text
+    spans = exporter.get_finished_spans()
+    assert _attrs(_one(spans, "invoke_workflow divconq.direct"))[semconv.CACHE] == "off"
+    assert not [s for s in spans if s.name.startswith("cache.")]
+
+
 # --- context in and out; logs; content; exemplars -------------------------------------
 
 

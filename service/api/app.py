@@ -151,7 +151,10 @@ def create_app(
             embedded=embedded,
             adapters=Adapters.from_settings(settings),
             solvers=solvers,
-            pipeline=Pipeline(settings, decomposer_, metrics, estimator, cache=cache),
+            # A disabled cache is no cache: no key built, no lookup, no "miss" on a trace.
+            pipeline=Pipeline(
+                settings, decomposer_, metrics, estimator, cache=cache if cache.enabled else None
+            ),
             metrics=metrics,
             cache=cache,
             limiter=Limiter(settings, store, metrics),

@@ -692,7 +692,7 @@ async def test_an_unreachable_trace_endpoint_drops_and_counts(
         port = closed.getsockname()[1]
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.2")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
         async with serve(plain(), ScriptedSolver("ok")) as client:
             resp = await solve(client)

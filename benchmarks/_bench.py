@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -226,6 +227,21 @@ def start_service(env: dict[str, str], log: Path | None = None, cwd: Path = ROOT
             stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         )
     return Server(proc, f"http://127.0.0.1:{port}", started, log)
+
+
+@contextlib.contextmanager
+def service_at(ref: str | None) -> Iterator[Path]:
+    """A directory whose ``service`` package is the one as of git ``ref`` (``git
+    archive``, removed after), for ``start_service(cwd=...)``; None: this tree."""
+    if ref is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory(prefix="divconq-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", ref, "service"], cwd=ROOT, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp)
 
 
 @contextlib.contextmanager

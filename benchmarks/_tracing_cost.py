@@ -22,14 +22,10 @@ latency, which the overheads subtract.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from _bench import ROOT, Server, start_service, stub_env, stub_model
+from _bench import ROOT, Server, service_at, start_service, stub_env, stub_model
 from _side_by_side import ADDED, compare, rounds
 
 OFF = {"OTEL_TRACES_EXPORTER": "none"}
@@ -58,19 +54,6 @@ def _env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, st
     return env
 
 
-@contextlib.contextmanager
-def _checkout(ref: str | None) -> Iterator[Path | None]:
-    if ref is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="divconq-baseline-") as tmp:
-        archive = subprocess.run(
-            ["git", "archive", ref, "service"], cwd=ROOT, check=True, capture_output=True
-        )
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        yield Path(tmp)
-
-
 def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     """Rows per configuration and mode, and what tracing adds at p50."""
     configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
@@ -80,11 +63,11 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
         row: dict[str, Any] = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
         return row
 
-    with stub_model(args.tracing_delay_s) as stub, _checkout(args.tracing_baseline) as old:
+    with stub_model(args.tracing_delay_s) as stub, service_at(args.tracing_baseline) as old:
         services = {
             c: start_service(
                 _env(stub.url, "off" if c == "before" else c, args.tracing_ratio),
-                cwd=old if c == "before" and old else ROOT,
+                cwd=old if c == "before" else ROOT,
             )
             for c in configs
         }

@@ -43,9 +43,8 @@ import pstats
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -205,21 +204,6 @@ async def _worker(sink: str) -> None:
 # --- the parent: workers per code version, taking turns -----------------------------
 
 
-@contextlib.contextmanager
-def _tree(ref: str | None) -> Iterator[Path]:
-    """A directory whose ``service`` package is the one as of ``ref`` (None: this tree)."""
-    root = Path(__file__).resolve().parent.parent
-    if ref is None:
-        yield root
-        return
-    with tempfile.TemporaryDirectory(prefix="divconq-tracing-cpu-") as tmp:
-        archive = subprocess.run(
-            ["git", "archive", ref, "service"], cwd=root, check=True, capture_output=True
-        )
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        yield Path(tmp)
-
-
 class Worker:
     def __init__(self, name: str, tree: Path, sink: str) -> None:
         self.name = name
@@ -285,14 +269,14 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _bench import RESULTS, machine, stub_model, table, write_json
+    from _bench import RESULTS, machine, service_at, stub_model, table, write_json
 
     versions = {"this tree": None} | ({args.compare: args.compare} if args.compare else {})
     samples: dict[tuple[str, str], list[float]] = {}
     with stub_model(0.0) as stub, contextlib.ExitStack() as stack:
         workers = []
         for name, ref in versions.items():
-            tree = stack.enter_context(_tree(ref))
+            tree = stack.enter_context(service_at(ref))
             worker = Worker(name, tree, stub.url)
             stack.callback(worker.stop)
             workers.append(worker)

@@ -40,6 +40,7 @@ from service.core.settings import Settings
 from service.observability import semconv, trace_setup, tracing
 from service.observability.logs import JsonFormatter
 from service.observability.metrics import Metrics
+from service.observability.spans import Provider
 from service.solver.resilient import ResilientSolver
 from tests.fakes import (
     FakeDecomposer,
@@ -82,8 +83,12 @@ def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+@pytest.fixture(params=["ours", "sdk"])
+def provider(request: pytest.FixtureRequest, exporter: InMemorySpanExporter) -> TracerProvider:
+    """Every test twice: with what the standard variables build (``Provider``: our
+    light spans) and with a plain SDK provider (the SDK's spans): one trace either way."""
+    if request.param == "ours":
+        return Provider(SimpleSpanProcessor(exporter))
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider

@@ -29,13 +29,27 @@ class TraceMiddleware:
     def __init__(self, app: ASGIApp, tracing_: trace_setup.Tracing) -> None:
         self.app = app
         self.tracing = tracing_
+        self._fields: tuple[object, frozenset[bytes]] | None = None
+
+    def _wanted(self) -> frozenset[bytes]:
+        """The header names to read: the global propagator's fields (it may be
+        replaced, as ``OTEL_PROPAGATORS`` or a test does) and ``user-agent``."""
+        textmap = propagate.get_global_textmap()
+        if self._fields is None or self._fields[0] is not textmap:
+            names = {f.lower().encode("latin-1") for f in textmap.fields} | {b"user-agent"}
+            self._fields = (textmap, frozenset(names))
+        return self._fields[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracer = self.tracing.tracer
         if tracer is None or scope["type"] != "http" or scope["path"] in _UNTRACED:
             await self.app(scope, receive, send)
             return
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only the headers the configured propagators read (and the user agent).
+        wanted = self._wanted()
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
+        }
         method = scope["method"]
         attributes = {
             "http.request.method": method,
@@ -50,16 +64,9 @@ class TraceMiddleware:
         rec = record(scope)
         attributes[semconv.REQUEST_ID] = rec.request_id
         status = 500  # what the client gets if the app dies before answering
-        # start_span and attach by hand, not start_as_current_span: the same span,
-        # current for the app, without the SDK's two generator context managers.
-        span = tracer.start_span(
-            method,
-            context=propagate.extract(carrier),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        # Started and attached by hand: the same span, current for the app, without
+        # the SDK's two generator context managers.
+        span = tracer.start(method, SpanKind.SERVER, attributes, propagate.extract(carrier))
         token = context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
         ids = {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}

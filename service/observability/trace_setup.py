@@ -13,10 +13,10 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from service import __version__
 from service.observability.semconv import (
@@ -24,6 +24,7 @@ from service.observability.semconv import (
     SCHEMA_URL,
     SEMCONV_VERSION,
 )
+from service.observability.spans import LightTracer, Provider, SdkTracer, SpanStarter
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +143,31 @@ class CountingBatchProcessor(BatchSpanProcessor):
 
 
 class Tracing:
-    """An app's tracer (None: tracing off) and its content setting."""
+    """An app's tracer (None: tracing off) and its content setting.
+
+    A ``spans.Provider`` (what the standard variables build) gets our light
+    spans; any other SDK ``TracerProvider`` (a test's, an embedding
+    application's) gets the SDK's own tracer: the same trace, at the SDK's cost.
+    """
 
     def __init__(
         self, provider: TracerProvider | None = None, *, capture_content: bool = False
     ) -> None:
         self.provider = provider
         self.capture_content = capture_content
-        self.tracer: trace.Tracer | None = None
+        self.tracer: SpanStarter | None = None
         self._owned = False
         if provider is not None:
             self._use(provider)
 
     def _use(self, provider: TracerProvider) -> None:
         self.provider = provider
-        self.tracer = provider.get_tracer("divconq", __version__, schema_url=SCHEMA_URL)
+        if isinstance(provider, Provider):
+            scope = InstrumentationScope("divconq", __version__, SCHEMA_URL)
+            self.tracer = LightTracer.of(provider, scope)
+        else:
+            sdk = provider.get_tracer("divconq", __version__, schema_url=SCHEMA_URL)
+            self.tracer = SdkTracer(sdk)
 
     @property
     def enabled(self) -> bool:
@@ -170,16 +181,18 @@ class Tracing:
         names = exporter_names()
         if not names:
             return
-        provider = TracerProvider(resource=resource())
-        for name in names:
-            exporter = CountingExporter(_exporter(name), on_drop)
-            provider.add_span_processor(CountingBatchProcessor(exporter, on_drop))
-        self._use(provider)
+        processors = [
+            CountingBatchProcessor(CountingExporter(_exporter(name), on_drop), on_drop)
+            for name in names
+        ]
+        self._use(Provider(*processors, resource=resource()))
         self._owned = True
         log.info("tracing on", extra={"exporters": names, "semconv": SEMCONV_VERSION})
 
     def shutdown(self) -> None:
         """Flush what is queued (bounded) and stop the exporters this app started."""
+        if isinstance(self.tracer, LightTracer):
+            self.tracer.drain()  # spans whose request never ended
         if self._owned and self.provider is not None:
             self.provider.force_flush(SHUTDOWN_TIMEOUT_MS)
             self.provider.shutdown()

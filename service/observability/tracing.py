@@ -59,6 +59,7 @@ from service.observability.semconv import (
     STAGE,
     SUBQUESTIONS,
 )
+from service.observability.spans import SpanStarter
 from service.observability.trace_setup import Tracing
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,15 @@ def record_error(span: Span, exc: BaseException, call: bool = False) -> None:
 class _Scope:
     """A child span of the current one, current for the code inside: what the SDK's
     ``start_as_current_span`` does, without its two generator context managers (a
-    request opens several of these; each generator costs more than the span's own
-    bookkeeping). A failure inside marks the span and goes on up."""
+    request opens several of these). A failure inside marks the span and goes on
+    up. A span that does not record (an unsampled request) is not made current:
+    the request's own non-recording span already is."""
 
     __slots__ = ("_attributes", "_call", "_kind", "_name", "_span", "_token", "_tracer")
 
     def __init__(
         self,
-        tracer: trace.Tracer,
+        tracer: SpanStarter,
         name: str,
         kind: SpanKind,
         attributes: Mapping[str, AttributeValue] | None,
@@ -168,20 +170,17 @@ class _Scope:
         self._call = call
 
     def __enter__(self) -> Span:
-        span_ = self._tracer.start_span(
-            self._name,
-            kind=self._kind,
-            attributes=self._attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        span_ = self._tracer.start(self._name, self._kind, self._attributes)
         self._span = span_
-        self._token = context.attach(trace.set_span_in_context(span_))
+        recording = span_.is_recording()
+        self._token = context.attach(trace.set_span_in_context(span_)) if recording else None
         return span_
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        if self._token is None:
+            return
         try:
             if exc is not None:
                 record_error(self._span, exc, self._call)

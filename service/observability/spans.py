@@ -1,0 +1,402 @@
+"""Our spans: recorded in plain fields, handed to the SDK's processors as ``ReadableSpan``.
+
+Why not the SDK's own ``Tracer``: a ``static`` request makes eight spans, and
+the SDK's span costs more than the work it times (a lock, a bounded attribute
+map validating every value, a bounded event list, a sampler call, a
+``ReadableSpan`` copy at the end). Here a span is a slotted object and a dict
+while it runs. Everything else waits until the request has answered: when
+the request's root span (the server span) ends, every span ended since is
+checked, becomes the SDK's public ``ReadableSpan`` and goes to the provider's
+span processors (``on_end``), so the batch processor, the OTLP exporters and
+the in-memory test exporter see exactly what the SDK would give them, and
+the request's client does not wait for that work. (Processors therefore get
+a request's spans together, at its end, rather than one by one.)
+
+What still holds, as the SDK does it:
+
+- **Sampling**: the provider's sampler (``OTEL_TRACES_SAMPLER``) decides once
+  per trace in this process, at the request's root span, with the caller's
+  context; the spans under it follow that decision (what the default
+  ``parentbased_*`` samplers give). An unsampled request makes one
+  non-recording span, which still carries ``traceparent`` to the solvers.
+- **Limits**: ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_COUNT_LIMIT``
+  and the value-length limits apply at ``end()`` through the SDK's
+  ``BoundedAttributes`` (nothing to do under the defaults); events (an
+  unexpected exception's) are bounded the same way.
+- **Values**: an attribute that is not a string, bool, int, float or a
+  sequence of them is dropped with a warning; sequences become tuples.
+
+A span is used on the event loop that made it (a request's tasks share it),
+so it takes no lock; the queue of ended spans is a thread-safe deque.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+from opentelemetry.util.types import Attributes, AttributeValue
+
+log = logging.getLogger(__name__)
+
+_SCALARS = (str, bool, int, float)
+_SCALAR_TYPES = frozenset(_SCALARS)  # exact classes: the check without a call per value
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
+# Ended spans a tracer holds at most before handing them on without their root.
+_MAX_WAITING = 1024
+
+
+def _clean(key: str, value: object) -> AttributeValue | None:
+    """The value as an attribute may hold it; None (dropped, logged) when it may not."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) for v in value):
+        return tuple(value)
+    log.warning("span attribute %s dropped: invalid type %s", key, type(value).__name__)
+    return None
+
+
+class SpanStarter(Protocol):
+    """What request code starts spans with: ours (``LightTracer``) or the SDK's."""
+
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        context: Context | None = None,
+    ) -> Span: ...
+
+
+class Provider(TracerProvider):
+    """The SDK's tracer provider with its span processors in public view (``processor``),
+    where ``LightTracer`` hands its finished spans. ``force_flush`` and ``shutdown``
+    reach the same processors."""
+
+    def __init__(self, *processors: SpanProcessor, resource: Resource | None = None) -> None:
+        self.processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        super().__init__(resource=resource, active_span_processor=self.processor)
+        for processor in processors:
+            self.add_span_processor(processor)
+
+
+class SdkTracer:
+    """The SDK's own tracer behind ``SpanStarter``: for a provider that is not a
+    ``Provider`` (its processors out of reach), at the SDK's cost per span."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        context: Context | None = None,
+    ) -> Span:
+        return self._tracer.start_span(
+            name,
+            context=context,
+            kind=kind,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+
+class LightSpan(Span):
+    """One recording span of ours (see the module's docstring)."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end_time",
+        "_events",
+        "_kind",
+        "_name",
+        "_parent",
+        "_root",
+        "_start_time",
+        "_status",
+        "_tracer",
+    )
+
+    def __init__(
+        self,
+        tracer: LightTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        root: bool,
+    ) -> None:
+        self._tracer = tracer
+        self._root = root
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes = attributes
+        self._events: list[Event] = []
+        self._status = _UNSET
+        self._start_time = time.time_ns()
+        self._end_time: int | None = None
+
+    # -- the API ----------------------------------------------------------------------
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    # Values are checked once, after the request (``readable``).
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is None:
+            self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._end_time is None:
+            self._attributes.update(attributes)
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # As the SDK: OK is final, UNSET changes nothing.
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        limits = self._tracer.limits
+        if self._end_time is not None or len(self._events) >= (limits.max_events or 0):
+            return
+        bounded = BoundedAttributes(
+            limits.max_event_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=limits.max_attribute_length,
+        )
+        self._events.append(Event(name, bounded, timestamp or time.time_ns()))
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        import traceback  # only on an unexpected failure
+
+        kind = type(exception)
+        module = kind.__module__
+        event: dict[str, AttributeValue] = {
+            "exception.type": kind.__qualname__
+            if module in ("builtins", "")
+            else f"{module}.{kind.__qualname__}",
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        event.update(attributes or {})
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        self._end_time = end_time or time.time_ns()
+        self._tracer.ended(self)
+
+    # -- what the processors get -----------------------------------------------------
+
+    def readable(self, limits: SpanLimits) -> ReadableSpan:
+        checked = _checked(self._attributes)
+        attributes: Attributes = checked
+        length = limits.max_span_attribute_length
+        if length is not None or len(checked) > (limits.max_span_attributes or 0):
+            attributes = BoundedAttributes(
+                limits.max_span_attributes, checked, immutable=True, max_value_len=length
+            )
+        tracer = self._tracer
+        return ReadableSpan(
+            name=self._name,
+            context=self._context,
+            parent=self._parent,
+            resource=tracer.resource,
+            attributes=attributes,
+            events=tuple(self._events),
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start_time,
+            end_time=self._end_time,
+            instrumentation_scope=tracer.scope,
+        )
+
+
+class LightTracer:
+    """Starts ``LightSpan`` s for one provider's sampler, ids, resource and processors."""
+
+    def __init__(
+        self,
+        *,
+        processor: SpanProcessor,
+        resource: Resource,
+        sampler: Sampler,
+        ids: IdGenerator,
+        scope: InstrumentationScope,
+        limits: SpanLimits | None = None,
+    ) -> None:
+        self.processor = processor
+        self.resource = resource
+        self.sampler = sampler
+        self.ids = ids
+        self.scope = scope
+        self.limits = limits or SpanLimits()
+        # Ended spans waiting for their request's end (``drain``).
+        self._ended: deque[LightSpan] = deque()
+
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        context: Context | None = None,
+    ) -> Span:
+        """A child of the span current in ``context`` (default: the current context).
+
+        Under a span of ours the decision is already made: a recording parent
+        gets a recording child, a non-recording one stays the current span.
+        """
+        parent = trace.get_current_span(context)
+        parent_ctx = parent.get_span_context()
+        if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
+            span_ctx = SpanContext(
+                parent_ctx.trace_id,
+                self.ids.generate_span_id(),
+                False,
+                parent_ctx.trace_flags,
+                parent_ctx.trace_state,
+            )
+            attrs = dict(attributes) if attributes else {}
+            return self._begin(name, span_ctx, parent_ctx, kind, attrs, root=False)
+        if parent_ctx.is_valid and not parent_ctx.is_remote:
+            return parent  # a local non-recording span: the request is not sampled
+        return self._root(name, kind, attributes, context, parent_ctx)
+
+    def _root(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        context: Context | None,
+        parent_ctx: SpanContext,
+    ) -> Span:
+        trace_id = parent_ctx.trace_id if parent_ctx.is_valid else self.ids.generate_trace_id()
+        result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        trace_state = result.trace_state or parent_ctx.trace_state or TraceState()
+        span_ctx = SpanContext(
+            trace_id,
+            self.ids.generate_span_id(),
+            False,
+            _SAMPLED if sampled else _NOT_SAMPLED,
+            trace_state,
+        )
+        if result.decision is Decision.DROP:
+            return NonRecordingSpan(span_ctx)
+        parent = parent_ctx if parent_ctx.is_valid else None
+        attrs = dict(result.attributes) if result.attributes else {}
+        return self._begin(name, span_ctx, parent, kind, attrs, root=True)
+
+    def _begin(
+        self,
+        name: str,
+        span_ctx: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        root: bool,
+    ) -> LightSpan:
+        span = LightSpan(self, name, span_ctx, parent, kind, attributes, root)
+        self.processor.on_start(span)  # type: ignore[arg-type]  # the API span is enough
+        return span
+
+    def ended(self, span: LightSpan) -> None:
+        """Queue an ended span; a root's end (its request answered) hands the queue on.
+
+        A queue that grows past ``_MAX_WAITING`` (a root that never ends) is
+        handed on at once: nothing waits unbounded.
+        """
+        self._ended.append(span)
+        if span._root or len(self._ended) > _MAX_WAITING:
+            self.drain()
+
+    def drain(self) -> None:
+        """Hand every ended span to the processors (also on shutdown)."""
+        ended, limits, processor = self._ended, self.limits, self.processor
+        while ended:
+            try:
+                span = ended.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            processor.on_end(span.readable(limits))
+
+    @classmethod
+    def of(cls, provider: Provider, scope: InstrumentationScope) -> LightTracer:
+        return cls(
+            processor=provider.processor,
+            resource=provider.resource,
+            sampler=provider.sampler,
+            ids=provider.id_generator,
+            scope=scope,
+        )
+
+
+def _checked(attributes: dict[str, Any]) -> dict[str, AttributeValue]:
+    """The attributes with each value checked: sequences as tuples, invalid values gone."""
+    out: dict[str, AttributeValue] = {}
+    for key, value in attributes.items():
+        if value.__class__ not in _SCALAR_TYPES:
+            value = _clean(key, value)
+            if value is None:
+                continue
+        out[key] = value
+    return out

@@ -1,0 +1,182 @@
+"""Our light spans (``service.observability.spans``) keep the SDK's rules.
+
+The span trees themselves are checked in tests/test_tracing.py, once with our
+spans and once with the SDK's. Here: what a sampler decides, the standard
+limits, and values the SDK would refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from service.observability.spans import LightSpan, LightTracer, Provider
+from tests.fakes import ScriptedSolver
+from tests.test_tracing import TRACE_ID, _solve_traced, traced
+
+SCOPE = InstrumentationScope("divconq", "test")
+
+
+def _setup(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[Provider, InMemorySpanExporter]:
+    for name in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    exporter = InMemorySpanExporter()
+    # The provider reads the sampler and the limits from the environment, as the SDK's.
+    return Provider(SimpleSpanProcessor(exporter)), exporter
+
+
+def _flags(traceparent: str) -> str:
+    return traceparent.split("-")[3]
+
+
+async def test_an_unsampled_caller_gets_no_spans_but_the_solver_gets_its_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, exporter = _setup(monkeypatch)  # parentbased_always_on: the caller decides
+    solver = ScriptedSolver("ok")
+    unsampled = f"00-{TRACE_ID}-00f067aa0ba902b7-00"
+    async with traced(provider, solver=solver) as client:
+        resp = await client.post(
+            "/solve",
+            json={"question": "What is 2 + 3?", "mode": "static"},
+            headers={"traceparent": unsampled},
+        )
+    assert resp.status_code == 200, resp.text
+    assert exporter.get_finished_spans() == ()
+    # The trace still goes on, unsampled: the solver follows our decision.
+    sent = [h["traceparent"] for h in solver.headers]
+    assert sent and {p.split("-")[1] for p in sent} == {TRACE_ID}
+    assert {_flags(p) for p in sent} == {"00"}
+    assert resp.headers["traceresponse"].startswith(f"00-{TRACE_ID}-")
+    assert _flags(resp.headers["traceresponse"]) == "00"
+
+
+async def test_always_off_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = _setup(monkeypatch, OTEL_TRACES_SAMPLER="always_off")
+    solver = ScriptedSolver("ok")
+    async with traced(provider, solver=solver) as client:
+        resp = await _solve_traced(client, mode="static")
+    assert resp.status_code == 200, resp.text
+    assert exporter.get_finished_spans() == ()
+    assert {_flags(h["traceparent"]) for h in solver.headers} == {"00"}
+
+
+async def test_a_ratio_sampler_keeps_or_drops_whole_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, exporter = _setup(
+        monkeypatch, OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.5"
+    )
+    async with traced(provider) as client:
+        for _ in range(40):
+            resp = await client.post(
+                "/solve", json={"question": "What is 2 + 3?", "mode": "static"}
+            )
+            assert resp.status_code == 200, resp.text
+    by_trace: dict[int, list[str]] = {}
+    for span in exporter.get_finished_spans():
+        assert span.context is not None
+        by_trace.setdefault(span.context.trace_id, []).append(span.name)
+    # About half the requests; each one kept whole (server, workflow, 4 model calls).
+    assert 0 < len(by_trace) < 40
+    assert {len(names) for names in by_trace.values()} == {6}
+
+
+async def test_the_standard_attribute_limits_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = _setup(
+        monkeypatch, OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT="3", OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="4"
+    )
+    async with traced(provider) as client:
+        resp = await _solve_traced(client)
+    assert resp.status_code == 200, resp.text
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert len(attrs) <= 3, (span.name, attrs)
+        assert span.dropped_attributes > 0, span.name
+        assert all(len(v) <= 4 for v in attrs.values() if isinstance(v, str)), attrs
+
+
+def _tracer(
+    monkeypatch: pytest.MonkeyPatch, **env: str
+) -> tuple[LightTracer, InMemorySpanExporter]:
+    provider, exporter = _setup(monkeypatch, **env)
+    return LightTracer.of(provider, SCOPE), exporter
+
+
+def _finished(exporter: InMemorySpanExporter) -> ReadableSpan:
+    (span,) = exporter.get_finished_spans()
+    return span
+
+
+def test_values_the_sdk_refuses_are_dropped_and_sequences_become_tuples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tracer, exporter = _tracer(monkeypatch)
+    bad: Any = object()
+    span = tracer.start("work", SpanKind.INTERNAL, {"ok": 1, "bad": bad})
+    span.set_attribute("none", None)
+    span.set_attributes({"reasons": ["stop"], "mixed": [1, bad], "ratio": 0.5, "flag": False})
+    span.end()
+    attrs = dict(_finished(exporter).attributes or {})
+    assert attrs == {"ok": 1, "reasons": ("stop",), "ratio": 0.5, "flag": False}
+
+
+def test_children_share_the_trace_and_an_ended_span_changes_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tracer, exporter = _tracer(monkeypatch)
+    root = tracer.start("root", SpanKind.SERVER)
+    token = context.attach(trace.set_span_in_context(root))
+    try:
+        child = tracer.start("child", SpanKind.CLIENT, {"n": 1})
+    finally:
+        context.detach(token)
+    assert isinstance(child, LightSpan)
+    child.end()
+    child.set_attribute("late", 1)
+    child.update_name("renamed")
+    child.end()  # a second end hands nothing on
+    root.end()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"root", "child"}
+    root_ctx, child_span = root.get_span_context(), spans["child"]
+    assert child_span.context is not None and child_span.parent is not None
+    assert child_span.context.trace_id == root_ctx.trace_id
+    assert child_span.parent.span_id == root_ctx.span_id
+    assert child_span.context.span_id != root_ctx.span_id
+    assert dict(child_span.attributes or {}) == {"n": 1}
+    assert child_span.start_time is not None and child_span.end_time is not None
+    assert child_span.start_time <= child_span.end_time
+
+
+def test_status_and_exceptions_as_the_sdk_records_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracer, exporter = _tracer(monkeypatch, OTEL_SPAN_EVENT_COUNT_LIMIT="1")
+    span = tracer.start("work", SpanKind.INTERNAL)
+    span.set_status(StatusCode.ERROR, "first")
+    span.set_status(Status(StatusCode.UNSET))  # changes nothing
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        span.record_exception(exc)
+        span.record_exception(exc)  # over the event limit: dropped
+    span.set_status(Status(StatusCode.OK))
+    span.set_status(StatusCode.ERROR, "after OK")  # OK is final
+    span.end()
+    done = _finished(exporter)
+    assert done.status.status_code is StatusCode.OK
+    (event,) = done.events
+    assert event.name == "exception"
+    attrs = dict(event.attributes or {})
+    assert attrs["exception.type"] == "KeyError"
+    assert "raise KeyError" in str(attrs["exception.stacktrace"])

@@ -13,7 +13,8 @@ read as server-sent events to the last (``done``) event.
 Then what tracing costs (``benchmarks/_tracing_cost.py``): services with
 tracing off and on (the SDK's batch processor exporting over OTLP/HTTP to a
 local sink), optionally one from before tracing existed
-(``--tracing-baseline REF``), measured side by side at one client. And what
+(``--tracing-baseline REF``) and one with an earlier tracing implementation
+on (``--tracing-compare REF``), measured side by side at one client. And what
 per-key limits, a response-cache miss and the request ledger cost
 (``benchmarks/_features_cost.py``): all on vs all off, side by side at one
 client (target: at most 0.5 ms p50 added).
@@ -35,7 +36,7 @@ machine's cores.
     .venv/bin/python benchmarks/overhead.py
     .venv/bin/python benchmarks/overhead.py --smoke
     .venv/bin/python benchmarks/overhead.py --concurrency 1 --modes static --limits default \
-        --arrivals burst --tracing-baseline 036eb06~1 --tracing-ratio 0.1
+        --arrivals burst --tracing-baseline 036eb06~1 --tracing-ratio 0.1 --tracing-compare main
 """
 
 from __future__ import annotations
@@ -293,6 +294,12 @@ def main() -> int:
         "--tracing-baseline",
         default=None,
         help="git ref of a service from before tracing, measured beside off and on",
+    )
+    parser.add_argument(
+        "--tracing-compare",
+        default=None,
+        metavar="REF",
+        help="git ref of an earlier tracing implementation, measured on beside this one",
     )
     parser.add_argument(
         "--features-rounds",

@@ -83,7 +83,9 @@ def test_limits_cost_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # the service and a stub model as subprocesses, for seconds
 def test_overhead_smoke(tmp_path: Path) -> None:
-    report, stdout = run_script("overhead.py", ["--smoke"], tmp_path / "overhead.json", 120)
+    report, stdout = run_script(
+        "overhead.py", ["--smoke", "--tracing-compare", "HEAD"], tmp_path / "overhead.json", 150
+    )
     markdown_table(stdout)
     rows = report["rows"]
     assert {(r["mode"], r["concurrency"], r["arrival"]) for r in rows} >= {
@@ -98,6 +100,12 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         assert row["overhead_server_p50_ms"] >= 0
         assert row["overhead_client_p50_ms"] >= row["overhead_server_p50_ms"]
     assert set(report["targets_at_64"]) == {"default/staggered", "default/burst"}
+    # Tracing off and on, and HEAD's tracing beside this tree's, per mode.
+    compared = {(a["compare"], a["mode"]) for a in report["tracing"]["added"]}
+    assert compared == {
+        (pair, mode) for pair in ("on - off", "on - on-earlier") for mode in ("direct", "static")
+    }
+    assert set(report["tracing"]["on_added_client_p50_le_0_3ms_by_mode"]) == {"direct", "static"}
     assert report["machine"]["cores"] >= 1
 
 

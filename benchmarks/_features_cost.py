@@ -82,8 +82,12 @@ def features_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
         stub_model(args.features_delay_s) as stub,
         tempfile.TemporaryDirectory(prefix="divconq-bench-ledger-") as tmp,
     ):
-        services = {c: start_service(_env(stub.url, c, Path(tmp))) for c in configs}
-        samples = rounds(services, args.features_rounds, one_client)
+        samples = rounds(
+            lambda: {c: start_service(_env(stub.url, c, Path(tmp))) for c in configs},
+            args.features_rounds,
+            one_client,
+            fresh=args.fresh,
+        )
     medians = ("overhead_server_p50_ms", "overhead_client_p50_ms", "cpu_ms_per_request")
     figures = compare("limits + cache miss + ledger", samples, "features", medians, [("on", "off")])
     added = figures["added"]

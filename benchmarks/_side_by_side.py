@@ -2,9 +2,10 @@
 ``_tracing_cost.py`` and ``_features_cost.py`` (not a benchmark itself).
 
 The services are started together and measured in alternating rounds at one
-client, so drift on a shared machine hits every configuration alike. A
-configuration's figure is the median of its rounds' p50s (one noisy round
-moves it least); what one configuration adds is its figure minus another's.
+client, so drift on a shared machine hits every configuration alike (with
+``fresh``, they are restarted every round). A configuration's figure is the
+median of its rounds' p50s (one noisy round moves it least); what one
+configuration adds is its figure minus another's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from _bench import Server, running, table, wait_http
+from _bench import Server, table, wait_http
 
 MODES = ("direct", "static")
 # Every figure a row of ``overhead.py``'s ``summarise`` has that a comparison reads.
@@ -25,18 +26,38 @@ ADDED = {
 
 
 def rounds(
-    services: dict[str, Server], count: int, measure: Callable[[Server, str], dict[str, Any]]
+    start: Callable[[], dict[str, Server]],
+    count: int,
+    measure: Callable[[Server, str], dict[str, Any]],
+    fresh: bool = False,
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Waits for every service to be ready, then ``count`` rounds of each mode on each
-    (stopping them after); the rows per (configuration, mode)."""
-    with running(*services.values()):
-        for s in services.values():
-            wait_http(f"{s.url}/readyz", proc=s.proc)
-        samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for _ in range(count):
+    """``count`` rounds of each mode on each configuration's service (``start``
+    starts them; they are stopped after); the rows per (configuration, mode).
+
+    Each round begins with a different configuration, so none is always the one
+    measured first. ``fresh``: new service processes every round. A process's
+    own luck (its memory layout, which core it lands on) can make one
+    configuration 0.2-0.3 ms slower for a whole run on this kind of machine;
+    fresh processes turn that into noise that the median over rounds absorbs.
+    """
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    services: dict[str, Server] = {}
+    try:
+        for i in range(count):
+            if fresh or not services:
+                for s in reversed(services.values()):
+                    s.stop()
+                services = start()
+                for s in services.values():
+                    wait_http(f"{s.url}/readyz", proc=s.proc)
+            order = list(services.items())
+            order = order[i % len(order) :] + order[: i % len(order)]
             for mode in MODES:
-                for config, s in services.items():
+                for config, s in order:
                     samples.setdefault((config, mode), []).append(measure(s, mode))
+    finally:
+        for s in reversed(services.values()):
+            s.stop()
     return samples
 
 

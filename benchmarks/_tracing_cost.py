@@ -12,7 +12,9 @@ client so drift on a shared machine hits every configuration alike:
 - ``on-sampled`` (with ``--tracing-ratio R``): ``on`` with
   ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at ``R``;
 - ``on-earlier`` (with ``--tracing-compare REF``): ``on`` with the service as
-  of ``REF``: an earlier tracing implementation, side by side with this one.
+  of ``REF``: an earlier tracing implementation, side by side with this one;
+- ``off-again`` (with ``--tracing-aa``): a second ``off``: off-again - off is
+  what two identical services differ by, the run's noise floor.
 
 Each round gives p50s of the latency and of the overheads ``summarise``
 reports; the figure is the median of the rounds' p50s per configuration (one
@@ -62,6 +64,7 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
     configs += ["on-sampled"] if args.tracing_ratio else []
     configs += ["on-earlier"] if args.tracing_compare else []
+    configs += ["off-again"] if args.tracing_aa else []
     trees = {"before": args.tracing_baseline, "on-earlier": args.tracing_compare}
 
     def one_client(s: Server, mode: str) -> dict[str, Any]:
@@ -70,15 +73,23 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
 
     with stub_model(args.tracing_delay_s) as stub, contextlib.ExitStack() as stack:
         cwd = {c: stack.enter_context(service_at(trees.get(c))) for c in configs}
-        services = {
-            c: start_service(
-                _env(stub.url, {"before": "off", "on-earlier": "on"}.get(c, c), args.tracing_ratio),
-                cwd=cwd[c],
-            )
-            for c in configs
-        }
-        samples = rounds(services, args.tracing_rounds, one_client)
-    pairs = (("on", "off"), ("off", "before"), ("on-sampled", "off"), ("on", "on-earlier"))
+        env = {"before": "off", "on-earlier": "on", "off-again": "off"}
+        samples = rounds(
+            lambda: {
+                c: start_service(_env(stub.url, env.get(c, c), args.tracing_ratio), cwd=cwd[c])
+                for c in configs
+            },
+            args.tracing_rounds,
+            one_client,
+            fresh=args.fresh,
+        )
+    pairs = (
+        ("on", "off"),
+        ("off", "before"),
+        ("on-sampled", "off"),
+        ("on", "on-earlier"),
+        ("off-again", "off"),
+    )
     figures = compare("tracing", samples, "tracing", list(ADDED.values()), pairs)
     on = [a for a in figures["added"] if a["compare"] == "on - off"]
     # The spans around model calls are timed as part of those calls (stage

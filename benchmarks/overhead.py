@@ -296,6 +296,16 @@ def main() -> int:
         help="git ref of a service from before tracing, measured beside off and on",
     )
     parser.add_argument(
+        "--tracing-aa",
+        action="store_true",
+        help="also measure a second tracing-off service: the noise floor of the comparison",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="side-by-side rounds (tracing, features) start new service processes every round",
+    )
+    parser.add_argument(
         "--tracing-compare",
         default=None,
         metavar="REF",
@@ -314,7 +324,7 @@ def main() -> int:
     if args.smoke:
         args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
         args.limits = "default"
-        args.tracing_rounds = 1
+        args.tracing_rounds = 2 if args.fresh else 1  # fresh: a restart measured too
         args.features_rounds = 1
     args.levels = [int(c) for c in args.concurrency.split(",")]
     configs = [(lim, arr) for lim in args.limits.split(",") for arr in args.arrivals.split(",")]

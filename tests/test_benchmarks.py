@@ -84,7 +84,10 @@ def test_limits_cost_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow  # the service and a stub model as subprocesses, for seconds
 def test_overhead_smoke(tmp_path: Path) -> None:
     report, stdout = run_script(
-        "overhead.py", ["--smoke", "--tracing-compare", "HEAD"], tmp_path / "overhead.json", 150
+        "overhead.py",
+        ["--smoke", "--tracing-compare", "HEAD", "--tracing-aa", "--fresh"],
+        tmp_path / "overhead.json",
+        180,
     )
     markdown_table(stdout)
     rows = report["rows"]
@@ -100,11 +103,14 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         assert row["overhead_server_p50_ms"] >= 0
         assert row["overhead_client_p50_ms"] >= row["overhead_server_p50_ms"]
     assert set(report["targets_at_64"]) == {"default/staggered", "default/burst"}
-    # Tracing off and on, and HEAD's tracing beside this tree's, per mode.
-    compared = {(a["compare"], a["mode"]) for a in report["tracing"]["added"]}
-    assert compared == {
-        (pair, mode) for pair in ("on - off", "on - on-earlier") for mode in ("direct", "static")
-    }
+    # Tracing off and on, HEAD's tracing beside this tree's, and two offs (the
+    # noise floor), per mode; fresh services each of the two rounds.
+    tracing = report["tracing"]
+    compared = {(a["compare"], a["mode"]) for a in tracing["added"]}
+    pairs = ("on - off", "on - on-earlier", "off-again - off")
+    assert compared == {(pair, mode) for pair in pairs for mode in ("direct", "static")}
+    assert tracing["rounds"] == 2
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in tracing["rows"])
     assert set(report["tracing"]["on_added_client_p50_le_0_3ms_by_mode"]) == {"direct", "static"}
     assert report["machine"]["cores"] >= 1
 

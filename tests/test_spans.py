@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from service.observability import spans, trace_setup
 from service.observability.spans import LightSpan, LightTracer, Provider
 from tests.fakes import ScriptedSolver
 from tests.test_tracing import TRACE_ID, _solve_traced, traced
@@ -180,3 +181,27 @@ def test_status_and_exceptions_as_the_sdk_records_them(monkeypatch: pytest.Monke
     attrs = dict(event.attributes or {})
     assert attrs["exception.type"] == "KeyError"
     assert "raise KeyError" in str(attrs["exception.stacktrace"])
+
+
+def test_spans_wait_for_their_root_but_never_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = _setup(monkeypatch)
+    tracing_ = trace_setup.Tracing(provider)
+    tracer = tracing_.tracer
+    assert isinstance(tracer, LightTracer)
+    root = tracer.start("root", SpanKind.SERVER)
+    token = context.attach(trace.set_span_in_context(root))
+    try:
+        tracer.start("child", SpanKind.CLIENT).end()
+        # Handed on with the request's end, not before.
+        assert exporter.get_finished_spans() == ()
+        # A root that never ends holds no more than _MAX_WAITING spans back.
+        for _ in range(spans._MAX_WAITING):
+            tracer.start("child", SpanKind.CLIENT).end()
+        assert len(exporter.get_finished_spans()) == spans._MAX_WAITING + 1
+        tracer.start("late", SpanKind.CLIENT).end()
+    finally:
+        context.detach(token)
+    # Shutdown hands on what is left, even without its root.
+    tracing_.shutdown()
+    assert [s.name for s in exporter.get_finished_spans()][-1] == "late"
+    assert "root" not in {s.name for s in exporter.get_finished_spans()}

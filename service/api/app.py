@@ -118,8 +118,9 @@ def create_app(
     - ``decomposer`` replaces the configured backend (the in-process vLLM
       engine): any object with the ``Decomposer`` protocol.
     - ``tracer_provider`` replaces the one the standard ``OTEL_*`` variables
-      configure (``service.observability.tracing``): an SDK provider with an
-      in-memory exporter records the spans in process.
+      configure (``service.observability.tracing``): a ``spans.Provider``
+      with an in-memory exporter records the spans in process (our light
+      spans); any other SDK provider gets the SDK's own spans.
     - ``limit_store`` replaces the per-key limits' store (in process or
       Redis): a ``MemoryStore`` on a test's clock, a store that fails.
     """

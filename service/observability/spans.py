@@ -20,8 +20,8 @@ What still holds, as the SDK does it:
   ``parentbased_*`` samplers give). An unsampled request makes one
   non-recording span, which still carries ``traceparent`` to the solvers.
 - **Limits**: ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_COUNT_LIMIT``
-  and the value-length limits apply at ``end()`` through the SDK's
-  ``BoundedAttributes`` (nothing to do under the defaults); events (an
+  and the value-length limits apply when a span is handed on, through the
+  SDK's ``BoundedAttributes`` (nothing to do under the defaults); events (an
   unexpected exception's) are bounded the same way.
 - **Values**: an attribute that is not a string, bool, int, float or a
   sequence of them is dropped with a warning; sequences become tuples.
@@ -362,8 +362,9 @@ class LightTracer:
     def ended(self, span: LightSpan) -> None:
         """Queue an ended span; a root's end (its request answered) hands the queue on.
 
-        A queue that grows past ``_MAX_WAITING`` (a root that never ends) is
-        handed on at once: nothing waits unbounded.
+        A span that ends after its root (a task cancelled late) goes with the
+        next request's, or at shutdown; a queue that grows past
+        ``_MAX_WAITING`` (roots that never end) is handed on at once.
         """
         self._ended.append(span)
         if span._root or len(self._ended) > _MAX_WAITING:

@@ -2,8 +2,9 @@
 
 ``Tracing`` owns one app's tracer provider and its batch processor; the exporters
 are those the standard variables name, and what they could not deliver is counted
-(``divconq_trace_spans_dropped_total{reason}``). ``service.observability.tracing``
-holds the helpers request code writes spans with.
+(``divconq_trace_spans_dropped_total{reason}``). The spans are our light ones
+(``service.observability.spans``); ``service.observability.tracing`` holds the
+helpers request code writes them with.
 """
 
 from __future__ import annotations

@@ -205,3 +205,51 @@ def test_spans_wait_for_their_root_but_never_unbounded(monkeypatch: pytest.Monke
     tracing_.shutdown()
     assert [s.name for s in exporter.get_finished_spans()][-1] == "late"
     assert "root" not in {s.name for s in exporter.get_finished_spans()}
+
+
+def test_a_processor_that_acts_on_start_sees_every_span_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, exporter = _setup(monkeypatch)
+    started: list[int] = []
+
+    class Watching(SimpleSpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            started.append(span.get_span_context().span_id)
+
+    # The SDK's own processors do nothing on start: no call is made for them.
+    assert provider.starts == ()
+    tracer = LightTracer.of(provider, SCOPE)
+    first = tracer.start("before", SpanKind.INTERNAL)
+    provider.add_span_processor(Watching(InMemorySpanExporter()))  # added later: still seen
+    root = tracer.start("root", SpanKind.SERVER)
+    token = spans.enter(root)
+    try:
+        child = tracer.start("child", SpanKind.CLIENT)
+    finally:
+        spans.leave(token)
+    for span in (child, root, first):
+        span.end()
+    assert started == [root.get_span_context().span_id, child.get_span_context().span_id]
+    assert {s.name for s in exporter.get_finished_spans()} == {"before", "root", "child"}
+
+
+def test_the_current_span_is_ours_inside_and_the_otel_contexts_outside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tracer, _ = _tracer(monkeypatch)
+    outer = tracer.start("outer", SpanKind.SERVER)
+    assert spans.current() is trace.INVALID_SPAN
+    otel_token = context.attach(trace.set_span_in_context(outer))
+    try:
+        assert spans.current() is outer  # nothing of ours current: the OTel context's
+        inner = tracer.start("inner", SpanKind.INTERNAL)
+        token = spans.enter(inner)
+        try:
+            assert spans.current() is inner
+            assert trace.get_current_span() is outer  # the OTel context is left alone
+        finally:
+            spans.leave(token)
+        assert spans.current() is outer
+    finally:
+        context.detach(otel_token)

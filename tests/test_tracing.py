@@ -483,6 +483,8 @@ async def test_the_callers_trace_is_continued_to_the_solver(
     assert len(sent) == 3
     assert {trace_id for _, trace_id, _, _ in sent} == {TRACE_ID}
     assert {parent for _, _, parent, _ in sent} == chats
+    # The caller's tracestate goes on with it.
+    assert {h.get("tracestate") for h in solver.headers} == {"caller=1"}
 
 
 async def test_untraced_by_default_nothing_is_sent_or_added() -> None:

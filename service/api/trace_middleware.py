@@ -16,13 +16,16 @@ this middleware only passes the request on.
 from __future__ import annotations
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.request_record import record
-from service.observability import semconv, trace_setup, tracing
+from service.observability import propagation, semconv, spans, trace_setup, tracing
 
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+# What any propagator extracts from a request without its fields: no parent.
+_NO_PARENT = Context()
 
 
 class TraceMiddleware:
@@ -59,18 +62,25 @@ class TraceMiddleware:
         }
         if scope.get("client"):
             attributes["client.address"] = scope["client"][0]
-        if "user-agent" in carrier:
-            attributes["user_agent.original"] = carrier["user-agent"]
+        agent = carrier.pop("user-agent", None)
+        if agent is not None:
+            attributes["user_agent.original"] = agent
         rec = record(scope)
         attributes[semconv.REQUEST_ID] = rec.request_id
         status = 500  # what the client gets if the app dies before answering
         # Started and attached by hand: the same span, current for the app, without
         # the SDK's two generator context managers.
-        span = tracer.start(method, SpanKind.SERVER, attributes, propagate.extract(carrier))
+        # A propagator reads only its own fields: none sent, nothing to extract.
+        parent = propagate.extract(carrier) if carrier else _NO_PARENT
+        span = tracer.start(method, SpanKind.SERVER, attributes, parent)
+        # Current for our spans (``spans.current``) and, once per request, in the
+        # OTel context, for code that asks the OTel API.
         token = context.attach(trace.set_span_in_context(span))
+        span_token = spans.enter(span)
         ctx = span.get_span_context()
-        ids = {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
-        header = f"00-{ids['trace_id']}-{ids['span_id']}-{ctx.trace_flags:02x}".encode()
+        header = propagation.traceparent(ctx)
+        ids = {"trace_id": header[3:35], "span_id": header[36:52]}
+        header_bytes = header.encode()
         # The 500 handler runs outside this middleware: it finds the ids here.
         rec.trace_ids = ids
 
@@ -78,7 +88,7 @@ class TraceMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", []), (b"traceresponse", header)]
+                message["headers"] = [*message.get("headers", []), (b"traceresponse", header_bytes)]
             await send(message)
 
         try:
@@ -101,5 +111,6 @@ class TraceMiddleware:
                 done[semconv.ERROR_TYPE] = str(final)
                 span.set_status(Status(StatusCode.ERROR))
             span.set_attributes(done)
+            spans.leave(span_token)
             context.detach(token)
             span.end()

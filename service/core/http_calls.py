@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
-from opentelemetry import propagate, trace
 
 from service.core.deadline import remaining
 from service.core.errors import (
@@ -29,6 +28,7 @@ from service.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from service.observability import propagation, spans
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ def bounded(timeout: httpx2.Timeout) -> httpx2.Timeout:
 def prepared(url: str, headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """The headers to send (with the trace context) and the secrets they carry."""
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
-    span = trace.get_current_span()
+    span = spans.current()
     if span.get_span_context().is_valid:
         # The model call's context goes to the server (sampled or not: the
         # server follows our decision), and its span learns where it went.
         headers = dict(headers)
-        propagate.inject(headers)
+        propagation.inject(headers, span)
         if span.is_recording():
             span.set_attributes(_server_of(url))
     return headers, secrets

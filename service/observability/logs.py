@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import trace
+from service.observability import spans
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
         rid = record.__dict__.get("request_id") or request_id_var.get()
         if rid:
             line["request_id"] = rid
-        span = trace.get_current_span().get_span_context()
+        span = spans.current().get_span_context()
         if span.is_valid:
             line["trace_id"] = format(span.trace_id, "032x")
             line["span_id"] = format(span.span_id, "016x")

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
+from opentelemetry.trace import INVALID_SPAN, Span
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -33,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from service.core.completion import Completion
+from service.observability import spans
 
 PREFIX = "divconq"
 # 10 ms .. 10 min: a CPU decomposer call takes seconds, a socratic request on
@@ -56,18 +56,19 @@ class _Exemplars:
 
     def __init__(self) -> None:
         # One tuple, swapped whole: a reader never sees one span's ids with another's.
-        self._last: tuple[SpanContext, dict[str, str] | None] = (INVALID_SPAN_CONTEXT, None)
+        self._last: tuple[Span, dict[str, str] | None] = (INVALID_SPAN, None)
 
     def __call__(self) -> dict[str, str] | None:
-        ctx = trace.get_current_span().get_span_context()
-        last_ctx, last = self._last
-        if ctx is last_ctx:
+        span = spans.current()
+        last_span, last = self._last
+        if span is last_span:
             return last
+        ctx = span.get_span_context()
         value = None
         if ctx.is_valid and ctx.trace_flags.sampled:
             trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
             value = {"trace_id": trace_id, "span_id": span_id}
-        self._last = (ctx, value)
+        self._last = (span, value)
         return value
 
 

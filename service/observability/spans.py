@@ -28,10 +28,21 @@ What still holds, as the SDK does it:
 
 A span is used on the event loop that made it (a request's tasks share it),
 so it takes no lock; the queue of ended spans is a thread-safe deque.
+
+**The current span** is kept in this module's own context variable
+(``current``, ``enter``, ``leave``) rather than in the OTel context: making a
+span current there copies the context's dict, and every lookup walks three
+calls deep, for each of a request's spans and for each use (the parent of the
+next span, ``traceparent``, exemplars, log lines). The OTel context still
+carries the request's server span (``TraceMiddleware`` attaches it), so code
+that asks the OTel API finds the request's trace; and where this variable
+holds nothing (code outside a request, a test), ``current`` asks the OTel
+context.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections import deque
@@ -50,10 +61,12 @@ from opentelemetry.sdk.trace import (
     SynchronousMultiSpanProcessor,
     TracerProvider,
 )
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    INVALID_SPAN,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -72,8 +85,33 @@ _SCALAR_TYPES = frozenset(_SCALARS)  # exact classes: the check without a call p
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
+# ``on_start`` methods known to do nothing.
+_NO_OP_STARTS = frozenset(
+    {SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start}
+)
 # Ended spans a tracer holds at most before handing them on without their root.
 _MAX_WAITING = 1024
+
+
+_current: contextvars.ContextVar[Span] = contextvars.ContextVar(
+    "divconq_span", default=INVALID_SPAN
+)
+
+
+def current() -> Span:
+    """The current span: the innermost one ``enter`` ed in this task, else the OTel
+    context's (``INVALID_SPAN`` outside any trace)."""
+    span = _current.get()
+    return span if span is not INVALID_SPAN else trace.get_current_span()
+
+
+def enter(span: Span) -> contextvars.Token[Span]:
+    """Make ``span`` the current one (until ``leave`` with the token)."""
+    return _current.set(span)
+
+
+def leave(token: contextvars.Token[Span]) -> None:
+    _current.reset(token)
 
 
 def _clean(key: str, value: object) -> AttributeValue | None:
@@ -101,13 +139,21 @@ class SpanStarter(Protocol):
 class Provider(TracerProvider):
     """The SDK's tracer provider with its span processors in public view (``processor``),
     where ``LightTracer`` hands its finished spans. ``force_flush`` and ``shutdown``
-    reach the same processors."""
+    reach the same processors. ``starts`` holds the processors that do something
+    when a span starts (the SDK's batch and simple processors do not): a span's
+    start calls only those."""
 
     def __init__(self, *processors: SpanProcessor, resource: Resource | None = None) -> None:
         self.processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        self.starts: tuple[SpanProcessor, ...] = ()
         super().__init__(resource=resource, active_span_processor=self.processor)
         for processor in processors:
             self.add_span_processor(processor)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        if type(span_processor).on_start not in _NO_OP_STARTS:
+            self.starts = (*self.starts, span_processor)
 
 
 class SdkTracer:
@@ -124,6 +170,8 @@ class SdkTracer:
         attributes: Mapping[str, AttributeValue] | None = None,
         context: Context | None = None,
     ) -> Span:
+        if context is None:
+            context = trace.set_span_in_context(current())
         return self._tracer.start_span(
             name,
             context=context,
@@ -168,7 +216,7 @@ class LightSpan(Span):
         self._parent = parent
         self._kind = kind
         self._attributes = attributes
-        self._events: list[Event] = []
+        self._events: list[Event] | None = None  # made on the first event
         self._status = _UNSET
         self._start_time = time.time_ns()
         self._end_time: int | None = None
@@ -207,7 +255,10 @@ class LightSpan(Span):
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
         limits = self._tracer.limits
-        if self._end_time is not None or len(self._events) >= (limits.max_events or 0):
+        events = self._events
+        if events is None:
+            events = self._events = []
+        if self._end_time is not None or len(events) >= (limits.max_events or 0):
             return
         bounded = BoundedAttributes(
             limits.max_event_attributes,
@@ -215,7 +266,7 @@ class LightSpan(Span):
             immutable=True,
             max_value_len=limits.max_attribute_length,
         )
-        self._events.append(Event(name, bounded, timestamp or time.time_ns()))
+        events.append(Event(name, bounded, timestamp or time.time_ns()))
 
     def record_exception(
         self,
@@ -262,7 +313,7 @@ class LightSpan(Span):
             parent=self._parent,
             resource=tracer.resource,
             attributes=attributes,
-            events=tuple(self._events),
+            events=tuple(self._events) if self._events else (),
             kind=self._kind,
             status=self._status,
             start_time=self._start_time,
@@ -283,8 +334,11 @@ class LightTracer:
         ids: IdGenerator,
         scope: InstrumentationScope,
         limits: SpanLimits | None = None,
+        provider: Provider | None = None,
     ) -> None:
         self.processor = processor
+        # Whose ``starts`` to call when a span starts; without one, ``processor``'s.
+        self._provider = provider
         self.resource = resource
         self.sampler = sampler
         self.ids = ids
@@ -300,12 +354,12 @@ class LightTracer:
         attributes: Mapping[str, AttributeValue] | None = None,
         context: Context | None = None,
     ) -> Span:
-        """A child of the span current in ``context`` (default: the current context).
+        """A child of the span current in ``context`` (default: ``current()``).
 
         Under a span of ours the decision is already made: a recording parent
         gets a recording child, a non-recording one stays the current span.
         """
-        parent = trace.get_current_span(context)
+        parent = current() if context is None else trace.get_current_span(context)
         parent_ctx = parent.get_span_context()
         if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
             span_ctx = SpanContext(
@@ -356,7 +410,12 @@ class LightTracer:
         root: bool,
     ) -> LightSpan:
         span = LightSpan(self, name, span_ctx, parent, kind, attributes, root)
-        self.processor.on_start(span)  # type: ignore[arg-type]  # the API span is enough
+        # (The API span is enough for a processor's on_start: it reads the context.)
+        if self._provider is None:
+            self.processor.on_start(span)  # type: ignore[arg-type]
+        else:
+            for processor in self._provider.starts:
+                processor.on_start(span)  # type: ignore[arg-type]
         return span
 
     def ended(self, span: LightSpan) -> None:
@@ -388,11 +447,24 @@ class LightTracer:
             sampler=provider.sampler,
             ids=provider.id_generator,
             scope=scope,
+            provider=provider,
         )
 
 
 def _checked(attributes: dict[str, Any]) -> dict[str, AttributeValue]:
-    """The attributes with each value checked: sequences as tuples, invalid values gone."""
+    """The attributes with each value checked: sequences as tuples, invalid values gone.
+
+    The span's own dict when every value is a plain scalar or a tuple of strings
+    (the usual case): the span has ended, nothing writes to it any more.
+    """
+    for value in attributes.values():
+        cls = value.__class__
+        if cls not in _SCALAR_TYPES and not (
+            cls is tuple and all(v.__class__ is str for v in value)
+        ):
+            break
+    else:
+        return attributes
     out: dict[str, AttributeValue] = {}
     for key, value in attributes.items():
         if value.__class__ not in _SCALAR_TYPES:

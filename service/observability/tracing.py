@@ -37,12 +37,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from service.core.completion import Completion
 from service.core.errors import ServiceError, UpstreamError, UpstreamStatusError
+from service.observability import spans
 from service.observability.semconv import (
     ERROR_TYPE,
     GEN_AI_FINISH_REASONS,
@@ -173,7 +174,7 @@ class _Scope:
         span_ = self._tracer.start(self._name, self._kind, self._attributes)
         self._span = span_
         recording = span_.is_recording()
-        self._token = context.attach(trace.set_span_in_context(span_)) if recording else None
+        self._token = spans.enter(span_) if recording else None
         return span_
 
     def __exit__(
@@ -185,7 +186,7 @@ class _Scope:
             if exc is not None:
                 record_error(self._span, exc, self._call)
         finally:
-            context.detach(self._token)
+            spans.leave(self._token)
             self._span.end()
 
 
@@ -254,7 +255,7 @@ def record_completion(span_: Span, completion: Completion, response_model: str =
     if not span_.is_recording():
         return
     # One call: the SDK takes its lock once per call, not per attribute.
-    attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: [completion.finish_reason]}
+    attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: (completion.finish_reason,)}
     if completion.usage_reported:
         attrs[GEN_AI_INPUT_TOKENS] = completion.prompt_tokens
         attrs[GEN_AI_OUTPUT_TOKENS] = completion.completion_tokens
@@ -278,7 +279,7 @@ class _Tokens(Protocol):
 
 def annotate(key: str, value: AttributeValue) -> None:
     """Set an attribute on the current span (a no-op outside a traced request)."""
-    current_span = trace.get_current_span()
+    current_span = spans.current()
     if current_span.is_recording():
         current_span.set_attribute(key, value)
 
@@ -308,7 +309,7 @@ def _input_messages(messages: Sequence[Mapping[str, str]] | str) -> str:
 
 def ids() -> dict[str, Any]:
     """``trace_id`` and ``span_id`` of the current span, hex; {} outside a trace."""
-    ctx = trace.get_current_span().get_span_context()
+    ctx = spans.current().get_span_context()
     if not ctx.is_valid:
         return {}
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}

@@ -5,7 +5,12 @@ The services are started together and measured in alternating rounds at one
 client, so drift on a shared machine hits every configuration alike (with
 ``fresh``, they are restarted every round). A configuration's figure is the
 median of its rounds' p50s (one noisy round moves it least); what one
-configuration adds is its figure minus another's.
+configuration adds is its figure minus another's. Latency is also compared
+round by round (``latency_p50_added_paired_ms``): the median over rounds of
+new - old within each round, with its range. A round measures every
+configuration back to back, so what drifts between rounds (the machine, a
+fresh process's luck) cancels in the within-round difference: the estimator
+of a blocked design, less noisy than the difference of two medians.
 """
 
 from __future__ import annotations
@@ -87,9 +92,10 @@ def added_rows(
     rows: list[dict[str, Any]],
     label: str,
     pairs: Sequence[tuple[str, str]],
+    samples: dict[tuple[str, str], list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """``new - old`` per mode of each figure in ``ADDED`` the rows have, for the pairs
-    measured."""
+    measured; with ``samples``, the latency's round-by-round difference too."""
     by = {(r[label], r["mode"]): r for r in rows}
     added = []
     for mode in MODES:
@@ -97,13 +103,19 @@ def added_rows(
             if (new, mode) not in by or (old, mode) not in by:
                 continue
             a, b = by[(new, mode)], by[(old, mode)]
-            added.append(
-                {
-                    "compare": f"{new} - {old}",
-                    "mode": mode,
-                    **{f: round(a[k] - b[k], 3) for f, k in ADDED.items() if k in a},
-                }
-            )
+            row = {
+                "compare": f"{new} - {old}",
+                "mode": mode,
+                **{f: round(a[k] - b[k], 3) for f, k in ADDED.items() if k in a},
+            }
+            if samples is not None:
+                diffs = [
+                    x["latency_p50_ms"] - y["latency_p50_ms"]
+                    for x, y in zip(samples[(new, mode)], samples[(old, mode)], strict=True)
+                ]
+                row["latency_p50_added_paired_ms"] = round(_p50(diffs), 3)
+                row["paired_range_ms"] = f"{min(diffs):.2f}..{max(diffs):.2f}"
+            added.append(row)
     return added
 
 
@@ -114,10 +126,15 @@ def compare(
     medians: Sequence[str],
     pairs: Sequence[tuple[str, str]],
 ) -> dict[str, list[dict[str, Any]]]:
-    """``median_rows`` and ``added_rows`` of the samples, printed as two tables."""
+    """``median_rows`` and ``added_rows`` of the samples, printed as two tables, and
+    each round's latency p50 per configuration and mode."""
     rows = median_rows(samples, label, medians)
-    added = added_rows(rows, label, pairs)
+    added = added_rows(rows, label, pairs, samples)
     print(f"\n{title}, one client (median of the rounds' p50s, ms):")
     print(table(rows, list(rows[0])))
     print(table(added, list(added[0])))
-    return {"rows": rows, "added": added}
+    per_round = {
+        f"{config}/{mode}": [r["latency_p50_ms"] for r in got]
+        for (config, mode), got in samples.items()
+    }
+    return {"rows": rows, "added": added, "latency_p50_ms_by_round": per_round}

@@ -111,6 +111,22 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     assert compared == {(pair, mode) for pair in pairs for mode in ("direct", "static")}
     assert tracing["rounds"] == 2
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in tracing["rows"])
+    # Latency round by round: each configuration's p50 per round, and the pairs'
+    # within-round differences.
+    by_round = tracing["latency_p50_ms_by_round"]
+    assert set(by_round) == {
+        f"{c}/{m}" for c in ("off", "on", "on-earlier", "off-again") for m in ("direct", "static")
+    }
+    assert all(len(p50s) == 2 and min(p50s) > 0 for p50s in by_round.values())
+    for added in tracing["added"]:
+        new, old = added["compare"].split(" - ")
+        diffs = [
+            a - b
+            for a, b in zip(
+                by_round[f"{new}/{added['mode']}"], by_round[f"{old}/{added['mode']}"], strict=True
+            )
+        ]
+        assert added["latency_p50_added_paired_ms"] == pytest.approx(sorted(diffs)[1], abs=1e-3)
     assert set(report["tracing"]["on_added_client_p50_le_0_3ms_by_mode"]) == {"direct", "static"}
     assert report["machine"]["cores"] >= 1
 

@@ -269,10 +269,13 @@ def stub_env(stub_url: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def stub_model(
-    delay_s: float, plan: str = INDEPENDENT_PLAN, decomposer_delay_s: float | None = None
+    delay_s: float,
+    plan: str = INDEPENDENT_PLAN,
+    decomposer_delay_s: float | None = None,
+    precise_timers: bool = False,
 ) -> Iterator[Server]:
     """``benchmarks/stub_model.py`` on a free loopback port: ready when it yields,
-    stopped after."""
+    stopped after. ``precise_timers``: its ``--precise-timers`` (side-by-side runs)."""
     port = free_port()
     args = [
         sys.executable,
@@ -286,6 +289,8 @@ def stub_model(
     ]
     if decomposer_delay_s is not None:
         args += ["--decomposer-delay-s", str(decomposer_delay_s)]
+    if precise_timers:
+        args.append("--precise-timers")
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server(proc, f"http://127.0.0.1:{port}", started)

@@ -79,7 +79,7 @@ def features_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
         return row
 
     with (
-        stub_model(args.features_delay_s) as stub,
+        stub_model(args.features_delay_s, precise_timers=True) as stub,
         tempfile.TemporaryDirectory(prefix="divconq-bench-ledger-") as tmp,
     ):
         samples = rounds(

@@ -73,7 +73,10 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
         row: dict[str, Any] = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
         return row
 
-    with stub_model(args.tracing_delay_s) as stub, contextlib.ExitStack() as stack:
+    with (
+        stub_model(args.tracing_delay_s, precise_timers=True) as stub,
+        contextlib.ExitStack() as stack,
+    ):
         cwd = {c: stack.enter_context(service_at(trees.get(c))) for c in configs}
         env = {"before": "off", "on-earlier": "on", "off-again": "off"}
         samples = rounds(

@@ -15,6 +15,16 @@ It is a bare asyncio (uvloop) HTTP/1.1 server with keep-alive, not a web
 framework: on a 2-core box its CPU would otherwise be charged to the
 service under test.
 
+``--precise-timers``: the delays end within tens of microseconds of their
+time rather than up to a millisecond late. uvloop (libuv) and asyncio's
+default epoll selector both wait in whole milliseconds, so each delay ends
+somewhere in the millisecond after it is due, at a phase that shifts with
+the service's own timing; a side-by-side comparison of configurations a
+fraction of a millisecond apart then measures that phase as much as the
+service. This mode runs asyncio over ``select()``, whose timeout has
+microsecond resolution: fine for the one-client loops that use it, slower
+than uvloop under many connections.
+
     python benchmarks/stub_model.py --port 8101 --delay-s 0.2
 """
 
@@ -24,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import selectors
 
 CHAT_USAGE = {"prompt_tokens": 80, "completion_tokens": 8}
 PLAN_USAGE = {"prompt_tokens": 120, "completion_tokens": 24}
@@ -142,9 +153,17 @@ def main() -> None:
     parser.add_argument("--delay-s", type=float, default=0.2, help="solver answer delay")
     parser.add_argument("--decomposer-delay-s", type=float, default=None, help="default: --delay-s")
     parser.add_argument("--plan", default="1. How many apples does Tom have?")
+    parser.add_argument(
+        "--precise-timers", action="store_true", help="delays to the microsecond (select())"
+    )
     args = parser.parse_args()
     dd = args.delay_s if args.decomposer_delay_s is None else args.decomposer_delay_s
     stub = Stub(args.delay_s, dd, args.plan)
+    if args.precise_timers:
+        loop_factory = lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())  # noqa: E731
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
+            r.run(serve(args.port, stub))
+        return
     try:
         import uvloop
 

@@ -42,8 +42,7 @@ class JsonFormatter(logging.Formatter):
             line["request_id"] = rid
         span = spans.current().get_span_context()
         if span.is_valid:
-            line["trace_id"] = format(span.trace_id, "032x")
-            line["span_id"] = format(span.span_id, "016x")
+            line.update(spans.hex_ids(span))
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in line:
                 line[key] = value

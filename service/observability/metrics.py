@@ -66,8 +66,7 @@ class _Exemplars:
         ctx = span.get_span_context()
         value = None
         if ctx.is_valid and ctx.trace_flags.sampled:
-            trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
-            value = {"trace_id": trace_id, "span_id": span_id}
+            value = spans.hex_ids(ctx)
         self._last = (span, value)
         return value
 

@@ -105,6 +105,12 @@ def current() -> Span:
     return span if span is not INVALID_SPAN else trace.get_current_span()
 
 
+def hex_ids(ctx: SpanContext) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` as W3C writes them (lower-case hex), for log lines,
+    error bodies and exemplars."""
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
 def enter(span: Span) -> contextvars.Token[Span]:
     """Make ``span`` the current one (until ``leave`` with the token)."""
     return _current.set(span)

@@ -312,4 +312,4 @@ def ids() -> dict[str, Any]:
     ctx = spans.current().get_span_context()
     if not ctx.is_valid:
         return {}
-    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+    return spans.hex_ids(ctx)

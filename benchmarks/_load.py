@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -124,4 +125,55 @@ async def closed_loop(
             conn.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return results, time.perf_counter() - started
+
+
+async def interleaved_loop(
+    urls: dict[str, str],
+    path: str,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    duration_s: float,
+    seed: int = 0,
+) -> tuple[dict[str, list[Result]], float]:
+    """One client taking turns between services: each step sends the same payload to
+    every service, one request at a time, in a shuffled order; for ``duration_s``.
+
+    For comparing configurations of one service: whatever drifts on the machine
+    (another process waking, the CPU's clock) reaches every configuration within
+    one step, not in one configuration's round only. Each service still sees one
+    client (no request overlaps another), idle while the others answer. The
+    order is reshuffled every step (seeded), so none is always first after the
+    wait. Returns each service's results and the wall time.
+    """
+    rng = random.Random(seed)
+    bodies = [json.dumps(p).encode() for p in payloads]
+    conns = {}
+    for name, url in urls.items():
+        host, port = url.removeprefix("http://").split(":")
+        conns[name] = KeepAliveClient(host, int(port))
+    results: dict[str, list[Result]] = {name: [] for name in urls}
+    order = list(urls)
+    started = time.perf_counter()
+    stop_at = started + duration_s
+    step = 0
+    try:
+        while time.perf_counter() < stop_at:
+            body = bodies[step % len(bodies)]
+            step += 1
+            rng.shuffle(order)
+            for name in order:
+                conn = conns[name]
+                t0 = time.perf_counter()
+                try:
+                    status, raw = await conn.post(path, body)
+                except (OSError, asyncio.IncompleteReadError):
+                    conn.close()
+                    results[name].append(Result(0, time.perf_counter() - t0, None, t0))
+                    continue
+                seconds = time.perf_counter() - t0
+                results[name].append(Result(status, seconds, json.loads(raw) if raw else None, t0))
+    finally:
+        for conn in conns.values():
+            conn.close()
     return results, time.perf_counter() - started

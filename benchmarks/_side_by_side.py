@@ -35,6 +35,7 @@ def rounds(
     count: int,
     measure: Callable[[Server, str], dict[str, Any]],
     fresh: bool = False,
+    together: Callable[[dict[str, Server], str, int], dict[str, dict[str, Any]]] | None = None,
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """``count`` rounds of each mode on each configuration's service (``start``
     starts them; they are stopped after); the rows per (configuration, mode).
@@ -44,6 +45,13 @@ def rounds(
     own luck (its memory layout, which core it lands on) can make one
     configuration 0.2-0.3 ms slower for a whole run on this kind of machine;
     fresh processes turn that into noise that the median over rounds absorbs.
+
+    ``together`` (services, mode, round) measures every configuration in one
+    go, a row each: an interleaved client (``overhead.measure_interleaved``),
+    taking turns request by request. Measured one after another, a round's
+    configurations meet whatever the machine does in their own seconds only
+    (two identical services came out up to 2 ms apart at ``static``'s p50);
+    interleaved, every step of the round reaches them all (0.1 ms).
     """
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     services: dict[str, Server] = {}
@@ -58,6 +66,10 @@ def rounds(
             order = list(services.items())
             order = order[i % len(order) :] + order[: i % len(order)]
             for mode in MODES:
+                if together is not None:
+                    for config, row in together(dict(order), mode, i).items():
+                        samples.setdefault((config, mode), []).append(row)
+                    continue
                 for config, s in order:
                     samples.setdefault((config, mode), []).append(measure(s, mode))
     finally:

@@ -16,6 +16,16 @@ client so drift on a shared machine hits every configuration alike:
 - ``off-again`` (with ``--tracing-aa``): a second ``off``: off-again - off is
   what two identical services differ by, the run's noise floor.
 
+Within a round one client takes turns between the services request by
+request (``overhead.measure_interleaved``: a shuffled order each step), so
+what the machine does during the round reaches every configuration alike;
+``--tracing-sequential`` measures them one after another instead (each for
+``duration_s``), as earlier runs did. Interleaved, a round lasts
+``duration_s`` in all, shared by the configurations. Each service is idle
+while the others answer: its caches are as cold as a service's with
+occasional callers, which costs tracing's code more than a back-to-back loop
+on one service does.
+
 Each round gives p50s of the latency and of the overheads ``summarise``
 reports; the figure is the median of the rounds' p50s per configuration (one
 noisy round moves it least); added = on - off (and off - before), and for
@@ -61,7 +71,9 @@ def _env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, st
     return env
 
 
-def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
+def tracing_cost(
+    measure: Callable[..., Any], measure_interleaved: Callable[..., Any], args: Any
+) -> dict[str, Any]:
     """Rows per configuration and mode, and what tracing adds at p50."""
     configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
     configs += ["on-sampled"] if args.tracing_ratio else []
@@ -72,6 +84,10 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     def one_client(s: Server, mode: str) -> dict[str, Any]:
         row: dict[str, Any] = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
         return row
+
+    def interleaved(servers: dict[str, Server], mode: str, seed: int) -> dict[str, Any]:
+        rows: dict[str, Any] = asyncio.run(measure_interleaved(servers, mode, args, seed))
+        return rows
 
     with (
         stub_model(args.tracing_delay_s, precise_timers=True) as stub,
@@ -87,6 +103,7 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
             args.tracing_rounds,
             one_client,
             fresh=args.fresh,
+            together=None if args.tracing_sequential else interleaved,
         )
     pairs = (
         ("on", "off"),
@@ -104,6 +121,7 @@ def tracing_cost(measure: Callable[..., Any], args: Any) -> dict[str, Any]:
     print(f"  on adds <= {TARGET_ADDED_P50_MS} ms p50 at one client: {met} {by_mode}")
     return {
         "rounds": args.tracing_rounds,
+        "design": "sequential" if args.tracing_sequential else "interleaved",
         "delay_s": args.tracing_delay_s,
         "baseline": args.tracing_baseline,
         "compare": args.tracing_compare,

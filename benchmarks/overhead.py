@@ -61,7 +61,7 @@ from _bench import (
     write_json,
 )
 from _features_cost import features_cost
-from _load import KeepAliveClient, Result, closed_loop
+from _load import KeepAliveClient, Result, closed_loop, interleaved_loop
 from _tracing_cost import tracing_cost
 
 QUESTIONS = [
@@ -185,6 +185,35 @@ async def measure(
     return summarise(mode, concurrency, done, wall, used)
 
 
+async def measure_interleaved(
+    servers: dict[str, Any], mode: str, args: argparse.Namespace, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """One client taking turns between ``servers`` (``_bench.Server`` by configuration):
+    warm-up, then ``duration_s`` measured; a ``summarise`` row per configuration.
+
+    Measured as ``measure`` measures: the requests that finished after the
+    warm-up, and each service's CPU from then on.
+    """
+    if mode.endswith(STREAMED):
+        raise ValueError("interleaved rounds read whole responses: no streamed mode")
+    urls = {name: s.url for name, s in servers.items()}
+    loop = asyncio.create_task(
+        interleaved_loop(
+            urls, "/solve", payloads(mode), duration_s=args.warmup_s + args.duration_s, seed=seed
+        )
+    )
+    await asyncio.sleep(args.warmup_s)
+    begin = time.perf_counter()
+    before = {name: s.cpu_s() for name, s in servers.items()}
+    results, _ = await loop
+    wall = time.perf_counter() - begin
+    rows = {}
+    for name, s in servers.items():
+        done = [r for r in results[name] if r.started + r.seconds >= begin]
+        rows[name] = summarise(mode, 1, done, wall, s.cpu_s() - before[name])
+    return rows
+
+
 CONFIGS = {
     # The service's own defaults for the solver: 32 calls in flight, a pool of 100.
     "default": {},
@@ -306,6 +335,11 @@ def main() -> int:
         help="side-by-side rounds (tracing, features) start new service processes every round",
     )
     parser.add_argument(
+        "--tracing-sequential",
+        action="store_true",
+        help="tracing rounds measure the services one after another, not interleaved",
+    )
+    parser.add_argument(
         "--tracing-compare",
         default=None,
         metavar="REF",
@@ -353,7 +387,7 @@ def main() -> int:
         for limits, arrival in configs
     }
     streaming = stream_cost(rows)
-    tracing = tracing_cost(measure, args) if args.tracing_rounds else None
+    tracing = tracing_cost(measure, measure_interleaved, args) if args.tracing_rounds else None
     features = features_cost(measure, args) if args.features_rounds else None
     report = {
         "benchmark": "overhead",

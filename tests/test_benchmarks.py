@@ -110,6 +110,8 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     pairs = ("on - off", "on - on-earlier", "off-again - off")
     assert compared == {(pair, mode) for pair in pairs for mode in ("direct", "static")}
     assert tracing["rounds"] == 2
+    # One client taking turns between the services, request by request.
+    assert tracing["design"] == "interleaved"
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in tracing["rows"])
     # Latency round by round: each configuration's p50 per round, and the pairs'
     # within-round differences.

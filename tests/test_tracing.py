@@ -487,6 +487,28 @@ async def test_the_callers_trace_is_continued_to_the_solver(
     assert {h.get("tracestate") for h in solver.headers} == {"caller=1"}
 
 
+async def test_the_callers_baggage_goes_on_to_the_solver(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The default propagators carry W3C baggage too: what the caller sent in goes
+    out with every solver call, beside the trace."""
+    solver = ScriptedSolver("ok")
+    async with traced(provider, solver=solver) as client:
+        resp = await client.post(
+            "/solve",
+            json={"question": Q, "mode": "static"},
+            headers={"traceparent": TRACEPARENT, "baggage": "tenant=blue"},
+        )
+        plain_resp = await client.post("/solve", json={"question": Q, "mode": "direct"})
+    assert resp.status_code == 200 and plain_resp.status_code == 200, resp.text
+    with_baggage, without = solver.headers[:3], solver.headers[3:]
+    assert [h.get("baggage") for h in with_baggage] == ["tenant=blue"] * 3
+    assert {h["traceparent"].split("-")[1] for h in with_baggage} == {TRACE_ID}
+    # The next request, sent without baggage, carries none.
+    assert [h.get("baggage") for h in without] == [None]
+    assert without[0]["traceparent"].split("-")[1] != TRACE_ID
+
+
 async def test_untraced_by_default_nothing_is_sent_or_added() -> None:
     solver = ScriptedSolver("ok")
     async with serve(plain(), solver) as client:

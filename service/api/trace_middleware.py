@@ -4,7 +4,8 @@ Just inside ``RequestIdMiddleware`` (which creates the request's record), so
 the span covers everything else the request meets (admission's 429, the body
 limit's 413, a stream to its last event). An
 incoming W3C ``traceparent`` / ``tracestate`` (whatever ``OTEL_PROPAGATORS``
-names) makes it a child of the caller's span. The app's ``Tracing`` is made
+names) makes it a child of the caller's span; incoming ``baggage`` goes on
+with every solver call. The app's ``Tracing`` is made
 current for the request, so the pipeline's spans and the solver calls'
 ``traceparent`` hang under this span. Probes and ``/metrics`` are not traced.
 
@@ -74,8 +75,9 @@ class TraceMiddleware:
         parent = propagate.extract(carrier) if carrier else _NO_PARENT
         span = tracer.start(method, SpanKind.SERVER, attributes, parent)
         # Current for our spans (``spans.current``) and, once per request, in the
-        # OTel context, for code that asks the OTel API.
-        token = context.attach(trace.set_span_in_context(span))
+        # OTel context, for code that asks the OTel API; that context keeps what
+        # else the caller's headers brought (W3C baggage), for the solver calls.
+        token = context.attach(trace.set_span_in_context(span, parent))
         span_token = spans.enter(span)
         ctx = span.get_span_context()
         header = propagation.traceparent(ctx)

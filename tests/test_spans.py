@@ -207,6 +207,36 @@ def test_spans_wait_for_their_root_but_never_unbounded(monkeypatch: pytest.Monke
     assert "root" not in {s.name for s in exporter.get_finished_spans()}
 
 
+def test_work_put_off_runs_when_the_request_has_answered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, exporter = _setup(monkeypatch)
+    tracer = trace_setup.Tracing(provider).tracer
+    assert isinstance(tracer, LightTracer)
+    done: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    root = tracer.start("root", SpanKind.SERVER)
+    token = spans.enter(root)
+    child = tracer.start("child", SpanKind.CLIENT)
+    spans.leave(token)
+    spans.later(child, done.append, "first")
+    spans.later(child, broken)
+    spans.later(root, done.append, "second")
+    child.end()
+    assert done == []  # not while the request runs
+    root.end()
+    # In order; one that fails is logged and loses neither the rest nor the spans.
+    assert done == ["first", "second"]
+    assert "deferred trace work failed" in caplog.text
+    assert {s.name for s in exporter.get_finished_spans()} == {"root", "child"}
+    # A span not of ours (no request to wait for): at once.
+    spans.later(trace.INVALID_SPAN, done.append, "now")
+    assert done[-1] == "now"
+
+
 def test_a_processor_that_acts_on_start_sees_every_span_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -16,7 +16,7 @@ from service.api.errors import service_error_response
 from service.api.request_record import SCOPE_KEY, RequestRecord, StatusLine, record
 from service.core.errors import Overloaded, PayloadTooLarge
 from service.observability.logs import request_id_var
-from service.observability.metrics import Metrics, exemplar
+from service.observability.metrics import Metrics, observe
 
 access_log = logging.getLogger("divconq.access")
 # The endpoints that get metrics and access lines (the label values).
@@ -251,7 +251,7 @@ class ObservabilityMiddleware:
         self.metrics.requests.labels(endpoint, mode, str(status)).inc()
         if key is not None:
             self.metrics.key_requests.labels(key, endpoint, str(status)).inc()
-        self.metrics.request_duration.labels(endpoint, mode).observe(seconds, exemplar())
+        observe(self.metrics.request_duration.labels(endpoint, mode), seconds)
         access_log.info(
             "request",
             extra={

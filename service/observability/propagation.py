@@ -12,7 +12,7 @@ carries baggage goes through ``propagate.inject`` as before.
 
 from __future__ import annotations
 
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
@@ -30,6 +30,10 @@ _PROBE_HEADERS = {
 }
 # The last propagator checked, and whether it writes plain W3C trace context.
 _checked: tuple[TextMapPropagator | None, bool] = (None, False)
+# The last OTel context looked at, and whether it carries baggage. A request's
+# context is attached once (``TraceMiddleware``) and a context never changes
+# (setting a value makes a new one), so a request's model calls look once.
+_baggage_in: tuple[Context | None, bool] = (None, False)
 
 
 def traceparent(ctx: SpanContext) -> str:
@@ -47,6 +51,16 @@ def _writes_w3c(textmap: TextMapPropagator) -> bool:
     return carrier == _PROBE_HEADERS
 
 
+def _has_baggage() -> bool:
+    global _baggage_in
+    current = context.get_current()
+    seen, has = _baggage_in
+    if current is not seen:
+        has = bool(baggage.get_all(current))
+        _baggage_in = (current, has)
+    return has
+
+
 def inject(headers: dict[str, str], span: Span) -> None:
     """Write ``span``'s context into ``headers`` as the configured propagator would."""
     global _checked
@@ -55,7 +69,7 @@ def inject(headers: dict[str, str], span: Span) -> None:
     if checked is not textmap:
         fast = _writes_w3c(textmap)
         _checked = (textmap, fast)
-    if fast and not baggage.get_all():
+    if fast and not _has_baggage():
         ctx = span.get_span_context()
         headers["traceparent"] = traceparent(ctx)
         if ctx.trace_state:

@@ -46,7 +46,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -109,6 +109,18 @@ def hex_ids(ctx: SpanContext) -> dict[str, str]:
     """``trace_id`` and ``span_id`` as W3C writes them (lower-case hex), for log lines,
     error bodies and exemplars."""
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+def later(span: Span, fn: Callable[..., object], *args: Any) -> None:
+    """Call ``fn(*args)`` once ``span``'s request has answered, when ``span`` is ours
+    (its tracer hands the request's spans on then); else now.
+
+    For trace work a request's client need not wait for (an exemplar, say).
+    """
+    if span.__class__ is LightSpan:
+        span._tracer.later(fn, *args)
+    else:
+        fn(*args)
 
 
 def enter(span: Span) -> contextvars.Token[Span]:
@@ -352,6 +364,8 @@ class LightTracer:
         self.limits = limits or SpanLimits()
         # Ended spans waiting for their request's end (``drain``).
         self._ended: deque[LightSpan] = deque()
+        # Work put off until then (``later``).
+        self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
 
     def start(
         self,
@@ -435,8 +449,23 @@ class LightTracer:
         if span._root or len(self._ended) > _MAX_WAITING:
             self.drain()
 
+    def later(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` when the current request has answered (``drain``)."""
+        self._later.append((fn, args))
+
     def drain(self) -> None:
-        """Hand every ended span to the processors (also on shutdown)."""
+        """Run the work put off (``later``) and hand every ended span to the processors
+        (also on shutdown)."""
+        later = self._later
+        while later:
+            try:
+                fn, args = later.popleft()
+            except IndexError:  # another thread took the last one
+                break
+            try:
+                fn(*args)
+            except Exception:  # one failed record must not lose the request's spans
+                log.exception("deferred trace work failed")
         ended, limits, processor = self._ended, self.limits, self.processor
         while ended:
             try:

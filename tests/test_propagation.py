@@ -20,10 +20,12 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from service.observability import propagation
+from service.observability import propagation, spans
+from service.observability.spans import LightSpan, LightTracer, Provider
 
 _KEYS = st.from_regex(r"[a-z][a-z0-9_\-*/]{0,15}", fullmatch=True)
 _VALUES = st.from_regex(r"[!-+\--<>-~]{1,16}", fullmatch=True)  # no ',' or '='
@@ -51,6 +53,37 @@ def _ours(span: Any) -> dict[str, str]:
     propagation.inject(headers, span)
     assert headers.pop("authorization") == "Bearer k"  # what was there stays
     return headers
+
+
+@given(
+    trace_id=st.integers(1, 2**128 - 1),
+    span_id=st.integers(1, 2**64 - 1),
+    sampled=st.booleans(),
+    state=st.lists(st.tuples(_KEYS, _VALUES), max_size=4, unique_by=lambda kv: kv[0]),
+)
+def test_our_spans_headers_are_the_default_propagators(
+    trace_id: int, span_id: int, sampled: bool, state: list[tuple[str, str]]
+) -> None:
+    """A request's spans of ours write headers from parts formatted once per trace:
+    the same headers as ``propagate.inject`` writes from their contexts."""
+    tracer = LightTracer.of(Provider(), InstrumentationScope("divconq", "test"))
+    caller = trace.set_span_in_context(_context(trace_id, span_id, sampled, state))
+    caller_ctx = trace.get_current_span(caller).get_span_context()
+    remote = SpanContext(trace_id, span_id, True, caller_ctx.trace_flags, caller_ctx.trace_state)
+    root = tracer.start(
+        "POST", SpanKind.SERVER, context=trace.set_span_in_context(NonRecordingSpan(remote))
+    )
+    token = spans.enter(root)
+    try:
+        child = tracer.start("chat m", SpanKind.CLIENT)
+    finally:
+        spans.leave(token)
+    for span in (root, child):
+        if sampled:
+            assert isinstance(span, LightSpan)
+        assert _ours(span) == _theirs(span)
+        assert propagation.traceparent_of(span) == _theirs(span)["traceparent"]
+        assert span.get_span_context().trace_id == trace_id
 
 
 @pytest.fixture

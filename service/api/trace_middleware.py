@@ -79,8 +79,7 @@ class TraceMiddleware:
         # else the caller's headers brought (W3C baggage), for the solver calls.
         token = context.attach(trace.set_span_in_context(span, parent))
         span_token = spans.enter(span)
-        ctx = span.get_span_context()
-        header = propagation.traceparent(ctx)
+        header = propagation.traceparent_of(span)
         ids = {"trace_id": header[3:35], "span_id": header[36:52]}
         header_bytes = header.encode()
         # The 500 handler runs outside this middleware: it finds the ids here.

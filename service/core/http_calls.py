@@ -73,7 +73,7 @@ def prepared(url: str, headers: dict[str, str]) -> tuple[dict[str, str], list[st
     """The headers to send (with the trace context) and the secrets they carry."""
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
     span = spans.current()
-    if span.get_span_context().is_valid:
+    if spans.carries_trace(span):
         # The model call's context goes to the server (sampled or not: the
         # server follows our decision), and its span learns where it went.
         headers = dict(headers)

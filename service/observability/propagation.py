@@ -17,6 +17,8 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
 
+from service.observability.spans import LightSpan
+
 _PROBE = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
     span_id=0xB7AD6B7169203331,
@@ -39,6 +41,13 @@ _baggage_in: tuple[Context | None, bool] = (None, False)
 def traceparent(ctx: SpanContext) -> str:
     """The W3C ``traceparent`` value of a span context (version 00)."""
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
+def traceparent_of(span: Span) -> str:
+    """The W3C ``traceparent`` value of a span's context."""
+    if span.__class__ is LightSpan:
+        return span.traceparent()
+    return traceparent(span.get_span_context())
 
 
 def _writes_w3c(textmap: TextMapPropagator) -> bool:
@@ -70,6 +79,11 @@ def inject(headers: dict[str, str], span: Span) -> None:
         fast = _writes_w3c(textmap)
         _checked = (textmap, fast)
     if fast and not _has_baggage():
+        if span.__class__ is LightSpan:  # its request's headers are half made
+            headers["traceparent"] = span.traceparent()
+            if span.trace.tracestate:
+                headers["tracestate"] = span.trace.tracestate
+            return
         ctx = span.get_span_context()
         headers["traceparent"] = traceparent(ctx)
         if ctx.trace_state:

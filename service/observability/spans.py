@@ -111,6 +111,11 @@ def hex_ids(ctx: SpanContext) -> dict[str, str]:
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
 
+def carries_trace(span: Span) -> bool:
+    """Whether ``span`` belongs to a trace (sampled or not): what a model call sends on."""
+    return span.__class__ is LightSpan or span.get_span_context().is_valid
+
+
 def later(span: Span, fn: Callable[..., object], *args: Any) -> None:
     """Call ``fn(*args)`` once ``span``'s request has answered, when ``span`` is ours
     (its tracer hands the request's spans on then); else now.
@@ -200,8 +205,30 @@ class SdkTracer:
         )
 
 
+class Trace:
+    """What the spans of one request share: the trace's id, flags and state, and the
+    parts of the ``traceparent`` / ``tracestate`` headers its model calls carry
+    (formatted once per request, not once per call)."""
+
+    __slots__ = ("flags", "head", "state", "tail", "trace_id", "tracestate")
+
+    def __init__(self, trace_id: int, flags: TraceFlags, state: TraceState) -> None:
+        self.trace_id = trace_id
+        self.flags = flags
+        self.state = state
+        # traceparent = head + span id + tail (W3C version 00).
+        self.head = f"00-{trace_id:032x}-"
+        self.tail = f"-{flags:02x}"
+        self.tracestate = state.to_header() if state else ""
+
+
 class LightSpan(Span):
-    """One recording span of ours (see the module's docstring)."""
+    """One recording span of ours (see the module's docstring).
+
+    Its ``SpanContext`` is made when first asked for (most spans never are
+    until they are handed on): starting a span takes an id and a clock
+    reading, and the request's ``Trace`` holds the rest.
+    """
 
     __slots__ = (
         "_attributes",
@@ -211,9 +238,12 @@ class LightSpan(Span):
         "_kind",
         "_name",
         "_parent",
+        "_parent_span",
         "_root",
+        "_span_id",
         "_start_time",
         "_status",
+        "_trace",
         "_tracer",
     )
 
@@ -221,17 +251,27 @@ class LightSpan(Span):
         self,
         tracer: LightTracer,
         name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
+        trace_: Trace,
+        span_id: int,
+        parent: SpanContext | LightSpan | None,
         kind: SpanKind,
         attributes: dict[str, Any],
-        root: bool,
     ) -> None:
         self._tracer = tracer
-        self._root = root
         self._name = name
-        self._context = context
-        self._parent = parent
+        self._trace = trace_
+        self._span_id = span_id
+        self._context: SpanContext | None = None
+        # A child's parent is its request's span (its context made when handed on);
+        # a root's is the caller's context, or None.
+        if parent.__class__ is LightSpan:
+            self._root = False
+            self._parent_span: LightSpan | None = parent
+            self._parent: SpanContext | None = None
+        else:
+            self._root = True
+            self._parent_span = None
+            self._parent = parent  # type: ignore[assignment]
         self._kind = kind
         self._attributes = attributes
         self._events: list[Event] | None = None  # made on the first event
@@ -242,7 +282,22 @@ class LightSpan(Span):
     # -- the API ----------------------------------------------------------------------
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        context = self._context
+        if context is None:
+            trace_ = self._trace
+            context = self._context = SpanContext(
+                trace_.trace_id, self._span_id, False, trace_.flags, trace_.state
+            )
+        return context
+
+    @property
+    def trace(self) -> Trace:
+        """What this span shares with the rest of its request."""
+        return self._trace
+
+    def traceparent(self) -> str:
+        """This span's W3C ``traceparent`` header value."""
+        return f"{self._trace.head}{self._span_id:016x}{self._trace.tail}"
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -325,10 +380,11 @@ class LightSpan(Span):
                 limits.max_span_attributes, checked, immutable=True, max_value_len=length
             )
         tracer = self._tracer
+        parent = self._parent_span
         return ReadableSpan(
             name=self._name,
-            context=self._context,
-            parent=self._parent,
+            context=self.get_span_context(),
+            parent=self._parent if parent is None else parent.get_span_context(),
             resource=tracer.resource,
             attributes=attributes,
             events=tuple(self._events) if self._events else (),
@@ -380,17 +436,17 @@ class LightTracer:
         gets a recording child, a non-recording one stays the current span.
         """
         parent = current() if context is None else trace.get_current_span(context)
-        parent_ctx = parent.get_span_context()
         if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
-            span_ctx = SpanContext(
-                parent_ctx.trace_id,
-                self.ids.generate_span_id(),
-                False,
-                parent_ctx.trace_flags,
-                parent_ctx.trace_state,
-            )
             attrs = dict(attributes) if attributes else {}
-            return self._begin(name, span_ctx, parent_ctx, kind, attrs, root=False)
+            return self._begin(
+                name,
+                parent._trace,
+                self.ids.generate_span_id(),
+                parent,
+                kind,
+                attrs,
+            )
+        parent_ctx = parent.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote:
             return parent  # a local non-recording span: the request is not sampled
         return self._root(name, kind, attributes, context, parent_ctx)
@@ -407,29 +463,24 @@ class LightTracer:
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
         sampled = result.decision is Decision.RECORD_AND_SAMPLE
         trace_state = result.trace_state or parent_ctx.trace_state or TraceState()
-        span_ctx = SpanContext(
-            trace_id,
-            self.ids.generate_span_id(),
-            False,
-            _SAMPLED if sampled else _NOT_SAMPLED,
-            trace_state,
-        )
+        flags = _SAMPLED if sampled else _NOT_SAMPLED
+        span_id = self.ids.generate_span_id()
         if result.decision is Decision.DROP:
-            return NonRecordingSpan(span_ctx)
+            return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, trace_state))
         parent = parent_ctx if parent_ctx.is_valid else None
         attrs = dict(result.attributes) if result.attributes else {}
-        return self._begin(name, span_ctx, parent, kind, attrs, root=True)
+        return self._begin(name, Trace(trace_id, flags, trace_state), span_id, parent, kind, attrs)
 
     def _begin(
         self,
         name: str,
-        span_ctx: SpanContext,
-        parent: SpanContext | None,
+        trace_: Trace,
+        span_id: int,
+        parent: SpanContext | LightSpan | None,
         kind: SpanKind,
         attributes: dict[str, Any],
-        root: bool,
     ) -> LightSpan:
-        span = LightSpan(self, name, span_ctx, parent, kind, attributes, root)
+        span = LightSpan(self, name, trace_, span_id, parent, kind, attributes)
         # (The API span is enough for a processor's on_start: it reads the context.)
         if self._provider is None:
             self.processor.on_start(span)  # type: ignore[arg-type]

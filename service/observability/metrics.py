@@ -78,7 +78,12 @@ def observe(histogram: Histogram, amount: float) -> None:
 
 
 def _exemplar(histogram: Histogram, amount: float, ctx: SpanContext, when: float) -> None:
-    """Set the exemplar of the bucket ``amount`` was counted in."""
+    """Set the exemplar of the bucket ``amount`` was counted in.
+
+    prometheus_client has no public call for this: it reads the histogram's
+    bounds and buckets as its own ``observe`` does (tests/test_tracing.py
+    scrapes the exemplars, so a change there fails a test, not a request).
+    """
     for bound, bucket in zip(histogram._upper_bounds, histogram._buckets, strict=True):
         if amount <= bound:
             bucket.set_exemplar(Exemplar(spans.hex_ids(ctx), amount, when))

@@ -61,6 +61,7 @@ def _writes_w3c(textmap: TextMapPropagator) -> bool:
 
 
 def _has_baggage() -> bool:
+    """Whether the current OTel context carries baggage (then ``propagate.inject``)."""
     global _baggage_in
     current = context.get_current()
     seen, has = _baggage_in

@@ -31,6 +31,15 @@ _KEYS = st.from_regex(r"[a-z][a-z0-9_\-*/]{0,15}", fullmatch=True)
 _VALUES = st.from_regex(r"[!-+\--<>-~]{1,16}", fullmatch=True)  # no ',' or '='
 
 
+# Any trace a caller may send: ids, sampled or not, up to four tracestate entries.
+_any_trace = given(
+    trace_id=st.integers(1, 2**128 - 1),
+    span_id=st.integers(1, 2**64 - 1),
+    sampled=st.booleans(),
+    state=st.lists(st.tuples(_KEYS, _VALUES), max_size=4, unique_by=lambda kv: kv[0]),
+)
+
+
 def _context(trace_id: int, span_id: int, sampled: bool, state: list[tuple[str, str]]) -> Any:
     ctx = SpanContext(
         trace_id,
@@ -55,12 +64,7 @@ def _ours(span: Any) -> dict[str, str]:
     return headers
 
 
-@given(
-    trace_id=st.integers(1, 2**128 - 1),
-    span_id=st.integers(1, 2**64 - 1),
-    sampled=st.booleans(),
-    state=st.lists(st.tuples(_KEYS, _VALUES), max_size=4, unique_by=lambda kv: kv[0]),
-)
+@_any_trace
 def test_our_spans_headers_are_the_default_propagators(
     trace_id: int, span_id: int, sampled: bool, state: list[tuple[str, str]]
 ) -> None:
@@ -94,12 +98,7 @@ def textmap() -> Iterator[None]:
     propagate.set_global_textmap(before)
 
 
-@given(
-    trace_id=st.integers(1, 2**128 - 1),
-    span_id=st.integers(1, 2**64 - 1),
-    sampled=st.booleans(),
-    state=st.lists(st.tuples(_KEYS, _VALUES), max_size=4, unique_by=lambda kv: kv[0]),
-)
+@_any_trace
 def test_the_default_propagators_headers_exactly(
     trace_id: int, span_id: int, sampled: bool, state: list[tuple[str, str]]
 ) -> None:

@@ -73,12 +73,13 @@ def prepared(url: str, headers: dict[str, str]) -> tuple[dict[str, str], list[st
     """The headers to send (with the trace context) and the secrets they carry."""
     secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
     span = spans.current()
-    if spans.carries_trace(span):
+    ours = span.__class__ is spans.LightSpan  # one of ours records
+    if ours or spans.carries_trace(span):
         # The model call's context goes to the server (sampled or not: the
         # server follows our decision), and its span learns where it went.
         headers = dict(headers)
         propagation.inject(headers, span)
-        if span.is_recording():
+        if ours or span.is_recording():
             span.set_attributes(_server_of(url))
     return headers, secrets
 

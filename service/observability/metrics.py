@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import Span
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -73,12 +73,16 @@ def observe(histogram: Histogram, amount: float) -> None:
     """
     histogram.observe(amount)
     span = spans.current()
-    ctx = span.get_span_context()
-    if ctx.is_valid and ctx.trace_flags.sampled:
-        spans.later(span, _exemplar, histogram, amount, ctx, time.time())
+    if span.__class__ is spans.LightSpan:
+        sampled = span.trace.sampled
+    else:
+        ctx = span.get_span_context()
+        sampled = ctx.is_valid and ctx.trace_flags.sampled
+    if sampled:
+        spans.later(span, _exemplar, histogram, amount, span, time.time())
 
 
-def _exemplar(histogram: Histogram, amount: float, ctx: SpanContext, when: float) -> None:
+def _exemplar(histogram: Histogram, amount: float, span: Span, when: float) -> None:
     """Set the exemplar of the bucket ``amount`` was counted in.
 
     prometheus_client has no public call for this: it reads the histogram's
@@ -87,7 +91,7 @@ def _exemplar(histogram: Histogram, amount: float, ctx: SpanContext, when: float
     """
     for bound, bucket in zip(histogram._upper_bounds, histogram._buckets, strict=True):
         if amount <= bound:
-            bucket.set_exemplar(Exemplar(spans.hex_ids(ctx), amount, when))
+            bucket.set_exemplar(Exemplar(spans.hex_ids(span.get_span_context()), amount, when))
             return
 
 

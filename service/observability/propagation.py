@@ -71,20 +71,32 @@ def _has_baggage() -> bool:
     return has
 
 
-def inject(headers: dict[str, str], span: Span) -> None:
-    """Write ``span``'s context into ``headers`` as the configured propagator would."""
+def _plain() -> bool:
+    """Whether headers may be written directly: the configured propagator writes
+    plain W3C trace context and the current OTel context carries no baggage."""
     global _checked
     textmap = propagate.get_global_textmap()
     checked, fast = _checked
     if checked is not textmap:
         fast = _writes_w3c(textmap)
         _checked = (textmap, fast)
-    if fast and not _has_baggage():
-        if span.__class__ is LightSpan:  # its request's headers are half made
-            headers["traceparent"] = span.traceparent()
-            if span.trace.tracestate:
-                headers["tracestate"] = span.trace.tracestate
+    return fast and not _has_baggage()
+
+
+def inject(headers: dict[str, str], span: Span) -> None:
+    """Write ``span``'s context into ``headers`` as the configured propagator would."""
+    if span.__class__ is LightSpan:
+        # Decided once per request (``Trace.plain``), at its first model call.
+        trace_ = span.trace
+        plain = trace_.plain
+        if plain is None:
+            plain = trace_.plain = _plain()
+        if plain:  # the request's headers are half made
+            headers["traceparent"] = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
+            if trace_.tracestate:
+                headers["tracestate"] = trace_.tracestate
             return
+    elif _plain():
         ctx = span.get_span_context()
         headers["traceparent"] = traceparent(ctx)
         if ctx.trace_state:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -62,7 +63,7 @@ from opentelemetry.sdk.trace import (
     TracerProvider,
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -91,6 +92,8 @@ _NO_OP_STARTS = frozenset(
 )
 # Ended spans a tracer holds at most before handing them on without their root.
 _MAX_WAITING = 1024
+# What the SDK's default ``RandomIdGenerator`` calls, called directly.
+_random_bits = random.getrandbits
 
 
 _current: contextvars.ContextVar[Span] = contextvars.ContextVar(
@@ -123,18 +126,16 @@ def later(span: Span, fn: Callable[..., object], *args: Any) -> None:
     For trace work a request's client need not wait for (an exemplar, say).
     """
     if span.__class__ is LightSpan:
-        span._tracer.later(fn, *args)
+        span._tracer._later.append((fn, args))  # (``LightTracer.later``, one call less)
     else:
         fn(*args)
 
 
-def enter(span: Span) -> contextvars.Token[Span]:
-    """Make ``span`` the current one (until ``leave`` with the token)."""
-    return _current.set(span)
-
-
-def leave(token: contextvars.Token[Span]) -> None:
-    _current.reset(token)
+# ``enter(span)`` makes ``span`` the current one until ``leave(token)``: the context
+# variable's own methods (no Python frame between: a request enters and leaves
+# once per span).
+enter: Callable[[Span], contextvars.Token[Span]] = _current.set
+leave: Callable[[contextvars.Token[Span]], None] = _current.reset
 
 
 def _clean(key: str, value: object) -> AttributeValue | None:
@@ -210,12 +211,17 @@ class Trace:
     parts of the ``traceparent`` / ``tracestate`` headers its model calls carry
     (formatted once per request, not once per call)."""
 
-    __slots__ = ("flags", "head", "state", "tail", "trace_id", "tracestate")
+    __slots__ = ("flags", "head", "plain", "sampled", "state", "tail", "trace_id", "tracestate")
 
     def __init__(self, trace_id: int, flags: TraceFlags, state: TraceState) -> None:
         self.trace_id = trace_id
         self.flags = flags
+        self.sampled = flags.sampled
         self.state = state
+        # Whether the request's model calls may write these headers directly (the
+        # configured propagator writes W3C trace context only, and the request
+        # carries no baggage): ``propagation.inject`` decides at the first call.
+        self.plain: bool | None = None
         # traceparent = head + span id + tail (W3C version 00).
         self.head = f"00-{trace_id:032x}-"
         self.tail = f"-{flags:02x}"
@@ -227,7 +233,10 @@ class LightSpan(Span):
 
     Its ``SpanContext`` is made when first asked for (most spans never are
     until they are handed on): starting a span takes an id and a clock
-    reading, and the request's ``Trace`` holds the rest.
+    reading, and the request's ``Trace`` holds the rest. ``trace`` and
+    ``span_id`` are plain attributes (read, never written, outside this
+    module): a model call's ``traceparent`` and exemplar read them without a
+    call.
     """
 
     __slots__ = (
@@ -240,11 +249,11 @@ class LightSpan(Span):
         "_parent",
         "_parent_span",
         "_root",
-        "_span_id",
         "_start_time",
         "_status",
-        "_trace",
         "_tracer",
+        "span_id",
+        "trace",
     )
 
     def __init__(
@@ -253,25 +262,21 @@ class LightSpan(Span):
         name: str,
         trace_: Trace,
         span_id: int,
-        parent: SpanContext | LightSpan | None,
+        parent_span: LightSpan | None,
+        parent: SpanContext | None,
         kind: SpanKind,
         attributes: dict[str, Any],
     ) -> None:
         self._tracer = tracer
         self._name = name
-        self._trace = trace_
-        self._span_id = span_id
+        self.trace = trace_
+        self.span_id = span_id
         self._context: SpanContext | None = None
         # A child's parent is its request's span (its context made when handed on);
         # a root's is the caller's context, or None.
-        if parent.__class__ is LightSpan:
-            self._root = False
-            self._parent_span: LightSpan | None = parent
-            self._parent: SpanContext | None = None
-        else:
-            self._root = True
-            self._parent_span = None
-            self._parent = parent  # type: ignore[assignment]
+        self._parent_span = parent_span
+        self._parent = parent
+        self._root = parent_span is None
         self._kind = kind
         self._attributes = attributes
         self._events: list[Event] | None = None  # made on the first event
@@ -284,20 +289,15 @@ class LightSpan(Span):
     def get_span_context(self) -> SpanContext:
         context = self._context
         if context is None:
-            trace_ = self._trace
+            trace_ = self.trace
             context = self._context = SpanContext(
-                trace_.trace_id, self._span_id, False, trace_.flags, trace_.state
+                trace_.trace_id, self.span_id, False, trace_.flags, trace_.state
             )
         return context
 
-    @property
-    def trace(self) -> Trace:
-        """What this span shares with the rest of its request."""
-        return self._trace
-
     def traceparent(self) -> str:
         """This span's W3C ``traceparent`` header value."""
-        return f"{self._trace.head}{self._span_id:016x}{self._trace.tail}"
+        return f"{self.trace.head}{self.span_id:016x}{self.trace.tail}"
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -367,7 +367,15 @@ class LightSpan(Span):
         if self._end_time is not None:
             return
         self._end_time = end_time or time.time_ns()
-        self._tracer.ended(self)
+        tracer = self._tracer
+        ended = tracer._ended
+        ended.append(self)
+        # A root's end (its request answered) hands the request's spans on. A span
+        # that ends after its root (a task cancelled late) goes with the next
+        # request's, or at shutdown; a queue grown past ``_MAX_WAITING`` (roots
+        # that never end) is handed on at once.
+        if self._root or len(ended) > _MAX_WAITING:
+            tracer.drain()
 
     # -- what the processors get -----------------------------------------------------
 
@@ -416,6 +424,8 @@ class LightTracer:
         self.resource = resource
         self.sampler = sampler
         self.ids = ids
+        # The SDK's default ids are ``random.getrandbits``: called here directly.
+        self._random_ids = type(ids) is RandomIdGenerator
         self.scope = scope
         self.limits = limits or SpanLimits()
         # Ended spans waiting for their request's end (``drain``).
@@ -437,15 +447,19 @@ class LightTracer:
         """
         parent = current() if context is None else trace.get_current_span(context)
         if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
-            attrs = dict(attributes) if attributes else {}
-            return self._begin(
+            span_id = (self._random_ids and _random_bits(64)) or self.ids.generate_span_id()
+            span = LightSpan(
+                self,
                 name,
-                parent._trace,
-                self.ids.generate_span_id(),
+                parent.trace,
+                span_id,
                 parent,
+                None,
                 kind,
-                attrs,
+                dict(attributes) if attributes else {},
             )
+            self._started(span)
+            return span
         parent_ctx = parent.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote:
             return parent  # a local non-recording span: the request is not sampled
@@ -469,36 +483,20 @@ class LightTracer:
             return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, trace_state))
         parent = parent_ctx if parent_ctx.is_valid else None
         attrs = dict(result.attributes) if result.attributes else {}
-        return self._begin(name, Trace(trace_id, flags, trace_state), span_id, parent, kind, attrs)
-
-    def _begin(
-        self,
-        name: str,
-        trace_: Trace,
-        span_id: int,
-        parent: SpanContext | LightSpan | None,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-    ) -> LightSpan:
-        span = LightSpan(self, name, trace_, span_id, parent, kind, attributes)
-        # (The API span is enough for a processor's on_start: it reads the context.)
-        if self._provider is None:
-            self.processor.on_start(span)  # type: ignore[arg-type]
-        else:
-            for processor in self._provider.starts:
-                processor.on_start(span)  # type: ignore[arg-type]
+        trace_ = Trace(trace_id, flags, trace_state)
+        span = LightSpan(self, name, trace_, span_id, None, parent, kind, attrs)
+        self._started(span)
         return span
 
-    def ended(self, span: LightSpan) -> None:
-        """Queue an ended span; a root's end (its request answered) hands the queue on.
-
-        A span that ends after its root (a task cancelled late) goes with the
-        next request's, or at shutdown; a queue that grows past
-        ``_MAX_WAITING`` (roots that never end) is handed on at once.
-        """
-        self._ended.append(span)
-        if span._root or len(self._ended) > _MAX_WAITING:
-            self.drain()
+    def _started(self, span: LightSpan) -> None:
+        """Tell the processors that act on a span's start (usually none) about ``span``."""
+        provider = self._provider
+        if provider is None:
+            # (The API span is enough for a processor's on_start: it reads the context.)
+            self.processor.on_start(span)  # type: ignore[arg-type]
+        elif provider.starts:
+            for processor in provider.starts:
+                processor.on_start(span)  # type: ignore[arg-type]
 
     def later(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` when the current request has answered (``drain``)."""

@@ -173,7 +173,8 @@ class _Scope:
     def __enter__(self) -> Span:
         span_ = self._tracer.start(self._name, self._kind, self._attributes)
         self._span = span_
-        recording = span_.is_recording()
+        # One of ours has just started (it records); the SDK's may not.
+        recording = span_.__class__ is spans.LightSpan or span_.is_recording()
         self._token = spans.enter(span_) if recording else None
         return span_
 
@@ -252,7 +253,8 @@ def model_call(
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:
     """What a model call came back with: tokens (when reported), finish reason, model."""
-    if not span_.is_recording():
+    # (A stage's span is the no-op one: the solver chain's spans record the calls.)
+    if span_ is trace.INVALID_SPAN or not span_.is_recording():
         return
     # One call: the SDK takes its lock once per call, not per attribute.
     attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: (completion.finish_reason,)}

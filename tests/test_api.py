@@ -4,10 +4,12 @@ backpressure and what the metrics record. Fake decomposer, scripted solvers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 
+from service.api.app import create_app
 from service.core.settings import Settings
 from tests.fakes import (
     FakeDecomposer,
@@ -18,6 +20,7 @@ from tests.fakes import (
     serve,
     settings_for,
     solve,
+    transport,
 )
 
 # --- 422 -------------------------------------------------------------------------------
@@ -272,6 +275,28 @@ async def test_health_ready_and_request_id() -> None:
     assert ready["solvers"]["default"]["model"] == "big-solver"
     assert given.headers["x-request-id"] == "abc-1" == given.json()["id"]
     assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_a_served_app_freezes_its_startup_heap_and_a_test_app_does_not() -> None:
+    """``divconq serve`` (``freeze_heap``) leaves what startup made out of every later
+    garbage collection once the decomposer is up; an app made in a test process
+    (many apps, one process) freezes nothing."""
+    gc.unfreeze()
+    try:
+        for freeze_heap in (False, True):
+            app = create_app(
+                settings_for(),
+                transport=transport({}),
+                decomposer=FakeDecomposer(),
+                freeze_heap=freeze_heap,
+            )
+            async with app.router.lifespan_context(app):
+                for _ in range(5):  # the decomposer's start task and its callbacks
+                    await asyncio.sleep(0)
+                frozen = gc.get_freeze_count()
+            assert (frozen > 0) is freeze_heap, frozen
+    finally:
+        gc.unfreeze()
 
 
 async def test_solver_calls_are_counted_by_outcome() -> None:

@@ -64,7 +64,7 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN,
@@ -94,6 +94,8 @@ _NO_OP_STARTS = frozenset(
 _MAX_WAITING = 1024
 # What the SDK's default ``RandomIdGenerator`` calls, called directly.
 _random_bits = random.getrandbits
+# The SDK's default sampler (``parentbased_always_on``), as it describes itself.
+_DEFAULT_SAMPLER = ParentBased(ALWAYS_ON).get_description()  # type: ignore[no-untyped-call]
 
 
 _current: contextvars.ContextVar[Span] = contextvars.ContextVar(
@@ -423,6 +425,9 @@ class LightTracer:
         self._provider = provider
         self.resource = resource
         self.sampler = sampler
+        # The default sampler's decision needs no call: the caller's flag, else sample.
+        described = sampler.get_description()
+        self._samples_by_parent = type(sampler) is ParentBased and described == _DEFAULT_SAMPLER
         self.ids = ids
         # The SDK's default ids are ``random.getrandbits``: called here directly.
         self._random_ids = type(ids) is RandomIdGenerator
@@ -445,7 +450,12 @@ class LightTracer:
         Under a span of ours the decision is already made: a recording parent
         gets a recording child, a non-recording one stays the current span.
         """
-        parent = current() if context is None else trace.get_current_span(context)
+        if context is None:
+            parent = _current.get()
+            if parent is INVALID_SPAN:
+                parent = trace.get_current_span()  # (as ``current()``: the OTel context's)
+        else:
+            parent = trace.get_current_span(context)
         if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
             span_id = (self._random_ids and _random_bits(64)) or self.ids.generate_span_id()
             span = LightSpan(
@@ -458,7 +468,8 @@ class LightTracer:
                 kind,
                 dict(attributes) if attributes else {},
             )
-            self._started(span)
+            if self._provider is None or self._provider.starts:
+                self._started(span)
             return span
         parent_ctx = parent.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote:
@@ -473,16 +484,25 @@ class LightTracer:
         context: Context | None,
         parent_ctx: SpanContext,
     ) -> Span:
-        trace_id = parent_ctx.trace_id if parent_ctx.is_valid else self.ids.generate_trace_id()
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
-        sampled = result.decision is Decision.RECORD_AND_SAMPLE
-        trace_state = result.trace_state or parent_ctx.trace_state or TraceState()
+        valid = parent_ctx.is_valid
+        trace_id = parent_ctx.trace_id if valid else self.ids.generate_trace_id()
+        if self._samples_by_parent:
+            # What ParentBased(ALWAYS_ON) decides (a caller's span is remote here).
+            sampled = not valid or parent_ctx.trace_flags.sampled
+            drop = not sampled
+            trace_state = parent_ctx.trace_state or TraceState()
+            attrs = dict(attributes) if attributes and sampled else {}
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            drop = result.decision is Decision.DROP
+            trace_state = result.trace_state or parent_ctx.trace_state or TraceState()
+            attrs = dict(result.attributes) if result.attributes else {}
         flags = _SAMPLED if sampled else _NOT_SAMPLED
         span_id = self.ids.generate_span_id()
-        if result.decision is Decision.DROP:
+        if drop:
             return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, trace_state))
-        parent = parent_ctx if parent_ctx.is_valid else None
-        attrs = dict(result.attributes) if result.attributes else {}
+        parent = parent_ctx if valid else None
         trace_ = Trace(trace_id, flags, trace_state)
         span = LightSpan(self, name, trace_, span_id, None, parent, kind, attrs)
         self._started(span)

@@ -19,6 +19,8 @@ What still holds, as the SDK does it:
   context; the spans under it follow that decision (what the default
   ``parentbased_*`` samplers give). An unsampled request makes one
   non-recording span, which still carries ``traceparent`` to the solvers.
+  The SDK's default sampler itself (``ParentBased(ALWAYS_ON)``) is not
+  called: its answer is the caller's sampled flag, or yes without a caller.
 - **Limits**: ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_COUNT_LIMIT``
   and the value-length limits apply when a span is handed on, through the
   SDK's ``BoundedAttributes`` (nothing to do under the defaults); events (an

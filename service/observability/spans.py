@@ -130,7 +130,7 @@ def later(span: Span, fn: Callable[..., object], *args: Any) -> None:
     For trace work a request's client need not wait for (an exemplar, say).
     """
     if span.__class__ is LightSpan:
-        span._tracer._later.append((fn, args))  # (``LightTracer.later``, one call less)
+        span._tracer._later.append((fn, args))  # run by its tracer's ``drain``
     else:
         fn(*args)
 
@@ -437,7 +437,7 @@ class LightTracer:
         self.limits = limits or SpanLimits()
         # Ended spans waiting for their request's end (``drain``).
         self._ended: deque[LightSpan] = deque()
-        # Work put off until then (``later``).
+        # Work put off until then (the module's ``later``).
         self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
 
     def start(
@@ -519,10 +519,6 @@ class LightTracer:
         elif provider.starts:
             for processor in provider.starts:
                 processor.on_start(span)  # type: ignore[arg-type]
-
-    def later(self, fn: Callable[..., object], *args: Any) -> None:
-        """Call ``fn(*args)`` when the current request has answered (``drain``)."""
-        self._later.append((fn, args))
 
     def drain(self) -> None:
         """Run the work put off (``later``) and hand every ended span to the processors

@@ -79,11 +79,7 @@ class TraceMiddleware:
         # else the caller's headers brought (W3C baggage), for the solver calls.
         token = context.attach(trace.set_span_in_context(span, parent))
         span_token = spans.enter(span)
-        header = (
-            span.traceparent()
-            if span.__class__ is spans.LightSpan
-            else (propagation.traceparent_of(span))
-        )
+        header = propagation.traceparent_of(span)
         ids = {"trace_id": header[3:35], "span_id": header[36:52]}
         header_bytes = header.encode()
         # The 500 handler runs outside this middleware: it finds the ids here.

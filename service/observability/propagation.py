@@ -12,7 +12,7 @@ carries baggage goes through ``propagate.inject`` as before.
 
 from __future__ import annotations
 
-from opentelemetry import baggage, context, propagate, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
@@ -32,10 +32,6 @@ _PROBE_HEADERS = {
 }
 # The last propagator checked, and whether it writes plain W3C trace context.
 _checked: tuple[TextMapPropagator | None, bool] = (None, False)
-# The last OTel context looked at, and whether it carries baggage. A request's
-# context is attached once (``TraceMiddleware``) and a context never changes
-# (setting a value makes a new one), so a request's model calls look once.
-_baggage_in: tuple[Context | None, bool] = (None, False)
 
 
 def traceparent(ctx: SpanContext) -> str:
@@ -60,17 +56,6 @@ def _writes_w3c(textmap: TextMapPropagator) -> bool:
     return carrier == _PROBE_HEADERS
 
 
-def _has_baggage() -> bool:
-    """Whether the current OTel context carries baggage (then ``propagate.inject``)."""
-    global _baggage_in
-    current = context.get_current()
-    seen, has = _baggage_in
-    if current is not seen:
-        has = bool(baggage.get_all(current))
-        _baggage_in = (current, has)
-    return has
-
-
 def _plain() -> bool:
     """Whether headers may be written directly: the configured propagator writes
     plain W3C trace context and the current OTel context carries no baggage."""
@@ -80,7 +65,8 @@ def _plain() -> bool:
     if checked is not textmap:
         fast = _writes_w3c(textmap)
         _checked = (textmap, fast)
-    return fast and not _has_baggage()
+    # A request that carries baggage sends it on: ``propagate.inject`` writes both.
+    return fast and not baggage.get_all()
 
 
 def inject(headers: dict[str, str], span: Span) -> None:

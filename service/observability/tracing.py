@@ -253,10 +253,7 @@ def model_call(
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:
     """What a model call came back with: tokens (when reported), finish reason, model."""
-    # (A stage's span is the no-op one: the solver chain's spans record the calls.)
-    if span_ is trace.INVALID_SPAN or not (
-        span_.__class__ is spans.LightSpan or span_.is_recording()
-    ):
+    if span_.__class__ is not spans.LightSpan and not span_.is_recording():
         return
     # One call: the SDK takes its lock once per call, not per attribute.
     attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: (completion.finish_reason,)}

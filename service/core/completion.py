@@ -58,3 +58,5 @@ class ChatCall:
     messages: Sequence[dict[str, str]]
     request_id: str
     on_text: TextSink | None = None
+    # The pipeline stage the call serves (solve, final), for its span; None outside one.
+    stage: str | None = None

@@ -57,7 +57,6 @@ from service.observability.semconv import (
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_WORKFLOW_NAME,
     OP_WORKFLOW,
-    STAGE,
     SUBQUESTIONS,
 )
 from service.observability.spans import SpanStarter
@@ -68,8 +67,6 @@ log = logging.getLogger(__name__)
 _current: contextvars.ContextVar[Tracing | None] = contextvars.ContextVar(
     "divconq_tracing", default=None
 )
-# The pipeline stage a model call serves (decompose, solve, final), for its span.
-_stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("divconq_stage", default=None)
 
 
 def current() -> Tracing | None:
@@ -92,34 +89,8 @@ class using:  # a class, not a generator: entered once per traced request
         _current.reset(self._token)
 
 
-class _Stage:
-    """Sets the stage for the calls inside (a class: cheaper than a generator)."""
-
-    __slots__ = ("_name", "_token")
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __enter__(self) -> Span:
-        self._token = _stage.set(self._name)
-        return trace.INVALID_SPAN
-
-    def __exit__(self, *exc: object) -> None:
-        _stage.reset(self._token)
-
-
 # What every helper gives outside a traced request: the no-op span, nothing done.
 _UNTRACED: contextlib.AbstractContextManager[Span] = contextlib.nullcontext(trace.INVALID_SPAN)
-
-
-def stage(name: str) -> contextlib.AbstractContextManager[Span]:
-    """Label the model calls made inside with the pipeline stage they serve.
-
-    Opens no span of its own (yields the no-op one): the calls inside do.
-    """
-    if _current.get() is None:
-        return _UNTRACED
-    return _Stage(name)
 
 
 # --- spans --------------------------------------------------------------------------
@@ -220,15 +191,38 @@ def workflow(
     )
 
 
+class CallSpans:
+    """What the spans of one backend's model calls share, made once per backend: the
+    name (``chat {model}``), the kind, and the attributes every call knows before
+    it is made (operation, provider, request model, and what the backend adds)."""
+
+    __slots__ = ("attributes", "kind", "name")
+
+    def __init__(
+        self,
+        operation: str,
+        model: str,
+        provider: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> None:
+        self.name = f"{operation} {model}"
+        self.kind = kind
+        self.attributes: dict[str, AttributeValue] = {
+            GEN_AI_OPERATION: operation,
+            GEN_AI_PROVIDER: provider,
+            GEN_AI_REQUEST_MODEL: model,
+            **(attributes or {}),
+        }
+
+
 def model_call(
-    operation: str,
-    model: str,
-    provider: str,
-    kind: SpanKind,
+    spans_: CallSpans,
     attributes: Mapping[str, AttributeValue] | None = None,
     prompt: Sequence[Mapping[str, str]] | str | None = None,
 ) -> contextlib.AbstractContextManager[Span]:
-    """The span of one model call: ``chat {model}``, ``text_completion {model}``.
+    """The span of one model call (``chat {model}``, ``text_completion {model}``):
+    ``spans_``'s attributes and this call's own (its stage, a retry's count).
 
     ``prompt`` is recorded only when content capture is on. Every attribute known
     before the call is given at the span's start: one pass of the SDK's checks.
@@ -236,19 +230,12 @@ def model_call(
     tracing = _current.get()
     if tracing is None or tracing.tracer is None:
         return _UNTRACED
-    attrs: dict[str, AttributeValue] = {
-        GEN_AI_OPERATION: operation,
-        GEN_AI_PROVIDER: provider,
-        GEN_AI_REQUEST_MODEL: model,
-    }
-    if attributes:
-        attrs.update(attributes)
-    stage_name = _stage.get()
-    if stage_name is not None:
-        attrs[STAGE] = stage_name
-    if prompt is not None and tracing.capture_content:
-        attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
-    return _Scope(tracing.tracer, f"{operation} {model}", kind, attrs, True)
+    attrs = spans_.attributes
+    if attributes or (prompt is not None and tracing.capture_content):
+        attrs = {**attrs, **(attributes or {})}
+        if prompt is not None and tracing.capture_content:
+            attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
+    return _Scope(tracing.tracer, spans_.name, spans_.kind, attrs, True)
 
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Sequence
 
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 from service.cache.cache import ResponseCache, completion_entry, completion_from
 from service.core.completion import ChatCall, Completion, PromptCall, TextSink
@@ -28,6 +28,9 @@ from service.observability.metrics import Metrics
 from service.pipeline import prompts
 from service.pipeline.run_state import Run, Stage
 from service.pipeline.token_estimate import TokenEstimator
+
+# A solver call's stage opens no span here: its attempts' spans carry the stage.
+_NO_SPAN: contextlib.AbstractContextManager[Span] = contextlib.nullcontext(INVALID_SPAN)
 
 
 class ModelCalls:
@@ -51,21 +54,27 @@ class ModelCalls:
         self._decomposer_span = (
             ("openai", SpanKind.CLIENT) if backend == "openai" else (backend, SpanKind.INTERNAL)
         )
+        # The decomposer calls' spans, by model (made once per model, not per call).
+        self._decomposer_spans: dict[str, tracing.CallSpans] = {}
 
     def _trace_call(
         self, stage: Stage, name: str, prompt: str | prompts.Messages
     ) -> contextlib.AbstractContextManager[Span]:
         """A decomposer call's span; a solver call's spans (one per attempt) are the
-        solver chain's, labelled with the stage they serve."""
+        solver chain's, labelled with the stage they serve (``ChatCall.stage``)."""
         if stage.role != "decomposer":
-            return tracing.stage(name)
-        provider, kind = self._decomposer_span
+            return _NO_SPAN
+        model = stage.usage.model
+        spans = self._decomposer_spans.get(model)
+        if spans is None:
+            provider, kind = self._decomposer_span
+            spans = self._decomposer_spans[model] = tracing.CallSpans(
+                semconv.OP_TEXT_COMPLETION, model, provider, kind
+            )
         attrs = {semconv.STAGE: name}
         if stage.usage.adapter:
             attrs[semconv.ADAPTER] = stage.usage.adapter
-        return tracing.model_call(
-            semconv.OP_TEXT_COMPLETION, stage.usage.model, provider, kind, attrs, prompt
-        )
+        return tracing.model_call(spans, attrs, prompt)
 
     async def _call(
         self,
@@ -148,20 +157,19 @@ class ModelCalls:
         stage: str,
         on_text: TextSink | None = None,
     ) -> Completion:
-        return await self._call(run.solver, stage, self._chat(run, messages, on_text), messages)
+        call = ChatCall(messages, run.request_id, on_text, stage)
+        return await self._call(run.solver, stage, self._chat(run, call), messages)
 
-    async def _chat(
-        self, run: Run, messages: Sequence[dict[str, str]], on_text: TextSink | None
-    ) -> Completion:
+    async def _chat(self, run: Run, call: ChatCall) -> Completion:
         """One solver call, through the response cache where the plan allows it."""
         chain, policy = run.plan.solver, run.plan.cache
         assert chain is not None, "a /decompose plan has no solver"
         if self._cache is None or not policy.used or not (chain.deterministic or policy.force):
-            return await chain.chat(ChatCall(messages, run.request_id, on_text))
-        parts = {"solver": chain.identity, "messages": list(messages)}
+            return await chain.chat(call)
+        parts = {"solver": chain.identity, "messages": list(call.messages)}
         entry = await self._cache.get("call", policy, parts)
         if entry is not None:
             return completion_from(entry)
-        completion = await chain.chat(ChatCall(messages, run.request_id, on_text))
+        completion = await chain.chat(call)
         await self._cache.put("call", policy, parts, completion_entry(completion))
         return completion

@@ -90,9 +90,21 @@ class ResilientSolver:
         self._profile = profile
         self._metrics = metrics
         self._slots = asyncio.Semaphore(profile.max_concurrency)
-        self._provider = semconv.PROVIDERS.get(profile.backend, profile.backend)
         in_process = profile.backend in semconv.IN_PROCESS
-        self._span_kind = SpanKind.INTERNAL if in_process else SpanKind.CLIENT
+        attrs: dict[str, str | int | bool | float] = {
+            semconv.PROFILE: name,
+            semconv.GEN_AI_REQUEST_TEMPERATURE: profile.temperature,
+        }
+        if profile.max_tokens is not None:
+            attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = profile.max_tokens
+        # Every attempt's span starts from these (made once, not per call).
+        self._spans = tracing.CallSpans(
+            semconv.OP_CHAT,
+            self.model_name,
+            semconv.PROVIDERS.get(profile.backend, profile.backend),
+            SpanKind.INTERNAL if in_process else SpanKind.CLIENT,
+            attrs,
+        )
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self._profile.backoff_max_s, self._profile.backoff_base_s * 2**attempt)
@@ -132,19 +144,15 @@ class ResilientSolver:
         """One call to the backend, as its own span when the request is traced."""
         if tracing.current() is None:
             return await self._backend.chat(call)
-        attrs: dict[str, str | int | bool | float] = {
-            semconv.PROFILE: self.name,
-            semconv.GEN_AI_REQUEST_TEMPERATURE: self._profile.temperature,
-        }
-        if self._profile.max_tokens is not None:
-            attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = self._profile.max_tokens
+        # What this attempt adds: the stage it serves, a retry's count, a fallback.
+        attrs: dict[str, str | int | bool] = {}
+        if call.stage is not None:
+            attrs[semconv.STAGE] = call.stage
         if attempt:
             attrs[semconv.RESEND_COUNT] = attempt
         if fallback:
             attrs[semconv.FALLBACK] = True
-        with tracing.model_call(
-            semconv.OP_CHAT, self.model_name, self._provider, self._span_kind, attrs, call.messages
-        ) as span:
+        with tracing.model_call(self._spans, attrs, call.messages) as span:
             completion = await self._backend.chat(call)
             tracing.record_completion(span, completion, completion.model or self.model_name)
             return completion

@@ -44,6 +44,7 @@ from service.decomposer import Decomposer, build_decomposer
 from service.decomposer.adapters import Adapters
 from service.embedded.chat import EmbeddedChat
 from service.ledger import LedgerWriter, default_url, open_store
+from service.observability.client_trace import carry_trace
 from service.observability.metrics import Metrics
 from service.observability.trace_setup import Tracing
 from service.pipeline.budget import Budget
@@ -58,11 +59,13 @@ log = logging.getLogger(__name__)
 
 
 def _http_client(
-    settings: Settings, transport: httpx2.AsyncBaseTransport | None
+    settings: Settings, transport: httpx2.AsyncBaseTransport | None, traced: bool
 ) -> httpx2.AsyncClient:
     s = settings.solver
     return httpx2.AsyncClient(
         transport=transport,
+        # Traced: every call carries its request's trace (none when tracing is off).
+        event_hooks={"request": [carry_trace]} if traced else None,
         limits=httpx2.Limits(
             max_connections=s.max_connections, max_keepalive_connections=s.max_connections
         ),
@@ -151,7 +154,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.start_from_env(metrics.span_dropped)
-        http = _http_client(settings, transport)
+        http = _http_client(settings, transport, tracing.enabled)
         decomposer_ = decomposer or build_decomposer(settings, http)
         # The decomposer's engine (once loaded) answers the embedded solver and /v1.
         embedded = EmbeddedChat(

@@ -2,14 +2,14 @@
 
 Shared by the HTTP decomposer and every HTTP solver, so timeouts, refused
 connections, error statuses and bad JSON read the same whichever backend
-raised them, and every call carries the current trace (W3C ``traceparent``)
-when the request is traced. Messages name the server, never the key; the caller that knows
-why it called (the pipeline) adds the stage and role (``UpstreamError.during``).
+raised them. (Every call of a traced request carries its trace: the pooled
+client's request hook writes it, ``service.observability.client_trace``.)
+Messages name the server, never the key; the caller that knows why it
+called (the pipeline) adds the stage and role (``UpstreamError.during``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -28,7 +28,6 @@ from service.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from service.observability import propagation, spans
 
 log = logging.getLogger(__name__)
 
@@ -69,30 +68,9 @@ def bounded(timeout: httpx2.Timeout) -> httpx2.Timeout:
     )
 
 
-def prepared(url: str, headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The headers to send (with the trace context) and the secrets they carry."""
-    secrets = [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
-    span = spans.current()
-    ours = span.__class__ is spans.LightSpan  # one of ours records
-    if ours or spans.carries_trace(span):
-        # The model call's context goes to the server (sampled or not: the
-        # server follows our decision), and its span learns where it went.
-        headers = dict(headers)
-        propagation.inject(headers, span)
-        if ours or span.is_recording():
-            span.set_attributes(_server_of(url))
-    return headers, secrets
-
-
-@functools.lru_cache(maxsize=64)
-def _server_of(url: str) -> dict[str, str | int]:
-    """``server.address`` and ``server.port`` of a URL (a few per process: cached).
-
-    The SDK copies the attributes it is given: sharing the dict is safe.
-    """
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return {"server.address": parts.hostname or "", "server.port": port}
+def secrets_of(headers: dict[str, str]) -> list[str]:
+    """The secret values ``headers`` carry (keys), to keep out of error messages."""
+    return [v.split()[-1] for k, v in headers.items() if k.lower() in _SECRET_HEADERS]
 
 
 def transport_error(where: str, exc: httpx2.TransportError) -> UpstreamError:
@@ -135,7 +113,7 @@ async def post_json(
 ) -> dict[str, Any]:
     """The JSON object a model server answered; a typed ``UpstreamError`` otherwise."""
     where = to.where
-    headers, secrets = prepared(to.url, headers)
+    secrets = secrets_of(headers)
     try:
         resp = await to.http.post(
             to.url, json=payload, headers=headers, timeout=bounded(to.timeout)

@@ -2,7 +2,7 @@
 
 The streamed twin of ``service.core.http_calls.post_json``, with the same
 failure mapping (timeouts, refused or dropped connections, error statuses,
-events that are not JSON objects) and the same trace propagation. Solver
+events that are not JSON objects). Solver
 backends that can stream (OpenAI-compatible, Azure, Anthropic) read their
 reply's text from it as the server writes it.
 """
@@ -16,7 +16,13 @@ from typing import Any
 import httpx2
 
 from service.core.errors import UpstreamInvalidResponse
-from service.core.http_calls import Endpoint, bounded, prepared, status_error, transport_error
+from service.core.http_calls import (
+    Endpoint,
+    bounded,
+    secrets_of,
+    status_error,
+    transport_error,
+)
 
 DONE = "[DONE]"
 
@@ -29,7 +35,7 @@ async def post_events(
     The read timeout bounds the wait for each piece, not the whole reply.
     """
     where = to.where
-    headers, secrets = prepared(to.url, headers)
+    secrets = secrets_of(headers)
     try:
         async with to.http.stream(
             "POST", to.url, json=payload, headers=headers, timeout=bounded(to.timeout)

@@ -12,6 +12,8 @@ carries baggage goes through ``propagate.inject`` as before.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -69,7 +71,7 @@ def _plain() -> bool:
     return fast and not baggage.get_all()
 
 
-def inject(headers: dict[str, str], span: Span) -> None:
+def inject(headers: MutableMapping[str, str], span: Span) -> None:
     """Write ``span``'s context into ``headers`` as the configured propagator would."""
     if span.__class__ is LightSpan:
         # Decided once per request (``Trace.plain``), at its first model call.

@@ -25,22 +25,29 @@ from service.observability import propagation, spans
 
 async def carry_trace(request: httpx2.Request) -> None:
     """Write the current span's context into ``request``; tell the span where it goes."""
-    span = spans.current()
-    ours = span.__class__ is spans.LightSpan  # one of ours records
-    if ours or spans.carries_trace(span):
+    span = spans.own()
+    if span.__class__ is spans.LightSpan:
+        propagation.inject(request.headers, span)
+        # Its server.address and server.port are worked out when it is handed on.
+        span.attributes_later(server_of, request.url)
+        return
+    span = spans.current()  # the SDK's span, or the OTel context's
+    if spans.carries_trace(span):
         # Sampled or not: the server follows our decision.
         propagation.inject(request.headers, span)
-        if ours or span.is_recording():
-            url = request.url
-            span.set_attributes(_server_of(url.scheme, url.host, url.port))
+        if span.is_recording():
+            span.set_attributes(server_of(request.url))
+
+
+def server_of(url: httpx2.URL) -> dict[str, str | int]:
+    """``server.address`` and ``server.port`` of a call's URL."""
+    return _server(url.scheme, url.host, url.port)
 
 
 @functools.lru_cache(maxsize=64)
-def _server_of(scheme: str, host: str, port: int | None) -> dict[str, str | int]:
-    """``server.address`` and ``server.port`` (a few servers per process: cached).
-
-    The spans copy the attributes they are given: sharing the dict is safe.
-    """
+def _server(scheme: str, host: str, port: int | None) -> dict[str, str | int]:
+    # A few servers per process: cached. The spans copy what they are given (ours
+    # when handed on), so sharing the dict is safe.
     return {
         "server.address": host,
         "server.port": port if port is not None else (443 if scheme == "https" else 80),

@@ -63,7 +63,7 @@ def observe(histogram: Histogram, amount: float) -> None:
     Exemplars are served in the OpenMetrics exposition only (``render``), which
     Prometheus asks for by default (with ``--enable-feature=exemplar-storage``).
     The count is taken now; the exemplar is set once the request has answered
-    (``spans.later``): at one client, the exemplars a ``static`` request
+    (``LightSpan.later``): at one client, the exemplars a ``static`` request
     writes (one per model call, one for the request) cost it about 0.2 ms of
     latency when written in its course. It is set on
     the bucket directly, without the check prometheus_client makes of every
@@ -72,14 +72,15 @@ def observe(histogram: Histogram, amount: float) -> None:
     per app by ``Metrics``.
     """
     histogram.observe(amount)
-    span = spans.current()
+    span = spans.own()
     if span.__class__ is spans.LightSpan:
-        sampled = span.trace.sampled
-    else:
-        ctx = span.get_span_context()
-        sampled = ctx.is_valid and ctx.trace_flags.sampled
-    if sampled:
-        spans.later(span, _exemplar, histogram, amount, span, time.time())
+        if span.trace.sampled:
+            span.later(_exemplar, histogram, amount, span, time.time())
+        return
+    span = spans.current()  # the SDK's span, or the OTel context's
+    ctx = span.get_span_context()
+    if ctx.is_valid and ctx.trace_flags.sampled:
+        _exemplar(histogram, amount, span, time.time())
 
 
 def _exemplar(histogram: Histogram, amount: float, span: Span, when: float) -> None:

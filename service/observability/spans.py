@@ -112,6 +112,13 @@ def current() -> Span:
     return span if span is not INVALID_SPAN else trace.get_current_span()
 
 
+# ``own()``: the innermost span ``enter`` ed in this task, ``INVALID_SPAN`` when none
+# (the OTel context not asked): the context variable's own method, no Python frame
+# between. For code on every model call that acts only on a span of ours, and asks
+# ``current()`` otherwise.
+own: Callable[[], Span] = _current.get
+
+
 def hex_ids(ctx: SpanContext) -> dict[str, str]:
     """``trace_id`` and ``span_id`` as W3C writes them (lower-case hex), for log lines,
     error bodies and exemplars."""
@@ -130,7 +137,7 @@ def later(span: Span, fn: Callable[..., object], *args: Any) -> None:
     For trace work a request's client need not wait for (an exemplar, say).
     """
     if span.__class__ is LightSpan:
-        span._tracer._later.append((fn, args))  # run by its tracer's ``drain``
+        span.later(fn, *args)
     else:
         fn(*args)
 
@@ -249,6 +256,7 @@ class LightSpan(Span):
         "_end_time",
         "_events",
         "_kind",
+        "_late",
         "_name",
         "_parent",
         "_parent_span",
@@ -283,6 +291,8 @@ class LightSpan(Span):
         self._root = parent_span is None
         self._kind = kind
         self._attributes = attributes
+        # Attributes worked out when the span is handed on (``attributes_later``).
+        self._late: list[tuple[Callable[[Any], Mapping[str, Any]], Any]] | None = None
         self._events: list[Event] | None = None  # made on the first event
         self._status = _UNSET
         self._start_time = time.time_ns()
@@ -314,6 +324,21 @@ class LightSpan(Span):
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end_time is None:
             self._attributes.update(attributes)
+
+    def attributes_later(self, fn: Callable[[Any], Mapping[str, Any]], arg: Any) -> None:
+        """Set the attributes ``fn(arg)`` gives when the span is handed on (after its
+        request has answered), not now: for attributes worked out from what a
+        call already holds (a model call's server, from its URL)."""
+        late = self._late
+        if late is None:
+            self._late = [(fn, arg)]
+        else:
+            late.append((fn, arg))
+
+    def later(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` once this span's request has answered (its tracer's
+        ``drain``): trace work the request's client need not wait for."""
+        self._tracer._later.append((fn, args))
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
@@ -384,6 +409,9 @@ class LightSpan(Span):
     # -- what the processors get -----------------------------------------------------
 
     def readable(self, limits: SpanLimits) -> ReadableSpan:
+        if self._late is not None:
+            for fn, arg in self._late:
+                self._attributes.update(fn(arg))
         checked = _checked(self._attributes)
         attributes: Attributes = checked
         length = limits.max_span_attribute_length

@@ -34,7 +34,7 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -69,9 +69,9 @@ _current: contextvars.ContextVar[Tracing | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Tracing | None:
-    """The request's tracing, when it is traced."""
-    return _current.get()
+# ``current()``: the request's tracing, when it is traced (None otherwise): the
+# context variable's own method (asked on every solver call, traced or not).
+current: Callable[[], Tracing | None] = _current.get
 
 
 class using:  # a class, not a generator: entered once per traced request

@@ -130,18 +130,6 @@ def carries_trace(span: Span) -> bool:
     return span.__class__ is LightSpan or span.get_span_context().is_valid
 
 
-def later(span: Span, fn: Callable[..., object], *args: Any) -> None:
-    """Call ``fn(*args)`` once ``span``'s request has answered, when ``span`` is ours
-    (its tracer hands the request's spans on then); else now.
-
-    For trace work a request's client need not wait for (an exemplar, say).
-    """
-    if span.__class__ is LightSpan:
-        span.later(fn, *args)
-    else:
-        fn(*args)
-
-
 # ``enter(span)`` makes ``span`` the current one until ``leave(token)``: the context
 # variable's own methods (no Python frame between: a request enters and leaves
 # once per span).
@@ -465,7 +453,7 @@ class LightTracer:
         self.limits = limits or SpanLimits()
         # Ended spans waiting for their request's end (``drain``).
         self._ended: deque[LightSpan] = deque()
-        # Work put off until then (the module's ``later``).
+        # Work put off until then (``LightSpan.later``).
         self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
 
     def start(
@@ -549,8 +537,8 @@ class LightTracer:
                 processor.on_start(span)  # type: ignore[arg-type]
 
     def drain(self) -> None:
-        """Run the work put off (``later``) and hand every ended span to the processors
-        (also on shutdown)."""
+        """Run the work put off (``LightSpan.later``) and hand every ended span to the
+        processors (also on shutdown)."""
         later = self._later
         while later:
             try:

@@ -37,7 +37,7 @@ from service.api.app import create_app
 from service.core.completion import ChatCall, Completion, PromptCall
 from service.core.model_settings import SolverSettings
 from service.core.settings import Settings
-from service.observability import semconv, trace_setup, tracing
+from service.observability import client_trace, semconv, trace_setup, tracing
 from service.observability.logs import JsonFormatter
 from service.observability.metrics import Metrics
 from service.observability.spans import Provider
@@ -466,9 +466,18 @@ async def _solve_traced(client: httpx.AsyncClient, **body: Any) -> httpx.Respons
     )
 
 
+@pytest.mark.parametrize("raw_list", [True, False], ids=["headers-list", "setitem"])
 async def test_the_callers_trace_is_continued_to_the_solver(
-    provider: TracerProvider, exporter: InMemorySpanExporter
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    raw_list: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Each solver call carries its own span's ``traceparent`` (once) and the caller's
+    ``tracestate``: written straight into httpx2's header list, as on the pinned
+    httpx2, or through ``Headers.__setitem__``, as where that list is not there."""
+    assert client_trace._RAW_LIST  # the pinned httpx2 keeps the list the hook writes to
+    monkeypatch.setattr(client_trace, "_RAW_LIST", raw_list)
     solver = ScriptedSolver("ok")
     async with traced(provider, solver=solver) as client:
         resp = await _solve_traced(client, mode="static")

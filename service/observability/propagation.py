@@ -58,7 +58,7 @@ def _writes_w3c(textmap: TextMapPropagator) -> bool:
     return carrier == _PROBE_HEADERS
 
 
-def _plain() -> bool:
+def plain_w3c() -> bool:
     """Whether headers may be written directly: the configured propagator writes
     plain W3C trace context and the current OTel context carries no baggage."""
     global _checked
@@ -78,13 +78,13 @@ def inject(headers: MutableMapping[str, str], span: Span) -> None:
         trace_ = span.trace
         plain = trace_.plain
         if plain is None:
-            plain = trace_.plain = _plain()
+            plain = trace_.plain = plain_w3c()
         if plain:  # the request's headers are half made
             headers["traceparent"] = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
             if trace_.tracestate:
                 headers["tracestate"] = trace_.tracestate
             return
-    elif _plain():
+    elif plain_w3c():
         ctx = span.get_span_context()
         headers["traceparent"] = traceparent(ctx)
         if ctx.trace_state:

@@ -81,6 +81,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from service.observability import span_errors
+
 log = logging.getLogger(__name__)
 
 _SCALARS = (str, bool, int, float)
@@ -88,6 +90,7 @@ _SCALAR_TYPES = frozenset(_SCALARS)  # exact classes: the check without a call p
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
+_NO_STATE = TraceState()  # immutable: one for every trace that brings none
 # ``on_start`` methods known to do nothing.
 _NO_OP_STARTS = frozenset(
     {SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start}
@@ -240,21 +243,26 @@ class LightSpan(Span):
 
     __slots__ = (
         "_attributes",
+        "_call",
         "_context",
         "_end_time",
         "_events",
         "_kind",
-        "_late",
         "_name",
         "_parent",
         "_parent_span",
         "_root",
         "_start_time",
         "_status",
+        "_token",
         "_tracer",
+        "late",
         "span_id",
         "trace",
     )
+    # Set only on a child span (``LightTracer.child``), which alone is entered.
+    _call: bool  # its failure is recorded as a model call's
+    _token: contextvars.Token[Span]
 
     def __init__(
         self,
@@ -279,8 +287,11 @@ class LightSpan(Span):
         self._root = parent_span is None
         self._kind = kind
         self._attributes = attributes
-        # Attributes worked out when the span is handed on (``attributes_later``).
-        self._late: list[tuple[Callable[[Any], Mapping[str, Any]], Any]] | None = None
+        # Attributes worked out when the span is handed on, after its request has
+        # answered: ``(fn, arg)`` adds ``fn(arg)`` (a model call's server from its
+        # URL, its tokens from its completion). Appended to directly: a model call
+        # adds two, and a method would be one more frame each time.
+        self.late: list[tuple[Callable[[Any], Mapping[str, Any]], Any]] = []
         self._events: list[Event] | None = None  # made on the first event
         self._status = _UNSET
         self._start_time = time.time_ns()
@@ -312,16 +323,6 @@ class LightSpan(Span):
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end_time is None:
             self._attributes.update(attributes)
-
-    def attributes_later(self, fn: Callable[[Any], Mapping[str, Any]], arg: Any) -> None:
-        """Set the attributes ``fn(arg)`` gives when the span is handed on (after its
-        request has answered), not now: for attributes worked out from what a
-        call already holds (a model call's server, from its URL)."""
-        late = self._late
-        if late is None:
-            self._late = [(fn, arg)]
-        else:
-            late.append((fn, arg))
 
     def later(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` once this span's request has answered (its tracer's
@@ -380,6 +381,22 @@ class LightSpan(Span):
         event.update(attributes or {})
         self.add_event("exception", event, timestamp)
 
+    # -- as a child span, current for the code inside (``LightTracer.child``) ----------
+
+    def __enter__(self) -> LightSpan:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        try:
+            if exc is not None:
+                span_errors.record_error(self, exc, self._call)
+        finally:
+            _current.reset(self._token)
+            self.end()
+
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
             return
@@ -397,8 +414,8 @@ class LightSpan(Span):
     # -- what the processors get -----------------------------------------------------
 
     def readable(self, limits: SpanLimits) -> ReadableSpan:
-        if self._late is not None:
-            for fn, arg in self._late:
+        if self.late:
+            for fn, arg in self.late:
                 self._attributes.update(fn(arg))
         checked = _checked(self._attributes)
         attributes: Attributes = checked
@@ -494,6 +511,26 @@ class LightTracer:
             return parent  # a local non-recording span: the request is not sampled
         return self._root(name, kind, attributes, context, parent_ctx)
 
+    def child(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], call: bool
+    ) -> LightSpan | None:
+        """A child of the current span, to be used as a context manager (current for
+        the code inside; a failure inside marks it, ``call``: as a model call's);
+        None when the current span is not ours (``start`` then decides).
+
+        ``attributes`` becomes the span's own (not copied). What every child span
+        of a request does: one frame, no sampling decision to take.
+        """
+        parent = _current.get()
+        if parent.__class__ is not LightSpan:
+            return None
+        span_id = (self._random_ids and _random_bits(64)) or self.ids.generate_span_id()
+        span = LightSpan(self, name, parent.trace, span_id, parent, None, kind, attributes)
+        span._call = call
+        if self._provider is None or self._provider.starts:
+            self._started(span)
+        return span
+
     def _root(
         self,
         name: str,
@@ -503,18 +540,21 @@ class LightTracer:
         parent_ctx: SpanContext,
     ) -> Span:
         valid = parent_ctx.is_valid
-        trace_id = parent_ctx.trace_id if valid else self.ids.generate_trace_id()
+        if valid:
+            trace_id = parent_ctx.trace_id
+        else:  # (as the SDK's default generator: never the invalid 0)
+            trace_id = (self._random_ids and _random_bits(128)) or self.ids.generate_trace_id()
         if self._samples_by_parent:
             # What ParentBased(ALWAYS_ON) decides (a caller's span is remote here).
             sampled = not valid or parent_ctx.trace_flags.sampled
             drop = not sampled
-            trace_state = parent_ctx.trace_state or TraceState()
+            trace_state = parent_ctx.trace_state or _NO_STATE
             attrs = dict(attributes) if attributes and sampled else {}
         else:
             result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             drop = result.decision is Decision.DROP
-            trace_state = result.trace_state or parent_ctx.trace_state or TraceState()
+            trace_state = result.trace_state or parent_ctx.trace_state or _NO_STATE
             attrs = dict(result.attributes) if result.attributes else {}
         flags = _SAMPLED if sampled else _NOT_SAMPLED
         span_id = self.ids.generate_span_id()

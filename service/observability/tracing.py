@@ -42,10 +42,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from service.core.completion import Completion
-from service.core.errors import ServiceError, UpstreamError, UpstreamStatusError
-from service.observability import spans
+from service.observability import span_errors, spans
 from service.observability.semconv import (
-    ERROR_TYPE,
     GEN_AI_FINISH_REASONS,
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_INPUT_TOKENS,
@@ -96,34 +94,18 @@ _UNTRACED: contextlib.AbstractContextManager[Span] = contextlib.nullcontext(trac
 # --- spans --------------------------------------------------------------------------
 
 
-def error_type(exc: BaseException, call: bool = False) -> str:
-    """``error.type``, low-cardinality. A model call's: the HTTP status or the failure
-    kind (timeout, connect_error, ...); otherwise the error body's type, or the class."""
-    if call and isinstance(exc, UpstreamStatusError):
-        return str(exc.status)
-    if call and isinstance(exc, UpstreamError):
-        return exc.outcome
-    if isinstance(exc, ServiceError):
-        return exc.error_type
-    return type(exc).__qualname__
-
-
-def record_error(span: Span, exc: BaseException, call: bool = False) -> None:
-    span.set_attribute(ERROR_TYPE, error_type(exc, call))
-    if isinstance(exc, ServiceError):
-        span.set_status(Status(StatusCode.ERROR, exc.message))
-    else:
-        # Unexpected: keep the traceback with the span.
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+# What a failure writes on a span (kept here for the code that records one).
+error_type = span_errors.error_type
+record_error = span_errors.record_error
 
 
 class _Scope:
-    """A child span of the current one, current for the code inside: what the SDK's
-    ``start_as_current_span`` does, without its two generator context managers (a
-    request opens several of these). A failure inside marks the span and goes on
-    up. A span that does not record (an unsampled request) is not made current:
-    the request's own non-recording span already is."""
+    """A child span of the current one, current for the code inside, where it is not
+    one of ours (``LightSpan`` is its own context manager): what the SDK's
+    ``start_as_current_span`` does, without its two generator context managers. A
+    failure inside marks the span and goes on up. A span that does not record (an
+    unsampled request) is not made current: the request's own non-recording span
+    already is."""
 
     __slots__ = ("_attributes", "_call", "_kind", "_name", "_span", "_token", "_tracer")
 
@@ -177,7 +159,12 @@ def span(
     tracing = _current.get()
     if tracing is None or tracing.tracer is None:
         return _UNTRACED
-    return _Scope(tracing.tracer, name, kind, attributes, call)
+    tracer = tracing.tracer
+    if tracer.__class__ is spans.LightTracer:  # ours: the span is its own context manager
+        own = tracer.child(name, kind, dict(attributes) if attributes else {}, call)
+        if own is not None:
+            return own
+    return _Scope(tracer, name, kind, attributes, call)
 
 
 def workflow(
@@ -230,25 +217,30 @@ def model_call(
     tracing = _current.get()
     if tracing is None or tracing.tracer is None:
         return _UNTRACED
-    attrs = spans_.attributes
-    if attributes or (prompt is not None and tracing.capture_content):
-        attrs = {**attrs, **(attributes or {})}
-        if prompt is not None and tracing.capture_content:
-            attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
-    return _Scope(tracing.tracer, spans_.name, spans_.kind, attrs, True)
+    # A dict of this span's own: the backend's attributes and this call's.
+    attrs = {**spans_.attributes, **attributes} if attributes else dict(spans_.attributes)
+    if prompt is not None and tracing.capture_content:
+        attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
+    tracer = tracing.tracer
+    if tracer.__class__ is spans.LightTracer:  # (as in ``span``; the dict is the span's)
+        own = tracer.child(spans_.name, spans_.kind, attrs, True)
+        if own is not None:
+            return own
+    return _Scope(tracer, spans_.name, spans_.kind, attrs, True)
 
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:
-    """What a model call came back with: tokens (when reported), finish reason, model."""
-    if span_.__class__ is not spans.LightSpan and not span_.is_recording():
+    """What a model call came back with: tokens (when reported), finish reason, model.
+
+    On a span of ours, worked out when the span is handed on, after the
+    request has answered (the completion is immutable)."""
+    if span_.__class__ is spans.LightSpan:
+        span_.late.append((_completed, (completion, response_model)))
+    elif span_.is_recording():
+        # One call: the SDK takes its lock once per call, not per attribute.
+        span_.set_attributes(_completed((completion, response_model)))
+    else:
         return
-    # One call: the SDK takes its lock once per call, not per attribute.
-    attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: (completion.finish_reason,)}
-    if completion.usage_reported:
-        attrs[GEN_AI_INPUT_TOKENS] = completion.prompt_tokens
-        attrs[GEN_AI_OUTPUT_TOKENS] = completion.completion_tokens
-    if response_model:
-        attrs[GEN_AI_RESPONSE_MODEL] = response_model
     tracing = _current.get()
     if tracing is not None and tracing.capture_content:
         message = {
@@ -256,8 +248,19 @@ def record_completion(span_: Span, completion: Completion, response_model: str =
             "parts": [{"type": "text", "content": completion.text}],
             "finish_reason": completion.finish_reason,
         }
-        attrs[GEN_AI_OUTPUT_MESSAGES] = json.dumps([message])
-    span_.set_attributes(attrs)
+        span_.set_attribute(GEN_AI_OUTPUT_MESSAGES, json.dumps([message]))
+
+
+def _completed(done: tuple[Completion, str]) -> dict[str, AttributeValue]:
+    """A model call's span attributes from its completion and response model."""
+    completion, response_model = done
+    attrs: dict[str, AttributeValue] = {GEN_AI_FINISH_REASONS: (completion.finish_reason,)}
+    if completion.usage_reported:
+        attrs[GEN_AI_INPUT_TOKENS] = completion.prompt_tokens
+        attrs[GEN_AI_OUTPUT_TOKENS] = completion.completion_tokens
+    if response_model:
+        attrs[GEN_AI_RESPONSE_MODEL] = response_model
+    return attrs
 
 
 class _Tokens(Protocol):

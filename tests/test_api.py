@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.api.app import create_app
+from service.api.app import SERVER_GC_YOUNG, create_app
 from service.core.settings import Settings
 from tests.fakes import (
     FakeDecomposer,
@@ -277,26 +277,31 @@ async def test_health_ready_and_request_id() -> None:
     assert len(made.headers["x-request-id"]) == 32
 
 
-async def test_a_served_app_freezes_its_startup_heap_and_a_test_app_does_not() -> None:
-    """``divconq serve`` (``freeze_heap``) leaves what startup made out of every later
-    garbage collection once the decomposer is up; an app made in a test process
-    (many apps, one process) freezes nothing."""
+async def test_a_served_app_tunes_the_collector_and_a_test_app_does_not() -> None:
+    """``divconq serve`` (``server_gc``) leaves what startup made out of every later
+    garbage collection and raises the young generation's threshold once the
+    decomposer is up; an app made in a test process (many apps, one process)
+    changes neither."""
     gc.unfreeze()
+    threshold = gc.get_threshold()
     try:
-        for freeze_heap in (False, True):
+        for server_gc in (False, True):
             app = create_app(
                 settings_for(),
                 transport=transport({}),
                 decomposer=FakeDecomposer(),
-                freeze_heap=freeze_heap,
+                server_gc=server_gc,
             )
             async with app.router.lifespan_context(app):
                 for _ in range(5):  # the decomposer's start task and its callbacks
                     await asyncio.sleep(0)
-                frozen = gc.get_freeze_count()
-            assert (frozen > 0) is freeze_heap, frozen
+                frozen, young = gc.get_freeze_count(), gc.get_threshold()[0]
+            assert (frozen > 0) is server_gc, frozen
+            assert young == (SERVER_GC_YOUNG if server_gc else threshold[0]), young
+            assert gc.get_threshold()[1:] == threshold[1:]
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 async def test_solver_calls_are_counted_by_outcome() -> None:

@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         check_exposure(settings.model_copy(update={"host": host, "port": port}))
     close_in_forked_children(sock)
     config = uvicorn.Config(
-        create_app(settings, freeze_heap=True),
+        create_app(settings, server_gc=True),
         log_level=settings.log_level,
         # Our JSON handler on the root logger (configure_logging) formats uvicorn too.
         log_config=None,

@@ -36,6 +36,7 @@ def rounds(
     measure: Callable[[Server, str], dict[str, Any]],
     fresh: bool = False,
     together: Callable[[dict[str, Server], str, int], dict[str, dict[str, Any]]] | None = None,
+    modes: Sequence[str] = MODES,
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """``count`` rounds of each mode on each configuration's service (``start``
     starts them; they are stopped after); the rows per (configuration, mode).
@@ -52,6 +53,8 @@ def rounds(
     configurations meet whatever the machine does in their own seconds only
     (two identical services came out up to 2 ms apart at ``static``'s p50);
     interleaved, every step of the round reaches them all (0.1 ms).
+
+    ``modes``: the request modes measured each round (by default both).
     """
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     services: dict[str, Server] = {}
@@ -65,7 +68,7 @@ def rounds(
                     wait_http(f"{s.url}/readyz", proc=s.proc)
             order = list(services.items())
             order = order[i % len(order) :] + order[: i % len(order)]
-            for mode in MODES:
+            for mode in modes:
                 if together is not None:
                     for config, row in together(dict(order), mode, i).items():
                         samples.setdefault((config, mode), []).append(row)

@@ -37,6 +37,7 @@ same estimator says how far from 0 two identical services land.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 from collections.abc import Callable
@@ -80,6 +81,12 @@ def tracing_cost(
     configs += ["on-earlier"] if args.tracing_compare else []
     configs += ["off-again"] if args.tracing_aa else []
     trees = {"before": args.tracing_baseline, "on-earlier": args.tracing_compare}
+    # Rounds of their own length, when asked (a static p50 over ~80 requests per
+    # service in a 30 s round moves by a few tenths of a millisecond).
+    args = argparse.Namespace(
+        **{**vars(args), "duration_s": args.tracing_duration_s or args.duration_s}
+    )
+    modes = args.tracing_modes.split(",")
 
     def one_client(s: Server, mode: str) -> dict[str, Any]:
         row: dict[str, Any] = asyncio.run(measure(s.url, mode, 1, args, "burst", s.cpu_s))
@@ -104,6 +111,7 @@ def tracing_cost(
             one_client,
             fresh=args.fresh,
             together=None if args.tracing_sequential else interleaved,
+            modes=modes,
         )
     pairs = (
         ("on", "off"),
@@ -121,6 +129,8 @@ def tracing_cost(
     print(f"  on adds <= {TARGET_ADDED_P50_MS} ms p50 at one client: {met} {by_mode}")
     return {
         "rounds": args.tracing_rounds,
+        "duration_s": args.duration_s,
+        "modes": modes,
         "design": "sequential" if args.tracing_sequential else "interleaved",
         "delay_s": args.tracing_delay_s,
         "baseline": args.tracing_baseline,

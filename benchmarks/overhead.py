@@ -314,6 +314,15 @@ def main() -> int:
         "--tracing-delay-s", type=float, default=0.02, help="stub delay for the tracing rounds"
     )
     parser.add_argument(
+        "--tracing-modes", default="direct,static", help="the modes the tracing rounds measure"
+    )
+    parser.add_argument(
+        "--tracing-duration-s",
+        type=float,
+        default=None,
+        help="measured seconds per tracing round (default: --duration-s)",
+    )
+    parser.add_argument(
         "--tracing-ratio",
         type=float,
         default=None,

@@ -85,7 +85,10 @@ def test_limits_cost_smoke(tmp_path: Path) -> None:
 def test_overhead_smoke(tmp_path: Path) -> None:
     report, stdout = run_script(
         "overhead.py",
-        ["--smoke", "--tracing-compare", "HEAD", "--tracing-aa", "--fresh"],
+        [
+            *("--smoke", "--tracing-compare", "HEAD", "--tracing-aa", "--fresh"),
+            *("--tracing-duration-s", "0.5"),
+        ],
         tmp_path / "overhead.json",
         180,
     )
@@ -110,6 +113,8 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     pairs = ("on - off", "on - on-earlier", "off-again - off")
     assert compared == {(pair, mode) for pair in pairs for mode in ("direct", "static")}
     assert tracing["rounds"] == 2
+    # Tracing rounds of their own length (--tracing-duration-s), both modes by default.
+    assert tracing["duration_s"] == 0.5 and tracing["modes"] == ["direct", "static"]
     # One client taking turns between the services, request by request.
     assert tracing["design"] == "interleaved"
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in tracing["rows"])

@@ -22,6 +22,15 @@ two workers taking turns round by round, so both code versions are measured
 side by side in one run. ``--profile`` prints where the ``on`` app's CPU goes
 (cProfile, one ``static`` batch, the current tree only).
 
+``--cold-mb N``: the caches as a served request finds them. In
+``overhead.py`` each model call is answered after a 20 ms wait, in which the
+other processes evict the service's L1 and L2 caches, so every step of a
+request runs cold, at two to three times its in-process cost. Here the
+worker writes N MiB (more than the core's L2) before each request and
+before each model call is answered; the CPU that writing takes is not
+counted. It needs no quiet machine and takes a minute or two, where
+``overhead.py``'s rounds need a quiet one for a quarter of an hour.
+
     python benchmarks/tracing_cpu.py --requests 3000 --rounds 5 --compare main
 
 Same CPU and logging set-up as overhead.py's services: no response cache,
@@ -62,8 +71,33 @@ QUESTION = "Tom has 3 apples, Ann buys 4 pears and Bob picks 5 plums. How many f
 # --- the worker: one code version, in its own process ------------------------------
 
 
+class _Cold:
+    """Evicts the core's private caches (``--cold-mb``), keeping count of the CPU it
+    takes: that CPU is taken off the requests'."""
+
+    def __init__(self, mb: int) -> None:
+        import ctypes
+
+        self._size = mb << 20
+        self._src = bytes(self._size)
+        self._buf = bytearray(self._size)
+        self._dst = (ctypes.c_char * self._size).from_buffer(self._buf)
+        self._memmove = ctypes.memmove
+        self.cpu = 0.0  # seconds: the serving thread's, which is also the process's
+
+    def __call__(self) -> None:
+        if self._size:
+            started = time.thread_time()
+            self._memmove(self._dst, self._src, self._size)
+            self.cpu += time.thread_time() - started
+
+
+_cold = _Cold(0)
+
+
 def _answers() -> Any:
-    """The model calls' answers (bytes made once), as the stub model gives them."""
+    """The model calls' answers (bytes made once), as the stub model gives them; with
+    ``--cold-mb``, the caches evicted before each."""
     import httpx2
 
     usage = {"prompt_tokens": 80, "completion_tokens": 8}
@@ -98,6 +132,7 @@ def _answers() -> Any:
     json_type = {"content-type": "application/json"}
 
     async def answer(request: httpx2.Request) -> httpx2.Response:
+        _cold()
         path = request.url.path
         if path.endswith("/chat/completions"):
             if b'"stream":true' in request.content or b'"stream": true' in request.content:
@@ -154,14 +189,16 @@ async def _batch(client: Any, tracing: Any, mode: str, n: int) -> tuple[float, f
     """CPU seconds for ``n`` requests one after another: every thread's (the export
     included) and the serving thread's (the event loop: the requests' own work)."""
     body = {"question": QUESTION, "mode": mode}
-    started, started_loop = time.process_time(), time.thread_time()
+    started, started_loop, evicting = time.process_time(), time.thread_time(), _cold.cpu
     for _ in range(n):
+        _cold()
         resp = await client.post("/solve", json=body)
         if resp.status_code != 200:
             raise SystemExit(f"{mode}: HTTP {resp.status_code} {resp.text}")
     if tracing.provider is not None:
         tracing.provider.force_flush()
-    return time.process_time() - started, time.thread_time() - started_loop
+    evicted = _cold.cpu - evicting
+    return time.process_time() - started - evicted, time.thread_time() - started_loop - evicted
 
 
 async def _worker(sink: str) -> None:
@@ -205,11 +242,11 @@ async def _worker(sink: str) -> None:
 
 
 class Worker:
-    def __init__(self, name: str, tree: Path, sink: str) -> None:
+    def __init__(self, name: str, tree: Path, sink: str, cold_mb: int) -> None:
         self.name = name
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", sink],
+            [sys.executable, __file__, "--worker", sink, "--cold-mb", str(cold_mb)],
             env=env,
             cwd=tree,
             stdin=subprocess.PIPE,
@@ -253,6 +290,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare", metavar="REF", help="also measure `service` as of git REF")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N requests")
+    parser.add_argument(
+        "--cold-mb",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N MiB before each request and model call's answer (cold caches; 0: off)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--worker", metavar="SINK", help=argparse.SUPPRESS)
     parser.add_argument("--out", help="write the figures as JSON here (default: results/)")
@@ -265,6 +309,8 @@ def main() -> None:
         # As `divconq serve` logs under the benchmarks' DIVCONQ_LOG_LEVEL=warning
         # (JSON lines to stderr: none per request at that level).
         configure_logging("warning")
+        global _cold
+        _cold = _Cold(args.cold_mb)
         asyncio.run(_worker(args.worker))
         return
 
@@ -277,7 +323,7 @@ def main() -> None:
         workers = []
         for name, ref in versions.items():
             tree = stack.enter_context(service_at(ref))
-            worker = Worker(name, tree, stub.url)
+            worker = Worker(name, tree, stub.url, args.cold_mb)
             stack.callback(worker.stop)
             workers.append(worker)
         for i in range(args.rounds):
@@ -303,8 +349,9 @@ def main() -> None:
                     f"{what}added_range": f"{min(added):.3f}..{max(added):.3f}",
                 }
             rows.append(row)
+    cold = f", caches evicted ({args.cold_mb} MiB written) before each step" if args.cold_mb else ""
     print(
-        f"\nCPU per request, median of {args.rounds} rounds of {args.requests} "
+        f"\nCPU per request{cold}, median of {args.rounds} rounds of {args.requests} "
         "(ms; off/on/added: process CPU, every thread, the export included; loop_*: the "
         "serving thread's alone; added = on - off within a round, its median and range):"
     )
@@ -315,6 +362,7 @@ def main() -> None:
         "requests": args.requests,
         "rounds": args.rounds,
         "compare": args.compare,
+        "cold_mb": args.cold_mb,
         "machine": machine(),
         "rows": rows,
         "samples_ms": {f"{k[0]}|{k[1]}": v for k, v in samples.items()},

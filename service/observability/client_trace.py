@@ -14,11 +14,12 @@ on the way (about 3.4 µs more per call for one more header, hot); the hook
 writes it into the request already built.
 
 How it is written: ``Headers.__setitem__`` encodes the name and the value,
-lower-cases the name and scans every header for an earlier one, in five
-frames: on every model call, with the caches cold after the wait for the
-previous call, that was most of what the hook cost. The W3C headers of our
-spans are ASCII, their names already lower-case, so the hook appends the
-encoded pair to the list ``Headers`` keeps (``_list``, a private attribute:
+lower-cases the name and scans every header for an earlier one: 0.95 µs
+per call hot, on every model call, against 0.07 µs for appending the pair
+(with caches cold, as after the wait for the previous call, it was the
+largest part of the hook). The W3C headers of our spans are ASCII, their
+names already lower-case, so the hook appends the encoded pair to the list
+``Headers`` keeps (``_list``, a private attribute:
 ``_raw_list_works`` checks once per process that it still holds the headers,
 else the hook goes through ``__setitem__``). This hook is the one writer of
 trace headers on this client: no backend sets them, so there is no earlier

@@ -40,13 +40,10 @@ async def carry_trace(request: httpx2.Request) -> None:
     span = spans.own()
     if span.__class__ is spans.LightSpan:
         trace_ = span.trace
-        plain = trace_.plain
-        if plain is None:  # decided once per request, at its first model call
-            plain = trace_.plain = propagation.plain_w3c()
-        if plain and _RAW_LIST:  # (``propagation.inject``'s plain path, written straight in)
+        if _RAW_LIST and propagation.plain_for(trace_):
+            # (``propagation.inject``'s plain path, written straight into the list)
             raw = request.headers._list
-            value = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
-            raw.append((b"traceparent", b"traceparent", value.encode()))
+            raw.append((b"traceparent", b"traceparent", span.traceparent().encode()))
             if trace_.tracestate:
                 raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
         else:

@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
 
-from service.observability.spans import LightSpan
+from service.observability.spans import LightSpan, Trace
 
 _PROBE = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
@@ -71,16 +71,21 @@ def plain_w3c() -> bool:
     return fast and not baggage.get_all()
 
 
+def plain_for(trace_: Trace) -> bool:
+    """``plain_w3c()`` for a request's trace, decided once per request (``Trace.plain``),
+    at its first model call."""
+    plain = trace_.plain
+    if plain is None:
+        plain = trace_.plain = plain_w3c()
+    return plain
+
+
 def inject(headers: MutableMapping[str, str], span: Span) -> None:
     """Write ``span``'s context into ``headers`` as the configured propagator would."""
     if span.__class__ is LightSpan:
-        # Decided once per request (``Trace.plain``), at its first model call.
         trace_ = span.trace
-        plain = trace_.plain
-        if plain is None:
-            plain = trace_.plain = plain_w3c()
-        if plain:  # the request's headers are half made
-            headers["traceparent"] = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
+        if plain_for(trace_):  # the request's headers are half made
+            headers["traceparent"] = span.traceparent()
             if trace_.tracestate:
                 headers["tracestate"] = trace_.tracestate
             return

@@ -222,7 +222,7 @@ class Trace:
         self.state = state
         # Whether the request's model calls may write these headers directly (the
         # configured propagator writes W3C trace context only, and the request
-        # carries no baggage): ``propagation.inject`` decides at the first call.
+        # carries no baggage): decided at the request's first model call.
         self.plain: bool | None = None
         # traceparent = head + span id + tail (W3C version 00).
         self.head = f"00-{trace_id:032x}-"
@@ -492,20 +492,7 @@ class LightTracer:
         else:
             parent = trace.get_current_span(context)
         if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
-            span_id = (self._random_ids and _random_bits(64)) or self.ids.generate_span_id()
-            span = LightSpan(
-                self,
-                name,
-                parent.trace,
-                span_id,
-                parent,
-                None,
-                kind,
-                dict(attributes) if attributes else {},
-            )
-            if self._provider is None or self._provider.starts:
-                self._started(span)
-            return span
+            return self._child_of(parent, name, kind, dict(attributes) if attributes else {})
         parent_ctx = parent.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote:
             return parent  # a local non-recording span: the request is not sampled
@@ -524,6 +511,16 @@ class LightTracer:
         parent = _current.get()
         if parent.__class__ is not LightSpan:
             return None
+        return self._child_of(parent, name, kind, attributes, call)
+
+    def _child_of(
+        self,
+        parent: LightSpan,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        call: bool = False,
+    ) -> LightSpan:
         span_id = (self._random_ids and _random_bits(64)) or self.ids.generate_span_id()
         span = LightSpan(self, name, parent.trace, span_id, parent, None, kind, attributes)
         span._call = call

@@ -159,9 +159,17 @@ def span(
     tracing = _current.get()
     if tracing is None or tracing.tracer is None:
         return _UNTRACED
-    tracer = tracing.tracer
-    if tracer.__class__ is spans.LightTracer:  # ours: the span is its own context manager
-        own = tracer.child(name, kind, dict(attributes) if attributes else {}, call)
+    return _child(tracing.tracer, name, kind, dict(attributes) if attributes else {}, call)
+
+
+def _child(
+    tracer: SpanStarter, name: str, kind: SpanKind, attributes: dict[str, Any], call: bool
+) -> contextlib.AbstractContextManager[Span]:
+    """A child span of the current one, current for the code inside: ours, as its own
+    context manager, under a span of ours; else through ``_Scope``. ``attributes``
+    is the span's own (not copied)."""
+    if tracer.__class__ is spans.LightTracer:
+        own = tracer.child(name, kind, attributes, call)
         if own is not None:
             return own
     return _Scope(tracer, name, kind, attributes, call)
@@ -221,12 +229,7 @@ def model_call(
     attrs = {**spans_.attributes, **attributes} if attributes else dict(spans_.attributes)
     if prompt is not None and tracing.capture_content:
         attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
-    tracer = tracing.tracer
-    if tracer.__class__ is spans.LightTracer:  # (as in ``span``; the dict is the span's)
-        own = tracer.child(spans_.name, spans_.kind, attrs, True)
-        if own is not None:
-            return own
-    return _Scope(tracer, spans_.name, spans_.kind, attrs, True)
+    return _child(tracing.tracer, spans_.name, spans_.kind, attrs, True)
 
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:

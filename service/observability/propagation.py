@@ -58,7 +58,7 @@ def _writes_w3c(textmap: TextMapPropagator) -> bool:
     return carrier == _PROBE_HEADERS
 
 
-def plain_w3c() -> bool:
+def _plain() -> bool:
     """Whether headers may be written directly: the configured propagator writes
     plain W3C trace context and the current OTel context carries no baggage."""
     global _checked
@@ -72,11 +72,11 @@ def plain_w3c() -> bool:
 
 
 def plain_for(trace_: Trace) -> bool:
-    """``plain_w3c()`` for a request's trace, decided once per request (``Trace.plain``),
+    """``_plain()`` for a request's trace, decided once per request (``Trace.plain``),
     at its first model call."""
     plain = trace_.plain
     if plain is None:
-        plain = trace_.plain = plain_w3c()
+        plain = trace_.plain = _plain()
     return plain
 
 
@@ -89,7 +89,7 @@ def inject(headers: MutableMapping[str, str], span: Span) -> None:
             if trace_.tracestate:
                 headers["tracestate"] = trace_.tracestate
             return
-    elif plain_w3c():
+    elif _plain():
         ctx = span.get_span_context()
         headers["traceparent"] = traceparent(ctx)
         if ctx.trace_state:

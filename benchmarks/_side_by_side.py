@@ -11,16 +11,25 @@ new - old within each round, with its range. A round measures every
 configuration back to back, so what drifts between rounds (the machine, a
 fresh process's luck) cancels in the within-round difference: the estimator
 of a blocked design, less noisy than the difference of two medians.
+
+With the paired figure comes an interval for it (``median_ci``) and, against a
+target, a verdict (``verdict``): met only when the whole interval is at or
+under the target, not met only when it is all over, undecided otherwise. One
+lucky round order can put the paired figure under a target that the run as a
+whole cannot tell from it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from _bench import Server, table, wait_http
 
 MODES = ("direct", "static")
+# The least confidence an interval for a median over rounds is given with.
+CI_LEVEL = 0.9
 # Every figure a row of ``overhead.py``'s ``summarise`` has that a comparison reads.
 ADDED = {
     "latency_p50_added_ms": "latency_p50_ms",
@@ -81,6 +90,40 @@ def rounds(
     return samples
 
 
+def median_ci(
+    values: Sequence[float], level: float = CI_LEVEL
+) -> tuple[float, float, float] | None:
+    """A distribution-free interval for the median of ``values``: ``(low, high,
+    confidence)``, from order statistics, the narrowest pair ``(k-th smallest,
+    k-th largest)`` whose confidence (from the binomial distribution: each value
+    falls either side of the median with probability 1/2) is at least ``level``.
+    None when even ``(min, max)`` falls short (fewer than 5 values for 0.9).
+
+    Eleven rounds give the 3rd and 9th values (93.5 %), five give min and max
+    (93.75 %). It assumes only that the rounds are independent.
+    """
+    n = len(values)
+    ordered = sorted(values)
+    found = None
+    for k in range(1, n // 2 + 1):
+        outside = 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+        if 1 - outside < level:
+            break
+        found = (ordered[k - 1], ordered[n - k], 1 - outside)
+    return found
+
+
+def verdict(interval: Sequence[float] | None, target: float) -> str:
+    """``met`` (the whole interval at or under ``target``), ``not met`` (all of it
+    over), or ``undecided`` (it straddles the target, or there is none)."""
+    if interval is None:
+        return "undecided"
+    low, high = interval[0], interval[1]
+    if high <= target:
+        return "met"
+    return "not met" if low > target else "undecided"
+
+
 def _p50(values: list[float]) -> float:
     values = sorted(values)
     return values[len(values) // 2] if values else float("nan")
@@ -130,6 +173,14 @@ def added_rows(
                 ]
                 row["latency_p50_added_paired_ms"] = round(_p50(diffs), 3)
                 row["paired_range_ms"] = f"{min(diffs):.2f}..{max(diffs):.2f}"
+                interval = median_ci(diffs)
+                row["paired_ci_ms"] = (
+                    f"{interval[0]:.2f}..{interval[1]:.2f} ({interval[2]:.1%})"
+                    if interval
+                    else None
+                )
+                # The same, as numbers, for the JSON and ``verdict`` (not printed).
+                row["paired_ci"] = [round(x, 3) for x in interval] if interval else None
             added.append(row)
     return added
 
@@ -147,7 +198,7 @@ def compare(
     added = added_rows(rows, label, pairs, samples)
     print(f"\n{title}, one client (median of the rounds' p50s, ms):")
     print(table(rows, list(rows[0])))
-    print(table(added, list(added[0])))
+    print(table(added, [k for k in added[0] if k != "paired_ci"]))
     per_round = {
         f"{config}/{mode}": [r["latency_p50_ms"] for r in got]
         for (config, mode), got in samples.items()

@@ -135,6 +135,12 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         ]
         assert added["latency_p50_added_paired_ms"] == pytest.approx(sorted(diffs)[1], abs=1e-3)
     assert set(report["tracing"]["on_added_client_p50_le_0_3ms_by_mode"]) == {"direct", "static"}
+    # Two rounds give no interval for the paired figure: no verdict either way.
+    assert all(a["paired_ci"] is None for a in tracing["added"])
+    assert report["tracing"]["on_added_p50_verdict_by_mode"] == {
+        "direct": "undecided",
+        "static": "undecided",
+    }
     assert report["machine"]["cores"] >= 1
 
 
@@ -214,6 +220,29 @@ def test_cold_start_smoke(tmp_path: Path) -> None:
     assert 0 < stub["healthz_s"] <= stub["readyz_s"]
     assert stub["rss_idle_mib"] > 0 and stub["processes"] == 1
     assert stub["load_errors"] == 0 and stub["load_requests_ok"] > 0
+
+
+def test_the_paired_figure_is_judged_on_its_interval() -> None:
+    """``_side_by_side``: a distribution-free interval for a median over rounds, and
+    a target met only when the whole interval is under it."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _side_by_side import median_ci, verdict
+    finally:
+        sys.path.remove(str(BENCH))
+    eleven = [0.9, -0.1, 0.5, 0.2, 0.3, 0.0, 0.7, 0.4, 0.6, 0.1, 0.8]
+    # The 3rd and 9th of 11 values: 1 - 2 * (1 + 11 + 55) / 2**11 of confidence.
+    assert median_ci(eleven) == pytest.approx((0.1, 0.7, 1 - 134 / 2048))
+    # Five: min and max (1 - 2 / 32); four cannot reach 90 %, even with min and max.
+    assert median_ci([3.0, 1.0, 2.0, 5.0, 4.0]) == pytest.approx((1.0, 5.0, 0.9375))
+    assert median_ci([1.0, 2.0, 3.0, 4.0]) is None
+    assert median_ci([1.0, 2.0, 3.0, 4.0], level=0.85) == pytest.approx((1.0, 4.0, 0.875))
+    # The median of ``eleven`` (0.4) is under a 0.45 target, yet its interval reaches
+    # 0.7: undecided, which the median alone would hide.
+    assert verdict(median_ci(eleven), 0.45) == "undecided"
+    assert verdict(median_ci(eleven), 0.7) == "met"
+    assert verdict(median_ci(eleven), 0.05) == "not met"
+    assert verdict(None, 1.0) == "undecided"
 
 
 def test_avx2_emulation_caps_the_isa_probes_vllm_reads() -> None:

@@ -14,6 +14,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -281,3 +282,34 @@ def test_the_current_span_is_ours_inside_and_the_otel_contexts_outside(
         assert spans.current() is outer
     finally:
         context.detach(otel_token)
+
+
+def test_a_providers_id_generator_names_every_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the SDK's random one (``OTEL_PYTHON_ID_GENERATOR``, tests/test_tracing.py):
+    every trace and span id is the generator's."""
+
+    class Counting(IdGenerator):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def generate_span_id(self) -> int:
+            self.n += 1
+            return self.n
+
+        def generate_trace_id(self) -> int:
+            return 0xABC
+
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    exporter = InMemorySpanExporter()
+    provider = Provider(SimpleSpanProcessor(exporter), id_generator=Counting())
+    tracer = LightTracer.of(provider, SCOPE)
+    for _ in range(2):
+        root = tracer.start("root", SpanKind.SERVER)
+        token = spans.enter(root)
+        for _ in range(3):
+            tracer.start("call", SpanKind.CLIENT).end()
+        spans.leave(token)
+        root.end()
+    ids = sorted(s.context.span_id for s in exporter.get_finished_spans() if s.context)
+    assert ids == list(range(1, 9))
+    assert {s.context.trace_id for s in exporter.get_finished_spans() if s.context} == {0xABC}

@@ -16,6 +16,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,6 +56,7 @@ from tests.fakes import (
     url_of,
 )
 from tests.streams import PLAN, parse
+from tests.support import refused_start
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -67,6 +69,7 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_PYTHON_ID_GENERATOR",
     semconv.CAPTURE_CONTENT_ENV,
 )
 
@@ -681,6 +684,71 @@ async def test_spans_are_exported_over_otlp_http(
     assert attrs["gen_ai.usage.input_tokens"].int_value == ScriptedSolver.PROMPT_TOKENS
     assert service["service.name"] == "divconq-under-test"
     assert schema == semconv.SCHEMA_URL
+
+
+async def test_the_standard_variable_chooses_the_id_generator(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OTEL_PYTHON_ID_GENERATOR=xray`` (opentelemetry-sdk-extension-aws), as an SRE
+    whose traces go to AWS X-Ray sets it: a new trace's id begins with its start
+    time in seconds, and every span, the solver calls' ``traceparent`` and the
+    ``traceresponse`` carry it."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv(PROTOCOL, "http/protobuf")
+    monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "xray")
+    solver = ScriptedSolver("ok")
+    started = int(time.time())
+    async with serve(plain(), solver) as client:
+        resp = await client.post("/solve", json={"question": Q, "mode": "static"})
+    ended = int(time.time())
+    assert resp.status_code == 200, resp.text
+    spans = [
+        span
+        for req in receiver.requests
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    assert len(spans) == 2 + 1 + len(solver.headers)  # server, workflow, decomposer, calls
+    (trace_id,) = {span.trace_id.hex() for span in spans}
+    assert started <= int(trace_id[:8], 16) <= ended
+    assert len({span.span_id for span in spans}) == len(spans)
+    assert {h["traceparent"].split("-")[1] for h in solver.headers} == {trace_id}
+    assert resp.headers["traceresponse"].split("-")[1] == trace_id
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp_proto_htpp"},
+            "divconq: OTEL_TRACES_EXPORTER: no trace exporter named 'otlp_proto_htpp' is installed",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                "OTEL_PYTHON_ID_GENERATOR": "x-ray",
+            },
+            "divconq: OTEL_PYTHON_ID_GENERATOR: no id generator named 'x-ray' is installed",
+        ),
+    ],
+    ids=["exporter", "id-generator"],
+)
+def test_a_tracing_variable_naming_nothing_installed_is_one_line_at_start(
+    env: dict[str, str], line: str
+) -> None:
+    assert refused_start(env) == line
+
+
+def test_tracing_variables_are_checked_only_when_tracing_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "x-ray")
+    assert trace_setup.config_problem() is None  # off: nothing to check
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    assert trace_setup.config_problem() is not None
+    monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "xray")
+    assert trace_setup.config_problem() is None
 
 
 class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):

@@ -94,6 +94,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from service.api.app import create_app
     from service.cli.ledger_cmds import preflight
     from service.embedded.engine_process import close_in_forked_children
+    from service.observability import trace_setup
     from service.tenancy.redis_store import check_reachable
 
     updates: dict[str, Any] = {}
@@ -111,6 +112,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if problem:
             raise SystemExit(f"divconq: DIVCONQ_REDIS_URL: {problem}")
     if (problem := preflight(settings)) is not None:
+        raise SystemExit(f"divconq: {problem}")
+    if (problem := trace_setup.config_problem()) is not None:
         raise SystemExit(f"divconq: {problem}")
     sock = _listening_socket(args, settings)
     if args.fd is not None:

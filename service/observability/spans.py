@@ -169,10 +169,17 @@ class Provider(TracerProvider):
     when a span starts (the SDK's batch and simple processors do not): a span's
     start calls only those."""
 
-    def __init__(self, *processors: SpanProcessor, resource: Resource | None = None) -> None:
+    def __init__(
+        self,
+        *processors: SpanProcessor,
+        resource: Resource | None = None,
+        id_generator: IdGenerator | None = None,
+    ) -> None:
         self.processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
         self.starts: tuple[SpanProcessor, ...] = ()
-        super().__init__(resource=resource, active_span_processor=self.processor)
+        super().__init__(
+            resource=resource, active_span_processor=self.processor, id_generator=id_generator
+        )
         for processor in processors:
             self.add_span_processor(processor)
 

@@ -14,9 +14,11 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 
+from opentelemetry.environment_variables import OTEL_PYTHON_ID_GENERATOR
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from service import __version__
@@ -72,12 +74,64 @@ def exporter_names(env: Mapping[str, str] | None = None) -> list[str]:
     return [_OTLP_NAMES.get(protocol, "otlp_proto_grpc") if n == "otlp" else n for n in names]
 
 
+def _load(group: str, name: str, variable: str, what: str) -> object:
+    """The object an installed package registers as ``name`` in the entry-point
+    ``group`` (how the SDK's auto-configuration finds what a variable names)."""
+    for entry in importlib.metadata.entry_points(group=group, name=name):
+        return entry.load()
+    raise ValueError(f"{variable}: no {what} named {name!r} is installed")
+
+
+def _exporter_class(name: str) -> type[SpanExporter]:
+    found = _load("opentelemetry_traces_exporter", name, "OTEL_TRACES_EXPORTER", "trace exporter")
+    if not (isinstance(found, type) and issubclass(found, SpanExporter)):
+        raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not a span exporter")
+    return found
+
+
 def _exporter(name: str) -> SpanExporter:
-    found = importlib.metadata.entry_points(group="opentelemetry_traces_exporter", name=name)
-    for entry in found:
-        exporter: SpanExporter = entry.load()()
-        return exporter
-    raise ValueError(f"OTEL_TRACES_EXPORTER: no trace exporter named {name!r} is installed")
+    return _exporter_class(name)()
+
+
+def id_generator_name() -> str:
+    """What ``OTEL_PYTHON_ID_GENERATOR`` names (``random`` when unset, as the SDK)."""
+    return _env(OTEL_PYTHON_ID_GENERATOR) or "random"
+
+
+def _id_generator_class(name: str) -> type[IdGenerator]:
+    found = _load("opentelemetry_id_generator", name, OTEL_PYTHON_ID_GENERATOR, "id generator")
+    if not (isinstance(found, type) and issubclass(found, IdGenerator)):
+        raise ValueError(f"{OTEL_PYTHON_ID_GENERATOR}: {name!r} is not an id generator")
+    return found
+
+
+def id_generator() -> IdGenerator:
+    """The trace and span ids' generator ``OTEL_PYTHON_ID_GENERATOR`` names, found as
+    the SDK's auto-configuration finds it: ``random`` (the default), or another an
+    installed package registers, such as ``xray`` (opentelemetry-sdk-extension-aws:
+    trace ids that begin with their start time, as AWS X-Ray needs)."""
+    return _id_generator_class(id_generator_name())()
+
+
+def config_problem() -> str | None:
+    """What the standard variables name that is not installed (a trace exporter, the
+    id generator), in one line; None when nothing is, or tracing is off.
+
+    Nothing is started or connected: ``divconq serve`` asks before it binds its
+    port, so a typo is one line at start-up, not an app that fails to start.
+    """
+    names = exporter_names()
+    if not names:
+        return None
+    try:
+        for name in names:
+            _exporter_class(name)
+        _id_generator_class(id_generator_name())
+    except ValueError as exc:
+        return str(exc)
+    except Exception as exc:  # an installed entry point that fails to import
+        return f"tracing set-up: {type(exc).__name__}: {exc}"
+    return None
 
 
 class _HashedResource(Resource):
@@ -182,13 +236,17 @@ class Tracing:
         names = exporter_names()
         if not names:
             return
+        ids = id_generator()  # before the processors: a wrong name starts no thread
         processors = [
             CountingBatchProcessor(CountingExporter(_exporter(name), on_drop), on_drop)
             for name in names
         ]
-        self._use(Provider(*processors, resource=resource()))
+        self._use(Provider(*processors, resource=resource(), id_generator=ids))
         self._owned = True
-        log.info("tracing on", extra={"exporters": names, "semconv": SEMCONV_VERSION})
+        log.info(
+            "tracing on",
+            extra={"exporters": names, "ids": id_generator_name(), "semconv": SEMCONV_VERSION},
+        )
 
     def shutdown(self) -> None:
         """Flush what is queued (bounded) and stop the exporters this app started."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -70,6 +71,8 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_PYTHON_ID_GENERATOR",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
     semconv.CAPTURE_CONTENT_ENV,
 )
 
@@ -731,8 +734,20 @@ async def test_the_standard_variable_chooses_the_id_generator(
             },
             "divconq: OTEL_PYTHON_ID_GENERATOR: no id generator named 'x-ray' is installed",
         ),
+        (
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "parentbased_ratio"},
+            "divconq: OTEL_TRACES_SAMPLER: no sampler named 'parentbased_ratio' is installed",
+        ),
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "10%",
+            },
+            "divconq: OTEL_TRACES_SAMPLER_ARG: '10%' is not a ratio from 0 to 1",
+        ),
     ],
-    ids=["exporter", "id-generator"],
+    ids=["exporter", "id-generator", "sampler", "sampler-ratio"],
 )
 def test_a_tracing_variable_naming_nothing_installed_is_one_line_at_start(
     env: dict[str, str], line: str
@@ -749,6 +764,55 @@ def test_tracing_variables_are_checked_only_when_tracing_is_on(
     assert trace_setup.config_problem() is not None
     monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "xray")
     assert trace_setup.config_problem() is None
+
+
+def _install_sampler(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package, as pip would install it, that registers the sampler ``roots_off``: the
+    caller decides, and a request without one is sampled only with the argument ``on``."""
+    (path / "divconq_test_sampler.py").write_text(
+        "from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased\n"
+        "def make(arg):\n"
+        "    return ParentBased(ALWAYS_ON if arg == 'on' else ALWAYS_OFF)\n"
+    )
+    info = path / "divconq_test_sampler-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: divconq-test-sampler\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[opentelemetry_traces_sampler]\nroots_off = divconq_test_sampler:make\n"
+    )
+    monkeypatch.syspath_prepend(str(path))
+
+
+async def test_an_installed_sampler_named_in_the_standard_variable_decides(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``OTEL_TRACES_SAMPLER`` names a sampler another package registers, as the SDK's
+    auto-configuration finds it, and ``OTEL_TRACES_SAMPLER_ARG`` reaches it."""
+    _install_sampler(tmp_path, monkeypatch)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv(PROTOCOL, "http/protobuf")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "roots_off")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "off")
+    assert trace_setup.config_problem() is None
+    solver = ScriptedSolver("ok")
+    async with serve(plain(), solver) as client:
+        alone = await client.post("/solve", json={"question": Q, "mode": "direct"})
+        called = await _solve_traced(client)
+    assert alone.status_code == called.status_code == 200
+    # Without a caller: not sampled (the default sampler would have), yet carried on.
+    assert alone.headers["traceresponse"].endswith("-00")
+    assert solver.headers[0]["traceparent"].endswith("-00")
+    # A sampled caller's request is recorded: only its spans reach the receiver.
+    trace_ids = {
+        span.trace_id.hex()
+        for req in receiver.requests
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    }
+    assert trace_ids == {TRACE_ID}
 
 
 class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):

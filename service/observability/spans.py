@@ -174,11 +174,15 @@ class Provider(TracerProvider):
         *processors: SpanProcessor,
         resource: Resource | None = None,
         id_generator: IdGenerator | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
         self.starts: tuple[SpanProcessor, ...] = ()
         super().__init__(
-            resource=resource, active_span_processor=self.processor, id_generator=id_generator
+            sampler=sampler,
+            resource=resource,
+            active_span_processor=self.processor,
+            id_generator=id_generator,
         )
         for processor in processors:
             self.add_span_processor(processor)
@@ -468,8 +472,12 @@ class LightTracer:
         self.resource = resource
         self.sampler = sampler
         # The default sampler's decision needs no call: the caller's flag, else sample.
-        described = sampler.get_description()
-        self._samples_by_parent = type(sampler) is ParentBased and described == _DEFAULT_SAMPLER
+        # (Named in OTEL_TRACES_SAMPLER it is a subclass that only fixes the root's.)
+        self._samples_by_parent = (
+            isinstance(sampler, ParentBased)
+            and type(sampler).should_sample is ParentBased.should_sample
+            and sampler.get_description() == _DEFAULT_SAMPLER  # type: ignore[no-untyped-call]
+        )
         self.ids = ids
         # The SDK's default ids are ``random.getrandbits``: called here directly.
         self._random_ids = type(ids) is RandomIdGenerator

@@ -15,10 +15,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.environment_variables import OTEL_PYTHON_ID_GENERATOR
+from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from service import __version__
@@ -113,9 +115,45 @@ def id_generator() -> IdGenerator:
     return _id_generator_class(id_generator_name())()
 
 
+# The SDK's samplers whose argument is a ratio (the others get the raw string).
+_RATIO_SAMPLERS = frozenset({"traceidratio", "parentbased_traceidratio"})
+
+
+def sampler() -> Sampler | None:
+    """The sampler ``OTEL_TRACES_SAMPLER`` names, with ``OTEL_TRACES_SAMPLER_ARG``,
+    found as the SDK's auto-configuration finds it: an
+    ``opentelemetry_traces_sampler`` entry point (the SDK's own ``always_on``,
+    ``always_off``, ``traceidratio`` and their ``parentbased_`` forms, or one an
+    installed package registers). None when unset: the SDK's default
+    (``parentbased_always_on``).
+
+    Where the SDK warns and samples every request, a name nothing installs
+    or a ratio that is not one is an error here (``config_problem``): a typo
+    must not mean tracing everything.
+    """
+    name = _env(OTEL_TRACES_SAMPLER).lower()
+    if not name:
+        return None
+    factory = _load("opentelemetry_traces_sampler", name, OTEL_TRACES_SAMPLER, "sampler")
+    arg = _env(OTEL_TRACES_SAMPLER_ARG)
+    value: float | str | None = arg or None
+    if name in _RATIO_SAMPLERS:
+        try:
+            value = float(arg) if arg else 1.0
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{OTEL_TRACES_SAMPLER_ARG}: {arg!r} is not a ratio from 0 to 1")
+    made = factory(value) if callable(factory) else None
+    if not isinstance(made, Sampler):
+        raise ValueError(f"{OTEL_TRACES_SAMPLER}: {name!r} is not a sampler")
+    return made
+
+
 def config_problem() -> str | None:
-    """What the standard variables name that is not installed (a trace exporter, the
-    id generator), in one line; None when nothing is, or tracing is off.
+    """What is wrong with what the standard variables name (a trace exporter, the id
+    generator or the sampler: not installed, or a sampler argument it cannot
+    take), in one line; None when nothing is, or tracing is off.
 
     Nothing is started or connected: ``divconq serve`` asks before it binds its
     port, so a typo is one line at start-up, not an app that fails to start.
@@ -127,6 +165,7 @@ def config_problem() -> str | None:
         for name in names:
             _exporter_class(name)
         _id_generator_class(id_generator_name())
+        sampler()
     except ValueError as exc:
         return str(exc)
     except Exception as exc:  # an installed entry point that fails to import
@@ -236,12 +275,13 @@ class Tracing:
         names = exporter_names()
         if not names:
             return
-        ids = id_generator()  # before the processors: a wrong name starts no thread
+        # Before the processors: a wrong name starts no thread.
+        ids, sampling = id_generator(), sampler()
         processors = [
             CountingBatchProcessor(CountingExporter(_exporter(name), on_drop), on_drop)
             for name in names
         ]
-        self._use(Provider(*processors, resource=resource(), id_generator=ids))
+        self._use(Provider(*processors, resource=resource(), id_generator=ids, sampler=sampling))
         self._owned = True
         log.info(
             "tracing on",

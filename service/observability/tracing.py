@@ -9,10 +9,12 @@ entry point; ``none`` = off) or an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT`
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: the exporter is then ``otlp``).
 ``OTEL_SDK_DISABLED=true`` wins. ``otlp`` speaks gRPC unless
 ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=http/protobuf`` says HTTP, as the Python
-SDK's own auto-configuration does, and ``OTEL_PYTHON_ID_GENERATOR`` names the
-id generator as it does (``random``, ``xray``). Everything else is read by the SDK itself:
-``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (the resource; the service
-name defaults to ``divconq``), ``OTEL_TRACES_SAMPLER(_ARG)``, ``OTEL_BSP_*``
+SDK's own auto-configuration does, and as it does ``OTEL_TRACES_SAMPLER(_ARG)``
+and ``OTEL_PYTHON_ID_GENERATOR`` name the sampler and the id generator (the
+SDK's own, or one an installed package registers: ``trace_setup``).
+Everything else is read by the SDK itself: ``OTEL_SERVICE_NAME`` /
+``OTEL_RESOURCE_ATTRIBUTES`` (the resource; the service name defaults to
+``divconq``), ``OTEL_BSP_*``
 (the batch processor), ``OTEL_EXPORTER_OTLP_*`` (endpoint, headers, timeout,
 certificates, compression), ``OTEL_PROPAGATORS``.
 

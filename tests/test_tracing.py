@@ -71,6 +71,7 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_PYTHON_ID_GENERATOR",
+    "OTEL_PROPAGATORS",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     semconv.CAPTURE_CONTENT_ENV,
@@ -746,8 +747,12 @@ async def test_the_standard_variable_chooses_the_id_generator(
             },
             "divconq: OTEL_TRACES_SAMPLER_ARG: '10%' is not a ratio from 0 to 1",
         ),
+        (
+            {"OTEL_PROPAGATORS": "tracecontext,b3"},  # tracing off: still loaded at import
+            "divconq: OTEL_PROPAGATORS: no propagator named 'b3' is installed",
+        ),
     ],
-    ids=["exporter", "id-generator", "sampler", "sampler-ratio"],
+    ids=["exporter", "id-generator", "sampler", "sampler-ratio", "propagator"],
 )
 def test_a_tracing_variable_naming_nothing_installed_is_one_line_at_start(
     env: dict[str, str], line: str
@@ -760,6 +765,8 @@ def test_tracing_variables_are_checked_only_when_tracing_is_on(
 ) -> None:
     monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "x-ray")
     assert trace_setup.config_problem() is None  # off: nothing to check
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext, baggage")
+    assert trace_setup.config_problem() is None
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     assert trace_setup.config_problem() is not None
     monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "xray")

@@ -89,12 +89,18 @@ def _listening_socket(args: argparse.Namespace, settings: Settings) -> socket.so
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from service.observability import trace_setup
+
+    # Before the app's modules are imported: OpenTelemetry's propagation module
+    # loads OTEL_PROPAGATORS when imported, and raises on a name it cannot find.
+    if (problem := trace_setup.config_problem()) is not None:
+        raise SystemExit(f"divconq: {problem}")
+
     import uvicorn
 
     from service.api.app import create_app
     from service.cli.ledger_cmds import preflight
     from service.embedded.engine_process import close_in_forked_children
-    from service.observability import trace_setup
     from service.tenancy.redis_store import check_reachable
 
     updates: dict[str, Any] = {}
@@ -112,8 +118,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if problem:
             raise SystemExit(f"divconq: DIVCONQ_REDIS_URL: {problem}")
     if (problem := preflight(settings)) is not None:
-        raise SystemExit(f"divconq: {problem}")
-    if (problem := trace_setup.config_problem()) is not None:
         raise SystemExit(f"divconq: {problem}")
     sock = _listening_socket(args, settings)
     if args.fd is not None:

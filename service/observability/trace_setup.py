@@ -150,14 +150,32 @@ def sampler() -> Sampler | None:
     return made
 
 
-def config_problem() -> str | None:
-    """What is wrong with what the standard variables name (a trace exporter, the id
-    generator or the sampler: not installed, or a sampler argument it cannot
-    take), in one line; None when nothing is, or tracing is off.
+def _propagators_problem() -> str | None:
+    """A name in ``OTEL_PROPAGATORS`` that nothing installs. ``opentelemetry.propagate``
+    loads them when first imported (tracing on or off) and raises there."""
+    for name in _env("OTEL_PROPAGATORS").split(","):
+        name = name.strip()
+        if name.lower() == "none":  # (as the API: no propagator at all)
+            return None
+        if name and not importlib.metadata.entry_points(
+            group="opentelemetry_propagator", name=name
+        ):
+            return f"OTEL_PROPAGATORS: no propagator named {name!r} is installed"
+    return None
 
-    Nothing is started or connected: ``divconq serve`` asks before it binds its
-    port, so a typo is one line at start-up, not an app that fails to start.
+
+def config_problem() -> str | None:
+    """What is wrong with what the standard variables name (a propagator, a trace
+    exporter, the id generator or the sampler: not installed, or a sampler
+    argument it cannot take), in one line; None when nothing is. Exporters, ids
+    and sampling are checked only when tracing is on.
+
+    Nothing is imported that would fail on them, and nothing is started or
+    connected: ``divconq serve`` asks first, so a typo is one line at start-up,
+    not a traceback or an app that fails to start.
     """
+    if (problem := _propagators_problem()) is not None:
+        return problem
     names = exporter_names()
     if not names:
         return None

@@ -760,6 +760,29 @@ def test_a_tracing_variable_naming_nothing_installed_is_one_line_at_start(
     assert refused_start(env) == line
 
 
+@pytest.mark.parametrize(
+    ("value", "unknown"),
+    [
+        ("", None),
+        ("none", None),
+        ("tracecontext, baggage", None),
+        ("tracecontext,", ""),
+        ("b3", "b3"),
+    ],
+)
+def test_propagator_names_are_checked_as_the_api_loads_them(
+    value: str, unknown: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``opentelemetry.propagate`` reads ``OTEL_PROPAGATORS``: empty is the defaults,
+    ``none`` is none, and every other name (an empty one too) must be installed."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", value)
+    problem = trace_setup.config_problem()
+    if unknown is None:
+        assert problem is None
+    else:
+        assert problem == f"OTEL_PROPAGATORS: no propagator named {unknown!r} is installed"
+
+
 def test_tracing_variables_are_checked_only_when_tracing_is_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -153,13 +153,14 @@ def sampler() -> Sampler | None:
 def _propagators_problem() -> str | None:
     """A name in ``OTEL_PROPAGATORS`` that nothing installs. ``opentelemetry.propagate``
     loads them when first imported (tracing on or off) and raises there."""
-    for name in _env("OTEL_PROPAGATORS").split(","):
+    configured = os.environ.get("OTEL_PROPAGATORS")
+    if not configured:  # (unset or empty: the API's defaults)
+        return None
+    for name in configured.split(","):
         name = name.strip()
         if name.lower() == "none":  # (as the API: no propagator at all)
             return None
-        if name and not importlib.metadata.entry_points(
-            group="opentelemetry_propagator", name=name
-        ):
+        if not importlib.metadata.entry_points(group="opentelemetry_propagator", name=name):
             return f"OTEL_PROPAGATORS: no propagator named {name!r} is installed"
     return None
 

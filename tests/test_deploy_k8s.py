@@ -172,7 +172,7 @@ def test_deployment_gpu_probes_and_security(base_docs: list[dict[str, Any]]) -> 
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"] for v in pod["volumes"]}
     assert "/data" in mounts and set(mounts.values()) <= volumes
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["DIVCONQ_DATA_DIR"] == "/data"
 
     # In-flight requests get the preStop delay plus uvicorn's 30 s drain.
@@ -207,7 +207,9 @@ def test_solver_settings_come_from_configmap_and_secret(base_docs: list[dict[str
     assert set(secret["stringData"]) == {"DIVCONQ_SOLVER__API_KEY"}
     # Every variable set this way is a real setting: ours, or the OpenTelemetry SDK's.
     names = set(config_map["data"]) | set(secret["stringData"]) | set(api["stringData"])
-    names |= {e["name"] for e in container["env"]}
+    # (Besides the pod's fields that another variable's value refers to.)
+    values = " ".join(e.get("value", "") for e in container["env"])
+    names |= {e["name"] for e in container["env"] if f"$({e['name']})" not in values}
     assert names <= set(SETTING_ENV_NAMES) | OTEL_SDK_VARIABLES
     # Tracing shows where its spans go (docs/observability.md).
     assert config_map["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http")
@@ -215,6 +217,48 @@ def test_solver_settings_come_from_configmap_and_secret(base_docs: list[dict[str
     # A placeholder, never something that looks like a key.
     placeholder = secret["stringData"]["DIVCONQ_SOLVER__API_KEY"]
     assert "REPLACE" in placeholder and not placeholder.startswith(("sk-", "sk_"))
+
+
+def _expanded(env: list[dict[str, Any]], fields: dict[str, str]) -> dict[str, str]:
+    """The container's variables as the kubelet sets them for a pod with ``fields``:
+    ``$(NAME)`` expands to a variable defined earlier in the list, else stays."""
+    out: dict[str, str] = {}
+    for entry in env:
+        if "valueFrom" in entry:
+            out[entry["name"]] = fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            value = str(entry["value"])
+            out[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: out.get(m[1], m[0]), value)
+    return out
+
+
+def test_every_replicas_spans_name_their_pod(
+    base_docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many replicas export to one backend: each span's resource says which pod,
+    namespace and node served it (the downward API into the standard
+    ``OTEL_RESOURCE_ATTRIBUTES``), in the semantic conventions' names."""
+    from service.observability import trace_setup
+
+    container = _by_kind(base_docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    pod = {
+        "metadata.name": "divconq-7d9f-x2k4q",
+        "metadata.uid": "0b6f3c1e-1111-4a2b-9c3d-5e6f7a8b9c0d",
+        "metadata.namespace": "inference",
+        "spec.nodeName": "gpu-node-3",
+    }
+    env = _expanded(container["env"], pod)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", env["OTEL_RESOURCE_ATTRIBUTES"])
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    attrs = dict(trace_setup.resource().attributes)
+    assert attrs["k8s.pod.name"] == pod["metadata.name"]
+    assert attrs["k8s.pod.uid"] == pod["metadata.uid"]
+    assert attrs["k8s.namespace.name"] == "inference"
+    assert attrs["k8s.node.name"] == "gpu-node-3"
+    assert attrs["k8s.container.name"] == container["name"]
+    # As the conventions recommend for Kubernetes: namespace, pod, container.
+    assert attrs["service.instance.id"] == f"inference.{pod['metadata.name']}.{container['name']}"
+    assert attrs["service.name"] == "divconq"
 
 
 def test_selectors_match_the_pods(base_docs: list[dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -687,6 +688,7 @@ async def test_spans_are_exported_over_otlp_http(
     assert attrs["gen_ai.operation.name"].string_value == "chat"
     assert attrs["gen_ai.usage.input_tokens"].int_value == ScriptedSolver.PROMPT_TOKENS
     assert service["service.name"] == "divconq-under-test"
+    assert service["service.instance.id"] == trace_setup.instance_id()
     assert schema == semconv.SCHEMA_URL
 
 
@@ -781,6 +783,17 @@ def test_propagator_names_are_checked_as_the_api_loads_them(
         assert problem is None
     else:
         assert problem == f"OTEL_PROPAGATORS: no propagator named {unknown!r} is installed"
+
+
+def test_each_process_is_an_instance_unless_the_resource_variable_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    first = trace_setup.resource().attributes["service.instance.id"]
+    assert first == trace_setup.resource().attributes["service.instance.id"]  # one process
+    assert uuid.UUID(str(first)).version == 4
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=replica-7")
+    assert trace_setup.resource().attributes["service.instance.id"] == "replica-7"
 
 
 def test_tracing_variables_are_checked_only_when_tracing_is_on(

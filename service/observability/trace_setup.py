@@ -9,9 +9,11 @@ helpers request code writes them with.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.environment_variables import OTEL_PYTHON_ID_GENERATOR
@@ -206,10 +208,21 @@ class _HashedResource(Resource):
         return self._hash
 
 
+@functools.cache
+def instance_id() -> str:
+    """This process's ``service.instance.id``: random, as the semantic conventions
+    suggest where nothing better names the instance (a pod does:
+    deploy/k8s/base/deployment.yaml sets it in ``OTEL_RESOURCE_ATTRIBUTES``).
+    Without it every replica's spans carry the same resource, and a slow trace
+    does not say which replica served it."""
+    return str(uuid.uuid4())
+
+
 def resource() -> Resource:
     """SDK defaults, then ours, then ``OTEL_RESOURCE_ATTRIBUTES`` / ``OTEL_SERVICE_NAME``."""
     env = OTELResourceDetector().detect().attributes
-    created = Resource.create({"service.name": "divconq", "service.version": __version__, **env})
+    ours = {"service.name": "divconq", "service.version": __version__}
+    created = Resource.create({**ours, "service.instance.id": instance_id(), **env})
     return _HashedResource(created)
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from opentelemetry.environment_variables import OTEL_PYTHON_ID_GENERATOR
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
@@ -34,6 +35,8 @@ from service.observability.semconv import (
 from service.observability.spans import LightTracer, Provider, SdkTracer, SpanStarter
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # "true" in the instrumentations' classic form; the newer experimental form
 # names where content goes (only span attributes here).
@@ -86,11 +89,22 @@ def _load(group: str, name: str, variable: str, what: str) -> object:
     raise ValueError(f"{variable}: no {what} named {name!r} is installed")
 
 
-def _exporter_class(name: str) -> type[SpanExporter]:
-    found = _load("opentelemetry_traces_exporter", name, "OTEL_TRACES_EXPORTER", "trace exporter")
-    if not (isinstance(found, type) and issubclass(found, SpanExporter)):
-        raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not a span exporter")
+def _load_class(group: str, name: str, variable: str, what: str, base: type[_T]) -> type[_T]:
+    """``_load``'s object, which must be a subclass of ``base``."""
+    found = _load(group, name, variable, what)
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ValueError(f"{variable}: {name!r} is no {what}")
     return found
+
+
+def _exporter_class(name: str) -> type[SpanExporter]:
+    return _load_class(
+        "opentelemetry_traces_exporter",
+        name,
+        "OTEL_TRACES_EXPORTER",
+        "trace exporter",
+        SpanExporter,
+    )
 
 
 def _exporter(name: str) -> SpanExporter:
@@ -103,10 +117,9 @@ def id_generator_name() -> str:
 
 
 def _id_generator_class(name: str) -> type[IdGenerator]:
-    found = _load("opentelemetry_id_generator", name, OTEL_PYTHON_ID_GENERATOR, "id generator")
-    if not (isinstance(found, type) and issubclass(found, IdGenerator)):
-        raise ValueError(f"{OTEL_PYTHON_ID_GENERATOR}: {name!r} is not an id generator")
-    return found
+    # (An abstract base: what is loaded must be a concrete subclass of it.)
+    group, variable = "opentelemetry_id_generator", OTEL_PYTHON_ID_GENERATOR
+    return _load_class(group, name, variable, "id generator", IdGenerator)  # type: ignore[type-abstract]
 
 
 def id_generator() -> IdGenerator:

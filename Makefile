@@ -18,8 +18,8 @@ prepare-model: $(STAMP)
 	$(VENV)/bin/divconq prepare-model
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service tests
-	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/ruff check service tests benchmarks
+	$(VENV)/bin/ruff format --check service tests benchmarks
 	$(VENV)/bin/mypy
 
 # The fast tier, in process, on up to four workers. The slow tier runs in one

@@ -191,7 +191,7 @@ def compare(
     label: str,
     medians: Sequence[str],
     pairs: Sequence[tuple[str, str]],
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, Any]:
     """``median_rows`` and ``added_rows`` of the samples, printed as two tables, and
     each round's latency p50 per configuration and mode."""
     rows = median_rows(samples, label, medians)

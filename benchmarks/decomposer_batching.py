@@ -50,7 +50,9 @@ def best_dtype() -> str:
     return resolve_dtype("auto", read_cpu_flags())
 
 
-def row(backend: str, n: int, new_tokens: int, latencies: list[float], wall: float):
+def row(
+    backend: str, n: int, new_tokens: int, latencies: list[float], wall: float
+) -> dict[str, Any]:
     return {
         "backend": backend,
         "concurrency": n,
@@ -123,7 +125,9 @@ def run_transformers(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, best_dtype()))
+    # Any: transformers' generate() is typed for another base class than the
+    # one from_pretrained() is declared to return.
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, best_dtype()))
     model.eval()
 
     def generate(prompt: str) -> float:

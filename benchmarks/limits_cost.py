@@ -41,7 +41,7 @@ from service.tenancy.store import LimitStore, MemoryStore
 # High enough that nothing is refused: every request takes the whole path.
 KEY = ApiKey(
     name="bench",
-    key="sk-bench",  # type: ignore[arg-type]
+    key="sk-bench",
     requests_per_minute=10**9,
     tokens_per_minute=10**12,
     usd_per_day=10.0**9,
@@ -63,7 +63,7 @@ async def _round(limiter: Limiter, n: int) -> tuple[list[float], list[float]]:
 
 
 def _limiter(store: LimitStore, enabled: bool) -> Limiter:
-    settings = Settings(limits={"enabled": enabled})  # type: ignore[arg-type]
+    settings = Settings(limits={"enabled": enabled})
     return Limiter(settings, store, Metrics())
 
 

@@ -96,7 +96,9 @@ def summarise(
     }
 
 
-def measure_modes(url: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
+def measure_modes(
+    url: str, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     questions = problems(args.problems)
     solve_all(url, problems(1, offset=0), "direct")  # warm-up
     rows = []
@@ -111,7 +113,7 @@ def measure_modes(url: str, args: argparse.Namespace) -> tuple[list[dict[str, An
     }
 
 
-def real_model(args: argparse.Namespace, logs: Path) -> tuple[list[dict[str, Any]], dict]:
+def real_model(args: argparse.Namespace, logs: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if args.url:
         return measure_modes(args.url, args)
     env = {"DIVCONQ_MAX_IN_FLIGHT": "64"}

@@ -46,6 +46,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from _bench import (
@@ -72,7 +73,9 @@ QUESTIONS = [
 ]
 
 
-def summarise(mode: str, concurrency: int, results: list[Result], wall: float, cpu_s: float):
+def summarise(
+    mode: str, concurrency: int, results: list[Result], wall: float, cpu_s: float
+) -> dict[str, Any]:
     ok = [r for r in results if r.status == 200 and r.body is not None]
     client_ms, server_ms, stage_ms, over_client, over_server = [], [], [], [], []
     for r in ok:
@@ -155,7 +158,7 @@ async def measure(
     concurrency: int,
     args: argparse.Namespace,
     arrival: str,
-    cpu,
+    cpu: Callable[[], float],
     client: type[KeepAliveClient] | None = None,
 ) -> dict[str, Any]:
     """One closed loop: warm-up, then ``duration_s`` measured; ``client`` in place of
@@ -226,7 +229,7 @@ CONFIGS = {
 }
 
 
-def run_config(limits: str, stub_url: str, args: argparse.Namespace) -> list[dict]:
+def run_config(limits: str, stub_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     env = {
         **stub_env(stub_url),
         # Every request runs every stage (the same questions repeat: the cache

@@ -35,6 +35,8 @@ import asyncio
 import contextlib
 import json
 import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 CHAT_USAGE = {"prompt_tokens": 80, "completion_tokens": 8}
 PLAN_USAGE = {"prompt_tokens": 120, "completion_tokens": 24}
@@ -164,6 +166,7 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
             r.run(serve(args.port, stub))
         return
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 

@@ -55,7 +55,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MODES = ("direct", "static")
 CONFIGS = ("off", "on")
@@ -168,14 +168,17 @@ async def _app(config: str, sink: str) -> AsyncIterator[tuple[Any, Any]]:
         }
     os.environ.update(otel)
     settings = Settings(
-        decomposer={"backend": "openai", "base_url": "http://decomposer.test/v1"},  # type: ignore[arg-type]
-        solver={"base_url": "http://solver.test/v1", "model": "stub"},  # type: ignore[arg-type]
-        cache={"enabled": False},  # type: ignore[arg-type]
-        ledger={"enabled": False},  # type: ignore[arg-type]
+        decomposer={"backend": "openai", "base_url": "http://decomposer.test/v1"},
+        solver={"base_url": "http://solver.test/v1", "model": "stub"},
+        cache={"enabled": False},
+        ledger={"enabled": False},
         max_in_flight=8192,
     )
     app = create_app(settings, transport=_answers())
-    tracing = next(m.kwargs["tracing_"] for m in app.user_middleware if m.cls is TraceMiddleware)
+    # (starlette types ``cls`` as a factory protocol, which a class is not to mypy)
+    tracing = next(
+        m.kwargs["tracing_"] for m in app.user_middleware if m.cls is cast(Any, TraceMiddleware)
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

@@ -64,7 +64,7 @@ def settings_for(solver_host: str = "solver", **extra: Any) -> Settings:
         "read_timeout_s": 5.0,
         **extra.pop("solver", {}),
     }
-    return Settings(solver=solver, **extra)  # type: ignore[arg-type]
+    return Settings(solver=solver, **extra)
 
 
 class Readiness:
@@ -233,7 +233,8 @@ def error_of(resp: httpx.Response, status: int, error_type: str | None = None) -
     assert KEY not in resp.text
     if error_type is not None:
         assert body["error"]["type"] == error_type
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:

@@ -150,5 +150,5 @@ def fresh_database(postgres_url: str) -> str:
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")
     return postgres_url.replace("/postgres?", f"/{name}?")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -198,7 +199,7 @@ class FaultServer:
                         outer.active -= 1
 
             def _behave(self, behaviour: str) -> None:
-                ok = {
+                ok: dict[str, Any] = {
                     "choices": [
                         {"message": {"content": "The answer is 7."}, "finish_reason": "stop"}
                     ],

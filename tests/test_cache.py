@@ -154,6 +154,8 @@ async def test_the_memory_store_is_a_bounded_lru_with_expiry() -> None:
 
 
 class _Down:
+    kind = "down"
+
     async def get(self, key: str) -> bytes | None:
         raise CacheUnavailable("connection refused")
 

@@ -84,7 +84,8 @@ def test_a_lost_readiness_probe_costs_seconds_not_the_read_timeout(
 
     from service.cli import local_service as cli
 
-    monkeypatch.setattr(cli.procs.time, "sleep", lambda _s: None)
+    # The clock the readiness poll sleeps on (procs.wait_until's).
+    monkeypatch.setattr("service.cli.procs.time.sleep", lambda _s: None)
     seen: list[dict[str, float | None]] = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:

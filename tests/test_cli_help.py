@@ -33,7 +33,9 @@ def test_every_argument_has_help_showing_its_default() -> None:
             name = action.option_strings[0] if action.option_strings else action.dest
             if not action.help:
                 missing.append(f"{path} {name}: no help")
-            elif action.option_strings and "%(default)" not in formatter._get_help_string(action):  # type: ignore[attr-defined]
+            elif action.option_strings and "%(default)" not in (
+                formatter._get_help_string(action) or ""
+            ):
                 missing.append(f"{path} {name}: no default shown")
     assert missing == []
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -104,7 +105,12 @@ def test_local_teacher_resumes_after_interruption(tmp_path: Path) -> None:
         ]
 
     progress = tmp_path / "teacher_progress.jsonl"
-    kw = {"recipe": "sd-c", "max_subquestions": 8, "meta": {"samples": 2}, "chunk": 2}
+    kw: dict[str, Any] = {
+        "recipe": "sd-c",
+        "max_subquestions": 8,
+        "meta": {"samples": 2},
+        "chunk": 2,
+    }
     settings = {"teacher": "m", "samples": 2}
     with pytest.raises(KeyboardInterrupt):
         decompose_in_chunks(questions, sample, progress=progress, settings=settings, **kw)
@@ -259,7 +265,12 @@ def test_train_flags_reach_the_training_config(monkeypatch: pytest.MonkeyPatch) 
     from service.cli.main import main
 
     seen: list[training.TrainConfig] = []
-    monkeypatch.setattr(training, "train", lambda cfg: seen.append(cfg) or "trained")
+
+    def train(cfg: training.TrainConfig) -> str:
+        seen.append(cfg)
+        return "trained"
+
+    monkeypatch.setattr(training, "train", train)
     argv = ["distill", "train", "--data", "d", "--out", "o", "--base-model", "b", "--rank", "8"]
     argv += ["--max-steps", "3", "--lr", "0.001", "--init-adapter", "a", "--merge"]
     assert main(argv) == 0

@@ -157,7 +157,9 @@ def test_streamed_answer_is_written_as_the_engine_writes_it(embedded_url: str) -
     usage = dict(events)["usage"]
     assert isinstance(usage, dict)
     for stage in ("decomposer", "solver"):
-        got, want = dict(usage[stage]), dict(whole["usage"][stage])
+        part = usage[stage]
+        assert isinstance(part, dict)
+        got, want = dict(part), dict(whole["usage"][stage])
         got.pop("latency_ms"), want.pop("latency_ms")
         assert got == want
     raw = httpx.post(

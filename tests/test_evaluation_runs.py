@@ -203,7 +203,7 @@ def test_read_results_tolerates_a_cut_line(tmp_path: Path) -> None:
 
 
 def test_completed_keys() -> None:
-    records = [
+    records: list[dict[str, Any]] = [
         {"problem_id": "1", "mode": "direct", "error": None},
         {"problem_id": "2", "mode": "direct", "error": "timeout", "retryable": True},
         {"problem_id": "3", "mode": "direct", "error": "422 too long", "retryable": False},

@@ -146,7 +146,7 @@ def test_disconnect_storm(service_url: str, stack: Stack) -> None:
 
     def settled() -> bool:
         ready = httpx.get(f"{service_url}/readyz").json()
-        return ready["in_flight"] == 0 and ready["decomposer"]["engine_requests"] == 0
+        return bool(ready["in_flight"] == 0 and ready["decomposer"]["engine_requests"] == 0)
 
     deadline = time.monotonic() + 60
     while not settled() and time.monotonic() < deadline:

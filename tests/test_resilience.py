@@ -268,8 +268,8 @@ async def test_azure_openai_conventions() -> None:
 
 def socket_settings(solver_url: str, **solver: Any) -> Settings:
     return Settings(
-        decomposer={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"},  # type: ignore[arg-type]
-        solver={  # type: ignore[arg-type]
+        decomposer={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"},
+        solver={
             "base_url": solver_url,
             "model": "big-solver",
             "api_key": KEY,

@@ -44,7 +44,8 @@ def test_question_generator_targets_each_subquestion_then_done() -> None:
         f" {prompts.DONE_MARKER}\n",
     ]
     # Each target follows exactly the prompt the service sends for that round.
-    text, history = str(row["text"]), []
+    text = str(row["text"])
+    history: list[tuple[str, str]] = []
     for (start, _), pair in zip(row["targets"], [*WORKED.pairs, None], strict=True):
         assert text[:start] == prompts.socratic_distilled(WORKED.question, history)
         if pair:
@@ -56,7 +57,8 @@ def test_solver_chat_matches_the_chat_template_turn_by_turn() -> None:
     steps = [step for _, step in WORKED.pairs]
     final = prompts.distilled_answer_step("27")
     assert _targets(row) == [f"{s}<end_of_turn>" for s in [*steps, final]]
-    text, history = str(row["text"]), []
+    text = str(row["text"])
+    history: list[tuple[str, str]] = []
     for i, (start, _) in enumerate(row["targets"]):
         if i < len(WORKED.pairs):
             sub = WORKED.pairs[i][0]
@@ -76,7 +78,7 @@ def test_direct_row_is_the_whole_solution_after_the_direct_prompt() -> None:
     steps = " ".join(step for _, step in WORKED.pairs)
     assert _targets(row) == [f"{steps} The answer is 27.<end_of_turn>"]
     # The target follows exactly the prompt the service sends in `direct` mode.
-    start = row["targets"][0][0]  # type: ignore[index]
+    start = row["targets"][0][0]
     assert str(row["text"])[:start] == _render(prompts.distilled_direct(WORKED.question))
 
 

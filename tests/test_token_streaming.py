@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -19,6 +19,7 @@ import pytest
 
 from service.core.settings import Settings
 from service.embedded.chat import Holdback
+from service.pipeline import run_state
 from service.pipeline.run_state import AnswerStream
 from tests.fakes import FakeDecomposer, FakeEngine, Q, ScriptedSolver, serve, settings_for
 from tests.streams import PLAN, events, live, parse, wait_for, without_latency
@@ -77,7 +78,7 @@ def test_the_openai_sdk_gets_content_before_the_final_call_ends() -> None:
         rest = list(chunks)
     assert role.choices[0].delta.role == "assistant"
     assert held
-    text = first.choices[0].delta.content + "".join(
+    text = (first.choices[0].delta.content or "") + "".join(
         c.choices[0].delta.content or "" for c in rest if c.choices
     )
     assert text == "The answer is 7."
@@ -224,7 +225,7 @@ def test_answer_pieces_add_up_to_the_stripped_answer() -> None:
             self.pieces.append(data.text)
 
     run = Run()
-    stream = AnswerStream(run)
+    stream = AnswerStream(cast(run_state.Run, run))
     for piece in ("  ", "\nThe", " answer ", " ", "is 7.", " \n"):
         stream.write(piece)
     assert run.pieces == ["The", " answer", "  is 7."]  # trailing blanks wait for text
@@ -232,5 +233,5 @@ def test_answer_pieces_add_up_to_the_stripped_answer() -> None:
     assert "".join(run.pieces) == "The answer  is 7."
     # Nothing streamed (a cached or whole reply): the answer in one piece.
     run = Run()
-    AnswerStream(run).finish("The answer is 7.")
+    AnswerStream(cast(run_state.Run, run)).finish("The answer is 7.")
     assert run.pieces == ["The answer is 7."]

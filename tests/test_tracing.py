@@ -112,12 +112,12 @@ def _children(spans: tuple[ReadableSpan, ...], parent: ReadableSpan) -> list[Rea
 
 def _sid(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def _tid(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.trace_id
+    return int(span.context.trace_id)
 
 
 def _one(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
@@ -872,7 +872,8 @@ class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 async def test_spans_are_exported_over_otlp_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
     receiver = GrpcReceiver()
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    # (the generated gRPC module has no annotations)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

@@ -15,8 +15,20 @@ photographed by headless Chromium (the picture in docs/observability.md).
     flock /tmp/divconq-vllm.lock .venv/bin/python scripts/trace_screenshot.py \\
         --out docs/trace-static.png
 
+``--phoenix URL``: the spans go to a running Arize Phoenix instead (an
+OpenTelemetry trace backend with a web UI, from PyPI; steps 1 and 4 are then
+Phoenix's own: its OTLP/HTTP endpoint receives them, its trace view shows
+them), filed under the project ``divconq`` (``openinference.project.name``,
+a resource attribute), and Chromium photographs Phoenix's page of the trace
+with the workflow span selected:
+
+    python3 -m venv /tmp/phoenix && /tmp/phoenix/bin/pip install arize-phoenix
+    PHOENIX_WORKING_DIR=/tmp/phoenix-data /tmp/phoenix/bin/phoenix serve &
+    flock /tmp/divconq-vllm.lock .venv/bin/python scripts/trace_screenshot.py \\
+        --phoenix http://127.0.0.1:6006 --out docs/trace-static-phoenix.png
+
 Needs Debian's ``chromium`` (``apt-get install chromium``). ``--spans-json``
-also keeps the decoded spans.
+also keeps the decoded spans (our receiver's only).
 """
 
 from __future__ import annotations
@@ -111,16 +123,20 @@ class Receiver:
                     )
 
 
-def run_request(receiver: Receiver, mode: str, timeout_s: float) -> tuple[str, dict[str, Any]]:
-    """Serve, send one /solve under a fresh trace id, stop (flushing the spans)."""
+def run_request(
+    endpoint: str, mode: str, timeout_s: float, **otel: str
+) -> tuple[str, dict[str, Any]]:
+    """Serve, exporting to ``endpoint`` over OTLP/HTTP (more ``OTEL_*`` in ``otel``),
+    send one /solve under a fresh trace id, stop (flushing the spans)."""
     trace_id = secrets.token_hex(16)
     sock = bound_socket()  # handed over: no other process can take the port meanwhile
     env = {
         **os.environ,
         "DIVCONQ_LOG_LEVEL": "warning",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_SERVICE_NAME": "divconq",
+        **otel,
     }
     args = [sys.executable, "-m", "service", "serve", "--fd", str(sock.fileno())]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, pass_fds=(sock.fileno(),))
@@ -211,6 +227,26 @@ i{{color:#6a737d;font-style:normal;font-size:11px}}
 <table>{"".join(rows)}</table>"""
 
 
+def chromium(url: str, out: Path, width: int, height: int, *extra: str) -> None:
+    """Headless Chromium's picture of ``url``."""
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--screenshot={out.resolve()}",
+            *extra,
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
 def screenshot(html_text: str, out: Path, width: int, height: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "index.html").write_text(html_text, encoding="utf-8")
@@ -225,23 +261,38 @@ def screenshot(html_text: str, out: Path, width: int, height: int) -> None:
         server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            subprocess.run(
-                [
-                    "chromium",
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--hide-scrollbars",
-                    f"--window-size={width},{height}",
-                    f"--screenshot={out.resolve()}",
-                    f"http://127.0.0.1:{server.server_address[1]}/index.html",
-                ],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+            chromium(f"http://127.0.0.1:{server.server_address[1]}/index.html", out, width, height)
         finally:
             server.shutdown()
+
+
+PHOENIX_PROJECT = "divconq"
+_PHOENIX_TRACE = """query ($trace: ID!) { projects { edges { node { id name
+  trace(traceId: $trace) { spans(first: 100) { edges { node { id name } } } } } } } }"""
+
+
+def phoenix_trace(phoenix: str, trace_id: str, timeout_s: float) -> tuple[str, dict[str, str]]:
+    """The Phoenix project holding ``trace_id`` and the trace's spans (node id -> name),
+    once every span has arrived (Phoenix files what it receives in the background)."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        reply = httpx.post(
+            f"{phoenix}/graphql",
+            json={"query": _PHOENIX_TRACE, "variables": {"trace": trace_id}},
+            timeout=30,
+        ).json()
+        for edge in reply["data"]["projects"]["edges"]:
+            project = edge["node"]
+            if project["name"] == PHOENIX_PROJECT and project["trace"]:
+                spans = {
+                    e["node"]["id"]: e["node"]["name"] for e in project["trace"]["spans"]["edges"]
+                }
+                if spans and spans == seen:  # the same twice in a row: all in
+                    return project["id"], spans
+                seen = spans
+        time.sleep(2.0)
+    raise SystemExit(f"Phoenix at {phoenix} did not show trace {trace_id}")
 
 
 def main() -> int:
@@ -252,9 +303,30 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=0, help="0: fit the rows")
+    parser.add_argument(
+        "--phoenix", default=None, help="a running Arize Phoenix's URL: photograph its trace view"
+    )
     args = parser.parse_args()
+    if args.phoenix:
+        phoenix = args.phoenix.rstrip("/")
+        trace_id, body = run_request(
+            phoenix,
+            args.mode,
+            args.timeout_s,
+            OTEL_RESOURCE_ATTRIBUTES=f"openinference.project.name={PHOENIX_PROJECT}",
+        )
+        project, spans_ = phoenix_trace(phoenix, trace_id, 120.0)
+        workflow = next(i for i, name in spans_.items() if name.startswith("invoke_workflow"))
+        page_url = f"{phoenix}/projects/{project}/traces/{trace_id}?selectedSpanNodeId={workflow}"
+        # (Phoenix's page is drawn by scripts: time for them to fetch and draw)
+        chromium(page_url, args.out, args.width, args.height or 1000, "--virtual-time-budget=20000")
+        print(
+            f"wrote {args.out} (Phoenix's view of trace {trace_id}, {len(spans_)} spans, "
+            f"answer {body.get('answer')!r})"
+        )
+        return 0
     receiver = Receiver()
-    trace_id, body = run_request(receiver, args.mode, args.timeout_s)
+    trace_id, body = run_request(receiver.url, args.mode, args.timeout_s)
     spans = [s for s in receiver.spans if s["trace_id"] == trace_id]
     if not spans:
         raise SystemExit("no spans of the request arrived")

@@ -38,11 +38,13 @@ import pytest
 
 from service.core.settings import Settings
 from service.embedded.model_prep import prepare_embedded_model
+from tests.otlp_receiver import receiver
 from tests.real_services import REAL_SERVICES, postgres_url, redis_url
 from tests.stacks import Prestart, Stack, TinyAdapter, launch_embedded, launch_stack
 from tests.support import Proc
 
-__all__ = ["postgres_url", "redis_url"]  # session fixtures defined in tests/real_services.py
+# Fixtures defined elsewhere: the real services' (session) and an OTLP receiver's.
+__all__ = ["postgres_url", "receiver", "redis_url"]
 
 # Fixtures that need the prepared model, the vLLM engine or `vllm serve`.
 REAL_STACK = frozenset(

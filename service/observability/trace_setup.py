@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from opentelemetry.environment_variables import OTEL_PYTHON_ID_GENERATOR
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -27,6 +28,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from service import __version__
+from service.observability.otlp_http import OtlpHttpSpanExporter
 from service.observability.semconv import (
     CAPTURE_CONTENT_ENV,
     SCHEMA_URL,
@@ -108,7 +110,12 @@ def _exporter_class(name: str) -> type[SpanExporter]:
 
 
 def _exporter(name: str) -> SpanExporter:
-    return _exporter_class(name)()
+    """The exporter ``name`` names; the SDK's OTLP/HTTP one as ours, which encodes
+    its batches four times faster (``otlp_http``)."""
+    cls = _exporter_class(name)
+    if cls is OTLPSpanExporter:
+        return OtlpHttpSpanExporter()
+    return cls()
 
 
 def id_generator_name() -> str:

@@ -53,6 +53,7 @@ def test_every_script_has_help() -> None:
         "cold_start.py",
         "limits_cost.py",
         "tracing_cpu.py",
+        "otlp_encoding.py",
     ]
     procs = {
         name: subprocess.Popen(
@@ -164,6 +165,16 @@ def test_tracing_cpu_smoke(tmp_path: Path) -> None:
         for key in ("off_ms", "on_ms", "loop_off_ms", "loop_on_ms"):
             assert row[key] > 0, (row, key)
     assert report["machine"]["cores"] >= 1
+
+
+@pytest.mark.slow  # a stub model as a subprocess
+def test_otlp_encoding_smoke(tmp_path: Path) -> None:
+    report, stdout = run_script("otlp_encoding.py", ["--smoke"], tmp_path / "otlp.json", 120)
+    markdown_table(stdout)
+    rows = {r["encoder"]: r for r in report["rows"]}
+    assert set(rows) == {"sdk", "ours"}
+    assert report["same_bytes"] is True and report["spans"] == 512
+    assert all(r["us_per_span"] > 0 for r in rows.values())
 
 
 @pytest.mark.slow  # the service and a stub model as subprocesses, for seconds

@@ -9,9 +9,11 @@ exporter is then run as the service runs it, against a real HTTP receiver.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from typing import Any
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,10 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
 )
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -29,6 +34,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 
 from service.observability import otlp_encoding, trace_setup
+from service.observability.otlp_grpc import OtlpGrpcSpanExporter
 from service.observability.otlp_http import OtlpHttpSpanExporter
 from tests.fakes import Q, ScriptedSolver, serve, settings_for
 from tests.otlp_receiver import Receiver
@@ -150,17 +156,21 @@ def test_a_value_out_of_range_is_left_out_as_the_sdk_leaves_it(
 # --- real spans, a real receiver -------------------------------------------------------
 
 
-def test_the_standard_variables_get_our_exporter_for_otlp_http_only() -> None:
+def test_the_standard_variables_get_our_otlp_exporters() -> None:
     http = trace_setup._exporter("otlp_proto_http")
-    grpc = trace_setup._exporter("otlp_proto_grpc")
+    grpc_ = trace_setup._exporter("otlp_proto_grpc")
     try:
+        # The installed SDK has the shape ours use: batches take the fast path.
         assert isinstance(http, OtlpHttpSpanExporter)
-        # The installed SDK has the shape our export uses: batches take the fast path.
         assert http.fast
-        assert type(grpc) is GrpcSpanExporter
+        assert isinstance(grpc_, OtlpGrpcSpanExporter)
+        assert grpc_.fast
+        # A reconnection (the SDK makes a new channel and stub) keeps ours.
+        grpc_._initialize_channel_and_stub()
+        assert type(grpc_._client).__name__ == "_BytesStub"
     finally:
         http.shutdown()  # type: ignore[no-untyped-call]
-        grpc.shutdown()
+        grpc_.shutdown()
 
 
 async def test_a_served_requests_spans_reach_a_receiver_as_the_sdk_would_send_them(
@@ -234,3 +244,53 @@ def test_a_batch_over_the_size_limit_is_dropped_not_sent(receiver: Receiver) -> 
     finally:
         exporter.shutdown()  # type: ignore[no-untyped-call]
     assert receiver.requests == []
+
+
+def test_over_grpc_a_collector_gets_the_bytes_the_sdks_exporter_sends() -> None:
+    """A gRPC server that keeps each request's bytes undecoded: ours and the SDK's
+    exporter send it the same."""
+    got: list[bytes] = []
+
+    def export(request: bytes, context: Any) -> ExportTraceServiceResponse:
+        got.append(request)
+        return ExportTraceServiceResponse()
+
+    handler = grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                export, response_serializer=ExportTraceServiceResponse.SerializeToString
+            )
+        },
+    )
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    parent = SpanContext(7, 8, True, trace_state=TraceState([("vendor", "a1")]))
+    batch = [
+        ReadableSpan(
+            name="chat big-solver",
+            context=SpanContext(7, 9, False),
+            parent=parent,
+            attributes={"gen_ai.usage.input_tokens": 80, "gen_ai.finish_reasons": ("stop",)},
+            events=[Event("exception", {"exception.type": "TimeoutError"}, 5)],
+            kind=SpanKind.CLIENT,
+            status=Status(StatusCode.ERROR, "timed out"),
+            resource=RESOURCES[0],
+            instrumentation_scope=SCOPES[1],
+            start_time=1,
+            end_time=2,
+        ),
+        ReadableSpan(name="POST /solve", context=parent, resource=RESOURCES[1]),
+    ]
+    try:
+        for cls in (OtlpGrpcSpanExporter, GrpcSpanExporter):
+            exporter = cls(endpoint=f"http://127.0.0.1:{port}", insecure=True)
+            try:
+                assert exporter.export(batch) is SpanExportResult.SUCCESS
+            finally:
+                exporter.shutdown()
+    finally:
+        server.stop(grace=None)
+    assert got == [sdk_bytes(batch)] * 2

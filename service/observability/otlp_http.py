@@ -1,18 +1,17 @@
 """The OTLP/HTTP span exporter, its batches encoded by ``otlp_encoding``.
 
 The SDK's ``OTLPSpanExporter`` (``opentelemetry-exporter-otlp-proto-http``) in
-all but the encoding: it reads the same ``OTEL_EXPORTER_OTLP_*`` variables
-(endpoint, headers, timeout, compression, certificates), posts with the same
-client and retries, and keeps the same self-metrics and request size limit.
-``export`` is the SDK's own, step for step, with ``otlp_encoding.encode_spans``
-where the SDK builds and serialises protobuf objects: a quarter of the CPU,
-on a thread that holds the GIL while the requests wait for it.
+all but the encoding: the same ``OTEL_EXPORTER_OTLP_*`` variables (endpoint,
+headers, timeout, compression, certificates), the same client, retries,
+self-metrics and request size limit. Where the SDK builds and serialises
+protobuf objects, ``otlp_encoding.encode_spans`` writes the same bytes at a
+quarter of the CPU, on a thread that holds the GIL while the requests wait.
 
-``export`` uses two of the SDK exporter's private attributes (its HTTP client
-and its metrics). Where the installed SDK has another shape, ``FAST`` is
-False and every batch goes through the SDK's own ``export``: slower, never
-wrong (tests/test_otlp_encoding.py fails on the SDK we install, so a new
-shape is seen).
+``export`` is the SDK's own, step for step, and uses two of its private
+attributes (its HTTP client and its metrics). Where the installed SDK has
+another shape, ``fast`` is False and every batch goes through the SDK's own
+``export``: slower, never wrong (tests/test_otlp_encoding.py asserts ``fast``
+on the SDK we install, so a new shape is seen).
 """
 
 from __future__ import annotations

@@ -294,3 +294,17 @@ def test_over_grpc_a_collector_gets_the_bytes_the_sdks_exporter_sends() -> None:
     finally:
         server.stop(grace=None)
     assert got == [sdk_bytes(batch)] * 2
+
+
+def test_long_values_are_encoded_but_not_kept() -> None:
+    """A captured prompt is one of a kind: encoded as any value, not cached."""
+    prompt = "x" * 10_000
+    span = ReadableSpan(
+        name="chat m",
+        context=SpanContext(1, 2, False),
+        attributes={"gen_ai.input.messages": prompt, "gen_ai.provider.name": "openai"},
+        resource=RESOURCES[0],
+    )
+    otlp_encoding._kv_cache.clear()
+    assert otlp_encoding.encode_spans([span]) == sdk_bytes([span])
+    assert [key for key, _, _ in otlp_encoding._kv_cache] == ["gen_ai.provider.name"]

@@ -118,22 +118,28 @@ def _key_value(key: str, value: Any) -> bytes:
     return _str(_KEY, key) + _len(_VALUE, _any_value(value))
 
 
-# Encoded KeyValues (their length prefix included) of string and bool attributes and
-# tuples of strings, which repeat from span to span; numbers (token counts, ports)
-# mostly do not. Bounded: cleared when full, as values from requests could be many.
-# (The value's class is part of the key: ``True == 1`` and ``hash(True) == hash(1)``.)
+# Encoded KeyValues (their length prefix included) of short strings, bools and tuples
+# of strings, which repeat from span to span (a model, a provider, a route); numbers
+# (token counts, ports) mostly do not. Bounded in entries, and in size by caching
+# only short strings: a captured prompt (content capture on) is one of a kind and
+# may be long. Cleared when full. (The value's class is part of the key:
+# ``True == 1`` and ``hash(True) == hash(1)``.)
 _CACHE_MAX = 4096
+_CACHED_STR_MAX = 256
 _kv_cache: dict[tuple[str, object, type], bytes] = {}
-_CACHED_TYPES = frozenset({str, bool})
 # A key's ``key`` field and the ``value`` field's tag, for the values not cached.
 _key_prefixes: dict[str, bytes] = {}
 
 
 def _cache_key(key: str, value: Any) -> tuple[str, object, type] | None:
     cls = value.__class__
-    if cls in _CACHED_TYPES or (cls is tuple and all(v.__class__ is str for v in value)):
-        return (key, value, cls)
-    return None
+    if cls is str:
+        cached = len(value) <= _CACHED_STR_MAX
+    elif cls is tuple:
+        cached = all(v.__class__ is str and len(v) <= _CACHED_STR_MAX for v in value)
+    else:
+        cached = cls is bool
+    return (key, value, cls) if cached else None
 
 
 def _encode_kv(key: str, value: Any) -> bytes:

@@ -31,10 +31,12 @@ log = logging.getLogger(__name__)
 try:  # what the SDK's export uses beside its encoder (private: checked, not assumed)
     from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
 
-    _ERROR_STATUS_ATTR = "http.response.status_code"
     _IMPORTED = True
 except ImportError:  # pragma: no cover - another SDK
     _IMPORTED = False
+
+# The attribute the SDK's self-metrics give a failed export (semconv's name).
+_ERROR_STATUS_ATTR = "http.response.status_code"
 
 
 def _has_internals(exporter: OTLPSpanExporter) -> bool:

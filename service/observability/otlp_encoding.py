@@ -1,21 +1,20 @@
 """OTLP's protobuf bytes for a batch of spans, written directly: the exporter's hot path.
 
 The SDK's OTLP encoder builds a protobuf object for every span, attribute and
-value, then serialises them: about 40 µs per span here, on the exporter's
-thread, which holds the GIL while it works and so delays the requests being
-served. A ``static`` request's eight spans cost more to encode than all the
-rest of its tracing. This module writes the same ``ExportTraceServiceRequest``
-bytes field by field (opentelemetry-proto's ``trace/v1/trace.proto``), with
-what repeats from span to span encoded once and kept: the resource and scope
-(immutable), attribute keys, and string or bool attributes (a model name, a
-provider, a path), in a bounded cache.
+value, then serialises them: about 40 µs per span here, more than the rest of
+a span's tracing, on the exporter's thread, which holds the GIL while it
+works (CPU a busy replica's requests do not get). This module writes the same
+``ExportTraceServiceRequest`` bytes field by field (opentelemetry-proto's
+``trace/v1/trace.proto``), with what repeats from span to span encoded once
+and kept: the resource and scope (immutable), attribute keys, and short
+string, bool and string-tuple attributes (a model, a provider, a route), in
+a bounded cache.
 
-What it writes decodes to what the SDK's ``encode_spans`` gives, field for
-field (``tests/test_otlp_encoding.py`` checks both ways, on generated spans):
-the same grouping by resource and scope, proto3's defaults left out, a
-message-typed field written even when empty (a span's status), a oneof's
-value written even when it is the default (an ``AnyValue`` of ``0``, ``""`` or
-``False``).
+The bytes are the SDK encoder's, byte for byte (``tests/test_otlp_encoding.py``
+compares them on generated spans): the same grouping by resource and scope,
+fields in number order, proto3's defaults left out, a message-typed field
+written even when empty (a span's status), a oneof's value written even when
+it is the default (an ``AnyValue`` of ``0``, ``""`` or ``False``).
 """
 
 from __future__ import annotations

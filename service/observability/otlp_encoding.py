@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -340,40 +340,40 @@ _SCOPE_ATTRIBUTES = _tag(3, _LEN)
 
 # Encoded resources and scopes, by identity: a process has one or a few, and both
 # are immutable. Bounded, as the key cache: a resource per batch would be unusual.
+_T = TypeVar("_T")
 _resources: dict[int, tuple[Resource, bytes]] = {}
 _scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
 
-def _resource(resource: Resource) -> bytes:
-    """A resource's ``resource`` field (and ``schema_url`` goes with its group)."""
-    cached = _resources.get(id(resource))
-    if cached is not None and cached[0] is resource:
+def _by_identity(
+    cache: dict[int, tuple[_T, bytes]], item: _T, encode: Callable[[_T], bytes]
+) -> bytes:
+    """``encode(item)``, kept in ``cache`` for that very object."""
+    cached = cache.get(id(item))
+    if cached is not None and cached[0] is item:
         return cached[1]
-    encoded = _len(_RESOURCE, _attributes(_VALUES, resource.attributes))
-    if len(_resources) >= 64:
-        _resources.clear()
-    _resources[id(resource)] = (resource, encoded)
+    encoded = encode(item)
+    if len(cache) >= 64:
+        cache.clear()
+    cache[id(item)] = (item, encoded)
     return encoded
+
+
+def _resource(resource: Resource) -> bytes:
+    """A ``ResourceSpans``' ``resource`` field (its ``schema_url`` follows the scopes)."""
+    return _len(_RESOURCE, _attributes(_VALUES, resource.attributes))
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
     """A ``ScopeSpans``' ``scope`` field (its ``schema_url`` follows the spans)."""
-    cached = _scopes.get(id(scope))
-    if cached is not None and cached[0] is scope:
-        return cached[1]
     if scope is None:
-        encoded = _len(_SCOPE, b"")
-    else:
-        body = (
-            _str(_SCOPE_NAME, scope.name)
-            + _str(_SCOPE_VERSION, scope.version)
-            + _attributes(_SCOPE_ATTRIBUTES, scope.attributes)
-        )
-        encoded = _len(_SCOPE, body)
-    if len(_scopes) >= 64:
-        _scopes.clear()
-    _scopes[id(scope)] = (scope, encoded)
-    return encoded
+        return _len(_SCOPE, b"")
+    body = (
+        _str(_SCOPE_NAME, scope.name)
+        + _str(_SCOPE_VERSION, scope.version)
+        + _attributes(_SCOPE_ATTRIBUTES, scope.attributes)
+    )
+    return _len(_SCOPE, body)
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
@@ -392,9 +392,9 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         encoded.append(_len(_SPANS, _span(span)))
     out = []
     for resource, by_scope in groups.items():
-        body = [_resource(resource)]
+        body = [_by_identity(_resources, resource, _resource)]
         for scope, encoded in by_scope.items():
-            scope_spans = [_scope(scope), *encoded]
+            scope_spans = [_by_identity(_scopes, scope, _scope), *encoded]
             if scope is not None:
                 scope_spans.append(_str(_SCHEMA_URL, scope.schema_url))
             body.append(_len(_SCOPE_SPANS, b"".join(scope_spans)))

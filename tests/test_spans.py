@@ -7,6 +7,7 @@ limits, and values the SDK would refuse.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -313,3 +314,76 @@ def test_a_providers_id_generator_names_every_span(monkeypatch: pytest.MonkeyPat
     ids = sorted(s.context.span_id for s in exporter.get_finished_spans() if s.context)
     assert ids == list(range(1, 9))
     assert {s.context.trace_id for s in exporter.get_finished_spans() if s.context} == {0xABC}
+
+
+async def test_a_requests_spans_are_handed_on_soon_after_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not while the next request may be waiting (``LightTracer.hand_on``): a few
+    milliseconds after the answer, on the loop; ``force_flush`` at once."""
+    provider, exporter = _setup(monkeypatch)
+    async with traced(provider) as client:
+        (tracer,) = provider.tracers
+        assert tracer.hand_on_after_s == spans.HAND_ON_AFTER_S > 0
+        tracer.hand_on_after_s = 60.0
+        first = await _solve_traced(client)
+        assert first.status_code == 200, first.text
+        await asyncio.sleep(0.05)
+        assert exporter.get_finished_spans() == ()  # its timer is a minute away
+        provider.force_flush()
+        assert {s.name for s in exporter.get_finished_spans()} >= {"POST /solve"}
+        exporter.clear()
+        tracer.hand_on_after_s = spans.HAND_ON_AFTER_S
+        second = await _solve_traced(client)
+        assert second.status_code == 200, second.text
+        for _ in range(200):  # no flush: the timer hands them on
+            if exporter.get_finished_spans():
+                break
+            await asyncio.sleep(0.005)
+        names = [s.name for s in exporter.get_finished_spans()]
+        assert names.count("POST /solve") == 1 and len(names) > 1, names
+
+
+def test_a_hand_on_left_on_a_closed_loop_holds_nothing_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, exporter = _setup(monkeypatch)
+    tracing_ = trace_setup.Tracing(provider)
+    tracer = tracing_.tracer
+    assert isinstance(tracer, LightTracer)
+
+    async def request(name: str) -> None:
+        root = tracer.start(name, SpanKind.SERVER)
+        token = spans.enter(root)
+        tracer.start(f"{name} call", SpanKind.CLIENT).end()
+        spans.leave(token)
+        root.end()
+
+    tracer.hand_on_after_s = 60.0
+    asyncio.run(request("first"))  # its loop closes with the timer pending
+    assert exporter.get_finished_spans() == ()
+
+    async def second() -> None:
+        tracer.hand_on_after_s = 0.001
+        await request("second")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(second())
+    names = {s.name for s in exporter.get_finished_spans()}
+    assert names == {"first", "first call", "second", "second call"}
+
+
+async def test_shutdown_hands_on_what_waits_for_its_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, exporter = _setup(monkeypatch)
+    tracing_ = trace_setup.Tracing(provider)
+    tracer = tracing_.tracer
+    assert isinstance(tracer, LightTracer)
+    tracer.hand_on_after_s = 60.0
+    tracer.start("root", SpanKind.SERVER).end()
+    assert exporter.get_finished_spans() == ()
+    tracing_.shutdown()
+    assert [s.name for s in exporter.get_finished_spans()] == ["root"]
+    await asyncio.sleep(0)  # (the timer was cancelled: nothing is handed on twice)
+    assert len(exporter.get_finished_spans()) == 1

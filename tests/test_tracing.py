@@ -368,6 +368,7 @@ async def test_in_process_solver_calls_are_internal_spans(
     )
     with tracing.using(trace_setup.Tracing(provider)):
         await solver.chat(ChatCall([{"role": "user", "content": Q}], "r1"))
+    provider.force_flush()  # (ours hands a root's spans on a few ms after it ends)
     (span,) = exporter.get_finished_spans()
     assert span.name == "chat gemma-3-270m"
     assert span.kind is SpanKind.INTERNAL  # no network hop: not a CLIENT span
@@ -409,6 +410,7 @@ async def test_decompose_and_the_openai_facade_have_the_same_tree(
 ) -> None:
     async with traced(provider, parallel_subquestions=False) as client:
         decomposed = await client.post("/decompose", json={"question": Q})
+        provider.force_flush()  # (ours hands a request's spans on a few ms after it)
         spans = exporter.get_finished_spans()
         assert decomposed.status_code == 200, decomposed.text
         assert tree(spans) == _request("POST /decompose", "divconq.decompose", [DECOMPOSE])
@@ -428,6 +430,7 @@ async def test_cache_lookups_are_spans_and_a_hit_ends_the_workflow(
 ) -> None:
     async with serve(settings_for(), ScriptedSolver("ok"), tracer_provider=provider) as client:
         first = await solve(client)
+        provider.force_flush()  # (ours hands a request's spans on a few ms after it)
         missed = exporter.get_finished_spans()
         exporter.clear()
         second = await solve(client)
@@ -580,20 +583,31 @@ async def test_content_is_recorded_only_when_the_genai_switch_is_on(
 async def test_latency_histograms_carry_the_trace_as_exemplar(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
+    families = ("divconq_request_duration_seconds", "divconq_stage_duration_seconds")
     async with serve(plain(), ScriptedSolver("ok"), tracer_provider=provider) as client:
         resp = await solve(client)
-        scraped = await client.get(
-            "/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
-        )
+        assert resp.status_code == 200, resp.text
+        trace_id = resp.headers["traceresponse"].split("-")[1]
+        # As a scraper sees them: ours are set a few milliseconds after the answer.
+        for _ in range(100):
+            scraped = await client.get(
+                "/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
+            )
+            with_exemplar = [
+                family
+                for family in families
+                for ln in scraped.text.splitlines()
+                if ln.startswith(f"{family}_bucket") and f'trace_id="{trace_id}"' in ln
+            ]
+            if set(with_exemplar) == set(families):
+                break
+            await asyncio.sleep(0.01)
         classic = await client.get("/metrics")
-    assert resp.status_code == 200, resp.text
-    trace_id = format(_tid(_one(exporter.get_finished_spans(), "POST /solve")), "032x")
+    assert set(with_exemplar) == set(families), with_exemplar
+    assert trace_id == format(_tid(_one(exporter.get_finished_spans(), "POST /solve")), "032x")
     assert scraped.headers["content-type"].startswith("application/openmetrics-text")
     text = scraped.text
     assert text.count("# EOF") == 1 and text.endswith("# EOF\n")
-    for family in ("divconq_request_duration_seconds", "divconq_stage_duration_seconds"):
-        buckets = [ln for ln in text.splitlines() if ln.startswith(f"{family}_bucket")]
-        assert any(f'trace_id="{trace_id}"' in ln for ln in buckets), family
     # The classic text format has no exemplars, and is still the default.
     assert classic.headers["content-type"].startswith("text/plain")
     assert "trace_id" not in classic.text

@@ -40,10 +40,15 @@ async def carry_trace(request: httpx2.Request) -> None:
     span = spans.own()
     if span.__class__ is spans.LightSpan:
         trace_ = span.trace
-        if _RAW_LIST and propagation.plain_for(trace_):
-            # (``propagation.inject``'s plain path, written straight into the list)
+        plain = trace_.plain  # (``propagation.plain_for``, decided at the first call)
+        if plain is None:
+            plain = propagation.plain_for(trace_)
+        if _RAW_LIST and plain:
+            # (``propagation.inject``'s plain path, written straight into the list;
+            # ``span.traceparent()`` written out)
+            header = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
             raw = request.headers._list
-            raw.append((b"traceparent", b"traceparent", span.traceparent().encode()))
+            raw.append((b"traceparent", b"traceparent", header.encode()))
             if trace_.tracestate:
                 raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
         else:

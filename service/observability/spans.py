@@ -4,13 +4,15 @@ Why not the SDK's own ``Tracer``: a ``static`` request makes eight spans, and
 the SDK's span costs more than the work it times (a lock, a bounded attribute
 map validating every value, a bounded event list, a sampler call, a
 ``ReadableSpan`` copy at the end). Here a span is a slotted object and a dict
-while it runs. Everything else waits until the request has answered: when
-the request's root span (the server span) ends, every span ended since is
+while it runs. Everything else waits until the request has answered: a few
+milliseconds after the request's root span (the server span) ends
+(``HAND_ON_AFTER_S``, ``LightTracer.hand_on``), every span ended since is
 checked, becomes the SDK's public ``ReadableSpan`` and goes to the provider's
 span processors (``on_end``), so the batch processor, the OTLP exporters and
 the in-memory test exporter see exactly what the SDK would give them, and
-the request's client does not wait for that work. (Processors therefore get
-a request's spans together, at its end, rather than one by one.)
+neither the request's client nor the next request waits for that work.
+(Processors therefore get a request's spans together, after its end, rather
+than one by one; ``Provider.force_flush`` hands on what is waiting.)
 
 What still holds, as the SDK does it:
 
@@ -44,10 +46,13 @@ context.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -97,6 +102,8 @@ _NO_OP_STARTS = frozenset(
 )
 # Ended spans a tracer holds at most before handing them on without their root.
 _MAX_WAITING = 1024
+# How long after a request answers its spans are handed on (``LightTracer.hand_on``).
+HAND_ON_AFTER_S = 0.005
 # What the SDK's default ``RandomIdGenerator`` calls, called directly.
 _random_bits = random.getrandbits
 # The SDK's default sampler (``parentbased_always_on``), as it describes itself.
@@ -178,6 +185,8 @@ class Provider(TracerProvider):
     ) -> None:
         self.processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
         self.starts: tuple[SpanProcessor, ...] = ()
+        # Our tracers on this provider, whose ended spans ``force_flush`` hands on first.
+        self.tracers: weakref.WeakSet[LightTracer] = weakref.WeakSet()
         super().__init__(
             sampler=sampler,
             resource=resource,
@@ -191,6 +200,13 @@ class Provider(TracerProvider):
         super().add_span_processor(span_processor)
         if type(span_processor).on_start not in _NO_OP_STARTS:
             self.starts = (*self.starts, span_processor)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """What the SDK's does, after our tracers have handed on what they hold
+        (requests answered in the last ``HAND_ON_AFTER_S``)."""
+        for tracer in list(self.tracers):
+            tracer.drain()
+        return super().force_flush(timeout_millis)
 
 
 class SdkTracer:
@@ -406,7 +422,13 @@ class LightSpan(Span):
                 span_errors.record_error(self, exc, self._call)
         finally:
             _current.reset(self._token)
-            self.end()
+            # (``end``, written out for a child span: it ends every model call)
+            if self._end_time is None:
+                self._end_time = time.time_ns()
+                ended = self._tracer._ended
+                ended.append(self)
+                if len(ended) > _MAX_WAITING:
+                    self._tracer.drain()
 
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
@@ -415,11 +437,13 @@ class LightSpan(Span):
         tracer = self._tracer
         ended = tracer._ended
         ended.append(self)
-        # A root's end (its request answered) hands the request's spans on. A span
-        # that ends after its root (a task cancelled late) goes with the next
-        # request's, or at shutdown; a queue grown past ``_MAX_WAITING`` (roots
-        # that never end) is handed on at once.
-        if self._root or len(ended) > _MAX_WAITING:
+        # A root's end (its request answered) hands the request's spans on, soon
+        # (``LightTracer.hand_on``). A span that ends after its root (a task
+        # cancelled late) goes with the next request's, or at shutdown; a queue
+        # grown past ``_MAX_WAITING`` (roots that never end) is handed on at once.
+        if self._root:
+            tracer.hand_on()
+        elif len(ended) > _MAX_WAITING:
             tracer.drain()
 
     # -- what the processors get -----------------------------------------------------
@@ -465,6 +489,7 @@ class LightTracer:
         scope: InstrumentationScope,
         limits: SpanLimits | None = None,
         provider: Provider | None = None,
+        hand_on_after_s: float = HAND_ON_AFTER_S,
     ) -> None:
         self.processor = processor
         # Whose ``starts`` to call when a span starts; without one, ``processor``'s.
@@ -487,6 +512,12 @@ class LightTracer:
         self._ended: deque[LightSpan] = deque()
         # Work put off until then (``LightSpan.later``).
         self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self.hand_on_after_s = hand_on_after_s
+        # The pending hand-on (``hand_on``) and the loop it waits on.
+        self._hand_on: asyncio.TimerHandle | None = None
+        self._hand_on_loop: asyncio.AbstractEventLoop | None = None
+        if provider is not None:
+            provider.tracers.add(self)
 
     def start(
         self,
@@ -526,7 +557,13 @@ class LightTracer:
         parent = _current.get()
         if parent.__class__ is not LightSpan:
             return None
-        return self._child_of(parent, name, kind, attributes, call)
+        # (``_child_of``, written out: this runs on every model call)
+        span_id = (self._random_ids and _random_bits(64)) or self.ids.generate_span_id()
+        span = LightSpan(self, name, parent.trace, span_id, parent, None, kind, attributes)
+        span._call = call
+        if self._provider is None or self._provider.starts:
+            self._started(span)
+        return span
 
     def _child_of(
         self,
@@ -588,9 +625,42 @@ class LightTracer:
             for processor in provider.starts:
                 processor.on_start(span)  # type: ignore[arg-type]
 
+    def hand_on(self) -> None:
+        """``drain`` in ``hand_on_after_s``, on the running event loop (at once outside
+        one, or with no delay): one timer for every request that answers before
+        it fires.
+
+        Why not at once: a client that sends its next request as soon as it
+        has an answer (one client, back to back) found the loop still busy
+        with this work, and waited for it. A few milliseconds on, the loop is
+        usually waiting for a model's answer; the batch processor holds spans
+        for seconds anyway. (Under load the work is the same, only batched.)
+        """
+        waiting = self._hand_on_loop
+        if self._hand_on is not None and waiting is not None and not waiting.is_closed():
+            return  # (a timer on a closed loop never fires: made anew below)
+        if self.hand_on_after_s <= 0:
+            self.drain()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # (a span ended outside any loop: a test, a thread)
+            self.drain()
+            return
+        self._hand_on_loop = loop
+        self._hand_on = loop.call_later(self.hand_on_after_s, self._handed_on)
+
+    def _handed_on(self) -> None:
+        self._hand_on = None
+        self.drain()
+
     def drain(self) -> None:
         """Run the work put off (``LightSpan.later``) and hand every ended span to the
-        processors (also on shutdown)."""
+        processors (also on shutdown and ``Provider.force_flush``)."""
+        timer, self._hand_on = self._hand_on, None
+        if timer is not None:  # (drained now: the timer would find nothing)
+            with contextlib.suppress(RuntimeError):  # (its loop may be closed)
+                timer.cancel()
         later = self._later
         while later:
             try:

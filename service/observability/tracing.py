@@ -171,7 +171,7 @@ def _child(
     """A child span of the current one, current for the code inside: ours, as its own
     context manager, under a span of ours; else through ``_Scope``. ``attributes``
     is the span's own (not copied)."""
-    if tracer.__class__ is spans.LightTracer:
+    if isinstance(tracer, spans.LightTracer):
         own = tracer.child(name, kind, attributes, call)
         if own is not None:
             return own
@@ -232,7 +232,12 @@ def model_call(
     attrs = {**spans_.attributes, **attributes} if attributes else dict(spans_.attributes)
     if prompt is not None and tracing.capture_content:
         attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
-    return _child(tracing.tracer, spans_.name, spans_.kind, attrs, True)
+    tracer = tracing.tracer
+    if isinstance(tracer, spans.LightTracer):  # (``_child``'s first step, on every call)
+        own = tracer.child(spans_.name, spans_.kind, attrs, True)
+        if own is not None:
+            return own
+    return _Scope(tracer, spans_.name, spans_.kind, attrs, True)
 
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:

@@ -387,3 +387,17 @@ async def test_shutdown_hands_on_what_waits_for_its_timer(
     assert [s.name for s in exporter.get_finished_spans()] == ["root"]
     await asyncio.sleep(0)  # (the timer was cancelled: nothing is handed on twice)
     assert len(exporter.get_finished_spans()) == 1
+
+
+async def test_the_providers_shutdown_hands_on_what_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the SDK's ``atexit`` hook calls, where a process exits without its
+    app's shutdown: requests answered in the last few milliseconds still count."""
+    provider, exporter = _setup(monkeypatch)
+    tracer = LightTracer.of(provider, SCOPE)
+    tracer.hand_on_after_s = 60.0
+    tracer.start("root", SpanKind.SERVER).end()
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
+    assert [s.name for s in exporter.get_finished_spans()] == ["root"]

@@ -62,11 +62,11 @@ def observe(histogram: Histogram, amount: float) -> None:
 
     Exemplars are served in the OpenMetrics exposition only (``render``), which
     Prometheus asks for by default (with ``--enable-feature=exemplar-storage``).
-    The count is taken now; the exemplar is set once the request has answered
-    (``LightSpan.later``): at one client, the exemplars a ``static`` request
-    writes (one per model call, one for the request) cost it about 0.2 ms of
-    latency when written in its course. It is set on
-    the bucket directly, without the check prometheus_client makes of every
+    The count is taken now; the exemplar is set once the request has answered,
+    with its spans (``LightSpan.later``, ``LightTracer.hand_on``): at one
+    client, the exemplars a ``static`` request writes (one per model call, one
+    for the request) cost it about 0.2 ms of latency when written in its
+    course. It is set on the bucket directly, without the check prometheus_client makes of every
     exemplar given to its ``observe`` (a regex per label name, the
     128-character limit): ours always has ``_EXEMPLAR_SHAPE``, checked once
     per app by ``Metrics``.

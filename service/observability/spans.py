@@ -204,9 +204,18 @@ class Provider(TracerProvider):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """What the SDK's does, after our tracers have handed on what they hold
         (requests answered in the last ``HAND_ON_AFTER_S``)."""
+        self._hand_on()
+        return super().force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """The same before the SDK's shutdown (which its ``atexit`` hook also calls,
+        for a process that exits without shutting its app down)."""
+        self._hand_on()
+        super().shutdown()
+
+    def _hand_on(self) -> None:
         for tracer in list(self.tracers):
             tracer.drain()
-        return super().force_flush(timeout_millis)
 
 
 class SdkTracer:

@@ -344,13 +344,21 @@ async def test_a_requests_spans_are_handed_on_soon_after_it_answers(
         assert names.count("POST /solve") == 1 and len(names) > 1, names
 
 
+def _waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[trace_setup.Tracing, LightTracer, InMemorySpanExporter]:
+    """An app's tracing whose tracer hands spans on a minute after their root ends."""
+    provider, exporter = _setup(monkeypatch)
+    tracing_ = trace_setup.Tracing(provider)
+    assert isinstance(tracing_.tracer, LightTracer)
+    tracing_.tracer.hand_on_after_s = 60.0
+    return tracing_, tracing_.tracer, exporter
+
+
 def test_a_hand_on_left_on_a_closed_loop_holds_nothing_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    provider, exporter = _setup(monkeypatch)
-    tracing_ = trace_setup.Tracing(provider)
-    tracer = tracing_.tracer
-    assert isinstance(tracer, LightTracer)
+    _, tracer, exporter = _waiting(monkeypatch)
 
     async def request(name: str) -> None:
         root = tracer.start(name, SpanKind.SERVER)
@@ -359,7 +367,6 @@ def test_a_hand_on_left_on_a_closed_loop_holds_nothing_back(
         spans.leave(token)
         root.end()
 
-    tracer.hand_on_after_s = 60.0
     asyncio.run(request("first"))  # its loop closes with the timer pending
     assert exporter.get_finished_spans() == ()
 
@@ -376,11 +383,7 @@ def test_a_hand_on_left_on_a_closed_loop_holds_nothing_back(
 async def test_shutdown_hands_on_what_waits_for_its_timer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    provider, exporter = _setup(monkeypatch)
-    tracing_ = trace_setup.Tracing(provider)
-    tracer = tracing_.tracer
-    assert isinstance(tracer, LightTracer)
-    tracer.hand_on_after_s = 60.0
+    tracing_, tracer, exporter = _waiting(monkeypatch)
     tracer.start("root", SpanKind.SERVER).end()
     assert exporter.get_finished_spans() == ()
     tracing_.shutdown()

@@ -232,12 +232,7 @@ def model_call(
     attrs = {**spans_.attributes, **attributes} if attributes else dict(spans_.attributes)
     if prompt is not None and tracing.capture_content:
         attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
-    tracer = tracing.tracer
-    if isinstance(tracer, spans.LightTracer):  # (``_child``'s first step, on every call)
-        own = tracer.child(spans_.name, spans_.kind, attrs, True)
-        if own is not None:
-            return own
-    return _Scope(tracer, spans_.name, spans_.kind, attrs, True)
+    return _child(tracing.tracer, spans_.name, spans_.kind, attrs, True)
 
 
 def record_completion(span_: Span, completion: Completion, response_model: str = "") -> None:

@@ -10,7 +10,8 @@ client so drift on a shared machine hits every configuration alike:
 - ``before`` (with ``--tracing-baseline REF``): the service as of ``REF``
   (``git archive``), from before tracing existed: what ``off`` is compared with;
 - ``on-sampled`` (with ``--tracing-ratio R``): ``on`` with
-  ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at ``R``;
+  ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at ``R`` (``0``: no request
+  sampled, so nothing is recorded or exported: what the plumbing alone costs);
 - ``on-earlier`` (with ``--tracing-compare REF``): ``on`` with the service as
   of ``REF``: an earlier tracing implementation, side by side with this one;
 - ``off-again`` (with ``--tracing-aa``): a second ``off``: off-again - off is
@@ -52,7 +53,8 @@ OFF = {"OTEL_TRACES_EXPORTER": "none"}
 TARGET_ADDED_P50_MS = 0.3
 
 
-def _env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, str]:
+def service_env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, str]:
+    """The environment of one configuration's service (``config`` as named above)."""
     env = {
         **stub_env(stub_url),
         # Every request runs every stage: a cached answer would measure the cache.
@@ -74,14 +76,21 @@ def _env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, st
     return env
 
 
+def measured_configs(args: Any) -> list[str]:
+    """The configurations a run's options ask for, in the order they are started."""
+    configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
+    # (0 is a ratio too: no request sampled, the plumbing alone)
+    configs += ["on-sampled"] if args.tracing_ratio is not None else []
+    configs += ["on-earlier"] if args.tracing_compare else []
+    configs += ["off-again"] if args.tracing_aa else []
+    return configs
+
+
 def tracing_cost(
     measure: Callable[..., Any], measure_interleaved: Callable[..., Any], args: Any
 ) -> dict[str, Any]:
     """Rows per configuration and mode, and what tracing adds at p50."""
-    configs = ["off", "on"] + (["before"] if args.tracing_baseline else [])
-    configs += ["on-sampled"] if args.tracing_ratio else []
-    configs += ["on-earlier"] if args.tracing_compare else []
-    configs += ["off-again"] if args.tracing_aa else []
+    configs = measured_configs(args)
     trees = {"before": args.tracing_baseline, "on-earlier": args.tracing_compare}
     # Rounds of their own length, when asked (a static p50 over ~80 requests per
     # service in a 30 s round moves by a few tenths of a millisecond).
@@ -106,7 +115,9 @@ def tracing_cost(
         env = {"before": "off", "on-earlier": "on", "off-again": "off"}
         samples = rounds(
             lambda: {
-                c: start_service(_env(stub.url, env.get(c, c), args.tracing_ratio), cwd=cwd[c])
+                c: start_service(
+                    service_env(stub.url, env.get(c, c), args.tracing_ratio), cwd=cwd[c]
+                )
                 for c in configs
             },
             args.tracing_rounds,

@@ -290,7 +290,8 @@ def stream_cost(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": out, "server_p50_le_1ms": met}
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (the shared ones from ``_bench.arguments`` first)."""
     parser = arguments(__doc__)
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
     parser.add_argument(
@@ -329,7 +330,8 @@ def main() -> int:
         "--tracing-ratio",
         type=float,
         default=None,
-        help="also measure tracing on with this parent-based trace-id ratio sampling",
+        help="also measure tracing on with this parent-based trace-id ratio sampling "
+        "(0: every request unsampled, what tracing costs with nothing recorded)",
     )
     parser.add_argument(
         "--tracing-baseline",
@@ -366,7 +368,11 @@ def main() -> int:
     parser.add_argument(
         "--features-delay-s", type=float, default=0.02, help="stub delay for the features rounds"
     )
-    args = parse(parser, "overhead")
+    return parser
+
+
+def main() -> int:
+    args = parse(build_parser(), "overhead")
     if args.smoke:
         args.concurrency, args.duration_s, args.warmup_s, args.delay_s = "1,4", 1.0, 0.3, 0.02
         args.limits = "default"

@@ -256,6 +256,27 @@ def test_the_paired_figure_is_judged_on_its_interval() -> None:
     assert verdict(None, 1.0) == "undecided"
 
 
+def test_a_zero_sampling_ratio_is_measured_as_one() -> None:
+    """``overhead.py --tracing-ratio 0``: a service on which no request is sampled
+    (the plumbing alone), not silently no such service because 0 is falsy."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _tracing_cost import measured_configs, service_env
+        from overhead import build_parser
+    finally:
+        sys.path.remove(str(BENCH))
+    parser = build_parser()
+    zero = parser.parse_args(["--tracing-ratio", "0", "--tracing-aa"])
+    assert measured_configs(zero) == ["off", "on", "on-sampled", "off-again"]
+    env = service_env("http://127.0.0.1:9", "on-sampled", zero.tracing_ratio)
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.0"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:9"
+    assert "OTEL_TRACES_EXPORTER" not in env
+    assert measured_configs(parser.parse_args([])) == ["off", "on"]
+    assert service_env("http://127.0.0.1:9", "off")["OTEL_TRACES_EXPORTER"] == "none"
+
+
 def test_avx2_emulation_caps_the_isa_probes_vllm_reads() -> None:
     """``decompose_speed.py --isa avx2``: every process sees no AVX-512, no bf16, no AMX."""
     probe = (

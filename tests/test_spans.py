@@ -73,6 +73,55 @@ async def test_always_off_records_nothing(monkeypatch: pytest.MonkeyPatch) -> No
     assert {_flags(h["traceparent"]) for h in solver.headers} == {"00"}
 
 
+async def test_a_request_we_do_not_sample_still_continues_the_callers_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our sampler drops the request (the caller sampled it): no span, yet every
+    solver call carries the caller's trace, its ``tracestate``, our flag, and our
+    server span's id as the parent, the one ``traceresponse`` names."""
+    provider, exporter = _setup(monkeypatch, OTEL_TRACES_SAMPLER="always_off")
+    solver = ScriptedSolver("ok")
+    async with traced(provider, solver=solver) as client:
+        resp = await client.post(
+            "/solve",
+            json={"question": "What is 2 + 3?", "mode": "static"},
+            headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01", "tracestate": "ven=1"},
+        )
+    assert resp.status_code == 200, resp.text
+    assert exporter.get_finished_spans() == ()
+    version, trace_id, ours, flags = resp.headers["traceresponse"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00")
+    assert ours != "00f067aa0ba902b7"
+    assert len(solver.headers) == 3  # two subquestions and the final answer
+    assert {h["traceparent"] for h in solver.headers} == {f"00-{TRACE_ID}-{ours}-00"}
+    assert {h["tracestate"] for h in solver.headers} == {"ven=1"}
+
+
+def test_an_unsampled_root_is_the_current_span_for_every_step_under_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span per step of a request we do not sample: the helpers get its root, which
+    still writes the request's ``traceparent``."""
+    provider, exporter = _setup(monkeypatch, OTEL_TRACES_SAMPLER="always_off")
+    tracer = LightTracer.of(provider, SCOPE)
+    root = tracer.start("POST", SpanKind.SERVER)
+    assert isinstance(root, spans.QuietSpan) and not root.is_recording()
+    ctx = root.get_span_context()
+    assert root.traceparent() == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-00"
+    token = spans.enter(root)
+    try:
+        step = tracer.child("chat stub", SpanKind.CLIENT, {}, call=True)
+        assert step is not None
+        with step as inside:
+            assert inside is root and spans.current() is root
+        assert tracer.start("invoke_workflow x", SpanKind.INTERNAL) is root
+    finally:
+        spans.leave(token)
+    root.end()
+    provider.force_flush()
+    assert exporter.get_finished_spans() == ()
+
+
 async def test_a_ratio_sampler_keeps_or_drops_whole_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

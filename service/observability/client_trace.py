@@ -39,22 +39,12 @@ async def carry_trace(request: httpx2.Request) -> None:
     """Write the current span's context into ``request``; tell the span where it goes."""
     span = spans.own()
     if span.__class__ is spans.LightSpan:
-        trace_ = span.trace
-        plain = trace_.plain  # (``propagation.plain_for``, decided at the first call)
-        if plain is None:
-            plain = propagation.plain_for(trace_)
-        if _RAW_LIST and plain:
-            # (``propagation.inject``'s plain path, written straight into the list;
-            # ``span.traceparent()`` written out)
-            header = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
-            raw = request.headers._list
-            raw.append((b"traceparent", b"traceparent", header.encode()))
-            if trace_.tracestate:
-                raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
-        else:
-            propagation.inject(request.headers, span)
+        _write(request, span)
         # Its server.address and server.port are worked out when it is handed on.
         span.late.append((server_of, request.url))
+        return
+    if span.__class__ is spans.QuietSpan:  # our unsampled request: the same header
+        _write(request, span)
         return
     span = spans.current()  # the SDK's span, or the OTel context's
     if spans.carries_trace(span):
@@ -62,6 +52,24 @@ async def carry_trace(request: httpx2.Request) -> None:
         propagation.inject(request.headers, span)
         if span.is_recording():
             span.set_attributes(server_of(request.url))
+
+
+def _write(request: httpx2.Request, span: spans.LightSpan | spans.QuietSpan) -> None:
+    """``span``'s ``traceparent`` (and ``tracestate``) into ``request``'s headers."""
+    trace_ = span.trace
+    plain = trace_.plain  # (``propagation.plain_for``, decided at the first call)
+    if plain is None:
+        plain = propagation.plain_for(trace_)
+    if _RAW_LIST and plain:
+        # (``propagation.inject``'s plain path, written straight into the list;
+        # ``span.traceparent()`` written out)
+        header = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
+        raw = request.headers._list
+        raw.append((b"traceparent", b"traceparent", header.encode()))
+        if trace_.tracestate:
+            raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
+    else:
+        propagation.inject(request.headers, span)
 
 
 def _raw_list_works() -> bool:

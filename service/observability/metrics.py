@@ -77,6 +77,8 @@ def observe(histogram: Histogram, amount: float) -> None:
         if span.trace.sampled:
             span.later(_exemplar, histogram, amount, span, time.time())
         return
+    if span.__class__ is spans.QuietSpan:  # our unsampled request: no exemplar
+        return
     span = spans.current()  # the SDK's span, or the OTel context's
     ctx = span.get_span_context()
     if ctx.is_valid and ctx.trace_flags.sampled:

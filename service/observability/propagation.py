@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
 
-from service.observability.spans import LightSpan, Trace
+from service.observability.spans import LightSpan, QuietSpan, Trace
 
 _PROBE = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
@@ -43,7 +43,7 @@ def traceparent(ctx: SpanContext) -> str:
 
 def traceparent_of(span: Span) -> str:
     """The W3C ``traceparent`` value of a span's context."""
-    if span.__class__ is LightSpan:
+    if span.__class__ is LightSpan or span.__class__ is QuietSpan:
         return span.traceparent()
     return traceparent(span.get_span_context())
 
@@ -82,7 +82,7 @@ def plain_for(trace_: Trace) -> bool:
 
 def inject(headers: MutableMapping[str, str], span: Span) -> None:
     """Write ``span``'s context into ``headers`` as the configured propagator would."""
-    if span.__class__ is LightSpan:
+    if isinstance(span, (LightSpan, QuietSpan)):  # ours: the request's trace at hand
         trace_ = span.trace
         if plain_for(trace_):  # the request's headers are half made
             headers["traceparent"] = span.traceparent()

@@ -20,7 +20,8 @@ What still holds, as the SDK does it:
   per trace in this process, at the request's root span, with the caller's
   context; the spans under it follow that decision (what the default
   ``parentbased_*`` samplers give). An unsampled request makes one
-  non-recording span, which still carries ``traceparent`` to the solvers.
+  non-recording span (``QuietSpan``), which still carries ``traceparent``
+  to the solvers, written as directly as a sampled request's.
   The SDK's default sampler itself (``ParentBased(ALWAYS_ON)``) is not
   called: its answer is the caller's sampled flag, or yes without a caller.
 - **Limits**: ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_COUNT_LIMIT``

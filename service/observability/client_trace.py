@@ -61,11 +61,9 @@ def _write(request: httpx2.Request, span: spans.LightSpan | spans.QuietSpan) -> 
     if plain is None:
         plain = propagation.plain_for(trace_)
     if _RAW_LIST and plain:
-        # (``propagation.inject``'s plain path, written straight into the list;
-        # ``span.traceparent()`` written out)
-        header = f"{trace_.head}{span.span_id:016x}{trace_.tail}"
+        # (``propagation.inject``'s plain path, written straight into the list)
         raw = request.headers._list
-        raw.append((b"traceparent", b"traceparent", header.encode()))
+        raw.append((b"traceparent", b"traceparent", trace_.traceparent(span.span_id).encode()))
         if trace_.tracestate:
             raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
     else:

@@ -66,10 +66,10 @@ def observe(histogram: Histogram, amount: float) -> None:
     with its spans (``LightSpan.later``, ``LightTracer.hand_on``): at one
     client, the exemplars a ``static`` request writes (one per model call, one
     for the request) cost it about 0.2 ms of latency when written in its
-    course. It is set on the bucket directly, without the check prometheus_client makes of every
-    exemplar given to its ``observe`` (a regex per label name, the
-    128-character limit): ours always has ``_EXEMPLAR_SHAPE``, checked once
-    per app by ``Metrics``.
+    course. It is set on the bucket directly, without the check
+    prometheus_client makes of every exemplar given to its ``observe`` (a
+    regex per label name, the 128-character limit): ours always has
+    ``_EXEMPLAR_SHAPE``, checked once per app by ``Metrics``.
     """
     histogram.observe(amount)
     span = spans.own()

@@ -643,11 +643,10 @@ class LightTracer:
             attrs = dict(result.attributes) if result.attributes else {}
         flags = _SAMPLED if sampled else _NOT_SAMPLED
         span_id = self.ids.generate_span_id()
-        if drop:
-            context_ = SpanContext(trace_id, span_id, False, flags, trace_state)
-            return QuietSpan(context_, Trace(trace_id, flags, trace_state))
-        parent = parent_ctx if valid else None
         trace_ = Trace(trace_id, flags, trace_state)
+        if drop:
+            return QuietSpan(SpanContext(trace_id, span_id, False, flags, trace_state), trace_)
+        parent = parent_ctx if valid else None
         span = LightSpan(self, name, trace_, span_id, None, parent, kind, attrs)
         self._started(span)
         return span

@@ -60,6 +60,25 @@ def wait_http(
     return time.perf_counter()
 
 
+def git_head() -> str | None:
+    """The commit of the tree measured (``ROOT``), with ``-dirty`` when its ``service``
+    package differs from it; None outside a git checkout. Runs of one request path
+    can then be told apart from runs of another (``pooled.py``)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "service"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return head + ("-dirty" if changed else "")
+    return None
+
+
 def machine() -> dict[str, Any]:
     model = platform.processor() or "unknown"
     generation: dict[str, str] = {}
@@ -93,6 +112,7 @@ def machine() -> dict[str, Any]:
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
         "contention": busy,
+        "git": git_head(),
     }
 
 

@@ -113,6 +113,21 @@ def median_ci(
     return found
 
 
+def paired(diffs: Sequence[float]) -> dict[str, Any]:
+    """The paired figure of within-round differences (new - old, one per round): their
+    median, range and interval (``median_ci``), as ``added_rows`` reports them."""
+    interval = median_ci(diffs)
+    return {
+        "latency_p50_added_paired_ms": round(_p50(list(diffs)), 3),
+        "paired_range_ms": f"{min(diffs):.2f}..{max(diffs):.2f}",
+        "paired_ci_ms": (
+            f"{interval[0]:.2f}..{interval[1]:.2f} ({interval[2]:.1%})" if interval else None
+        ),
+        # The same, as numbers, for the JSON and ``verdict`` (not printed).
+        "paired_ci": [round(x, 3) for x in interval] if interval else None,
+    }
+
+
 def verdict(interval: Sequence[float] | None, target: float) -> str:
     """``met`` (the whole interval at or under ``target``), ``not met`` (all of it
     over), or ``undecided`` (it straddles the target, or there is none)."""
@@ -171,16 +186,7 @@ def added_rows(
                     x["latency_p50_ms"] - y["latency_p50_ms"]
                     for x, y in zip(samples[(new, mode)], samples[(old, mode)], strict=True)
                 ]
-                row["latency_p50_added_paired_ms"] = round(_p50(diffs), 3)
-                row["paired_range_ms"] = f"{min(diffs):.2f}..{max(diffs):.2f}"
-                interval = median_ci(diffs)
-                row["paired_ci_ms"] = (
-                    f"{interval[0]:.2f}..{interval[1]:.2f} ({interval[2]:.1%})"
-                    if interval
-                    else None
-                )
-                # The same, as numbers, for the JSON and ``verdict`` (not printed).
-                row["paired_ci"] = [round(x, 3) for x in interval] if interval else None
+                row |= paired(diffs)
             added.append(row)
     return added
 

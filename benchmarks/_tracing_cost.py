@@ -152,6 +152,8 @@ def tracing_cost(
         "delay_s": args.tracing_delay_s,
         "baseline": args.tracing_baseline,
         "compare": args.tracing_compare,
+        # on-sampled's sampling ratio (None: not measured): runs pooled by it.
+        "ratio": args.tracing_ratio,
         **figures,
         "on_added_client_p50_le_0_3ms": met,
         "on_added_client_p50_le_0_3ms_by_mode": by_mode,

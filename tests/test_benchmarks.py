@@ -277,6 +277,97 @@ def test_a_zero_sampling_ratio_is_measured_as_one() -> None:
     assert service_env("http://127.0.0.1:9", "off")["OTEL_TRACES_EXPORTER"] == "none"
 
 
+def _tracing_run(
+    path: Path,
+    on: list[float],
+    off: list[float],
+    flags: str = "avx2 avx512f",
+    sampled: tuple[float, list[float]] | None = None,
+) -> Path:
+    """An ``overhead.py`` result file with these rounds' ``static`` p50s, as it writes
+    them (only the keys ``pooled.py`` reads); ``sampled``: an ``on-sampled`` service's
+    ratio and p50s."""
+    by_round = {"on/static": on, "off/static": off}
+    if sampled is not None:
+        by_round["on-sampled/static"] = sampled[1]
+    report = {
+        "machine": {
+            "cpu": "Test CPU",
+            "cpu_generation": {"cpu family": "25", "model": "17"},
+            "cpu_flags": flags,
+            "date_utc": "2026-12-06 22:06",
+            "git": "abc1234",
+        },
+        "tracing": {
+            "modes": ["static"],
+            "delay_s": 0.02,
+            "ratio": sampled[0] if sampled else None,
+            "latency_p50_ms_by_round": by_round,
+        },
+    }
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_pooled_runs_are_judged_on_all_their_rounds(tmp_path: Path) -> None:
+    """``pooled.py``: the within-round differences of several runs, one interval over
+    all of them, where each run alone is undecided; runs on another CPU refused."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _side_by_side import median_ci
+        from pooled import load, pool
+    finally:
+        sys.path.remove(str(BENCH))
+    off = [90.0] * 7
+    # Differences 0.31..0.37 and 0.28..0.43: each run's 7-round interval is its
+    # min and max (98.4 %), which straddles 0.3 in the second.
+    first = [0.31, 0.32, 0.33, 0.34, 0.35, 0.36, 0.37]
+    second = [0.28, 0.36, 0.38, 0.39, 0.40, 0.41, 0.43]
+    a = _tracing_run(tmp_path / "a.json", [90.0 + d for d in first], off)
+    b = _tracing_run(tmp_path / "b.json", [90.0 + d for d in second], off)
+    rows = pool(load([a, b], "static"), "static", 0.3)
+    assert [r["run"] for r in rows] == ["a.json", "b.json", "pooled (2 runs)"]
+    assert [r["rounds"] for r in rows] == [7, 7, 14]
+    assert [r["verdict"] for r in rows] == ["not met", "undecided", "not met"]
+    interval = median_ci(first + second)
+    assert interval is not None
+    low, high, level = interval
+    assert rows[-1]["paired_ci"] == pytest.approx([low, high, level], abs=1e-3)
+    assert low > 0.3 and level >= 0.9
+    # The upper median of the 14 differences, as overhead.py takes a median.
+    assert rows[-1]["latency_p50_added_paired_ms"] == pytest.approx(0.36)
+    assert rows[0]["git"] == "abc1234"
+
+    # Sampled at different ratios: two comparisons, each judged, not one pooled.
+    zero = _tracing_run(tmp_path / "z.json", [90.4] * 7, off, sampled=(0.0, [90.2] * 7))
+    tenth = _tracing_run(tmp_path / "t.json", [90.4] * 7, off, sampled=(0.1, [90.25] * 7))
+    sampled_rows = [
+        r for r in pool(load([zero, tenth], "static"), "static", 0.3) if "ratio" in r["compare"]
+    ]
+    assert [(r["compare"], r["run"], r["verdict"]) for r in sampled_rows] == [
+        ("on-sampled (ratio 0.0) - off", "z.json", "met"),
+        ("on-sampled (ratio 0.1) - off", "t.json", "met"),
+    ]
+
+    other = _tracing_run(tmp_path / "c.json", [90.5] * 7, off, flags="avx2")
+    with pytest.raises(SystemExit, match="different machines"):
+        load([a, other], "static")
+    with pytest.raises(SystemExit, match="no direct rounds"):
+        load([a], "direct")
+
+    # The one command, as the docs give it.
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "pooled.py"), str(a), str(b)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = markdown_table(proc.stdout)
+    assert any("pooled (2 runs)" in line and "not met" in line for line in table), proc.stdout
+
+
 def test_avx2_emulation_caps_the_isa_probes_vllm_reads() -> None:
     """``decompose_speed.py --isa avx2``: every process sees no AVX-512, no bf16, no AMX."""
     probe = (

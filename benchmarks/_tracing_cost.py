@@ -51,6 +51,14 @@ from _side_by_side import ADDED, compare, rounds, verdict
 
 OFF = {"OTEL_TRACES_EXPORTER": "none"}
 TARGET_ADDED_P50_MS = 0.3
+# The comparisons reported, new - old (those of configurations measured).
+PAIRS = (
+    ("on", "off"),
+    ("off", "before"),
+    ("on-sampled", "off"),
+    ("on", "on-earlier"),
+    ("off-again", "off"),
+)
 
 
 def service_env(stub_url: str, config: str, ratio: float | None = None) -> dict[str, str]:
@@ -126,14 +134,7 @@ def tracing_cost(
             together=None if args.tracing_sequential else interleaved,
             modes=modes,
         )
-    pairs = (
-        ("on", "off"),
-        ("off", "before"),
-        ("on-sampled", "off"),
-        ("on", "on-earlier"),
-        ("off-again", "off"),
-    )
-    figures = compare("tracing", samples, "tracing", list(ADDED.values()), pairs)
+    figures = compare("tracing", samples, "tracing", list(ADDED.values()), PAIRS)
     on = [a for a in figures["added"] if a["compare"] == "on - off"]
     # The spans around model calls are timed as part of those calls (stage
     # latency), so the overheads miss them: the target is judged on latency.

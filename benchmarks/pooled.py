@@ -37,16 +37,7 @@ from typing import Any
 
 from _bench import table, write_json
 from _side_by_side import paired, verdict
-from _tracing_cost import TARGET_ADDED_P50_MS
-
-# The comparisons ``_tracing_cost`` reports, new - old.
-PAIRS = (
-    ("on", "off"),
-    ("on-sampled", "off"),
-    ("on", "on-earlier"),
-    ("off", "before"),
-    ("off-again", "off"),
-)
+from _tracing_cost import PAIRS, TARGET_ADDED_P50_MS
 
 # What tracing costs, judged against the target as overhead.py judges on - off; the
 # other comparisons (the noise floor, two versions) get no verdict.

@@ -30,12 +30,11 @@ the verdict against the target (``_tracing_cost.TARGET_ADDED_P50_MS``).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-from _bench import table, write_json
+from _bench import arguments, table, write_json
 from _side_by_side import paired, verdict
 from _tracing_cost import PAIRS, TARGET_ADDED_P50_MS
 
@@ -152,9 +151,7 @@ def _services(report: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("files", nargs="+", type=Path, help="overhead.py result files (JSON)")
     parser.add_argument("--mode", default="static", help="the mode's rounds to pool")
     parser.add_argument("--target", type=float, default=TARGET_ADDED_P50_MS, help="ms p50")

@@ -63,7 +63,8 @@ def _write(request: httpx2.Request, span: spans.LightSpan | spans.QuietSpan) -> 
     if _RAW_LIST and plain:
         # (``propagation.inject``'s plain path, written straight into the list)
         raw = request.headers._list
-        raw.append((b"traceparent", b"traceparent", trace_.traceparent(span.span_id).encode()))
+        header = trace_.head + span.hex_id + trace_.tail
+        raw.append((b"traceparent", b"traceparent", header.encode()))
         if trace_.tracestate:
             raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
     else:

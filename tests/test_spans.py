@@ -8,6 +8,7 @@ limits, and values the SDK would refuse.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -332,6 +333,67 @@ def test_the_current_span_is_ours_inside_and_the_otel_contexts_outside(
         assert spans.current() is outer
     finally:
         context.detach(otel_token)
+
+
+def test_ids_made_ahead_are_each_spans_own_and_its_traceparent_carries_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Span and trace ids come from pools made ahead (``spans._Ids``): every span
+    gets its own, its ``traceparent`` carries exactly its ids, and handing the
+    spans on tops the pools up again."""
+    tracer, exporter = _tracer(monkeypatch)
+    pool = tracer._span_ids.ready
+    assert len(pool) == spans._SPAN_IDS_AHEAD
+    headers: dict[str, str] = {}
+    for n in range(3):
+        root = tracer.start("root", SpanKind.SERVER)
+        token = spans.enter(root)
+        child = tracer.child(f"call {n}", SpanKind.CLIENT, {}, True)
+        assert child is not None
+        with child as span:
+            assert isinstance(span, LightSpan)
+            headers[f"call {n}"] = span.traceparent()
+        spans.leave(token)
+        root.end()  # outside an event loop: handed on at once
+    finished = exporter.get_finished_spans()
+    assert len({s.context.span_id for s in finished if s.context}) == 6
+    assert len({s.context.trace_id for s in finished if s.context}) == 3
+    for s in finished:
+        if s.name in headers:
+            assert s.context is not None
+            version, trace_hex, span_hex, flags = headers[s.name].split("-")
+            assert (version, flags) == ("00", "01")
+            assert int(trace_hex, 16) == s.context.trace_id and len(trace_hex) == 32
+            assert int(span_hex, 16) == s.context.span_id and len(span_hex) == 16
+    assert len(pool) == spans._SPAN_IDS_AHEAD
+
+
+def test_a_forked_child_does_not_take_the_ids_its_parent_made_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ids made before a fork would name spans in both processes: the child
+    empties its pools and makes its own."""
+    tracer, _ = _tracer(monkeypatch)
+    ahead = {span_id for span_id, _ in tracer._span_ids.ready}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one span, its id to the parent, and out
+        code = 1
+        try:
+            os.close(read)
+            span = tracer.start("root", SpanKind.SERVER)
+            assert isinstance(span, LightSpan)
+            os.write(write, str(span.span_id).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_id = int(pipe.read())
+    assert os.waitpid(pid, 0)[1] == 0
+    assert child_id not in ahead
+    # The parent's pool is its own still.
+    assert tracer._span_ids.ready[0][0] in ahead
 
 
 def test_a_providers_id_generator_names_every_span(monkeypatch: pytest.MonkeyPatch) -> None:

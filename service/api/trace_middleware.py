@@ -51,9 +51,10 @@ class TraceMiddleware:
             return
         # Only the headers the configured propagators read (and the user agent).
         wanted = self._wanted()
-        carrier = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
-        }
+        carrier: dict[str, str] = {}
+        for k, v in scope["headers"]:  # (a loop: a comprehension is one more frame)
+            if k in wanted:
+                carrier[k.decode("latin-1")] = v.decode("latin-1")
         method = scope["method"]
         attributes = {
             "http.request.method": method,
@@ -79,7 +80,10 @@ class TraceMiddleware:
         # else the caller's headers brought (W3C baggage), for the solver calls.
         token = context.attach(trace.set_span_in_context(span, parent))
         span_token = spans.enter(span)
-        header = propagation.traceparent_of(span)
+        if span.__class__ is spans.LightSpan or span.__class__ is spans.QuietSpan:
+            header = span.trace.head + span.hex_id + span.trace.tail  # (without two frames)
+        else:
+            header = propagation.traceparent_of(span)
         ids = {"trace_id": header[3:35], "span_id": header[36:52]}
         header_bytes = header.encode()
         # The 500 handler runs outside this middleware: it finds the ids here.
@@ -92,13 +96,15 @@ class TraceMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"traceresponse", header_bytes)]
             await send(message)
 
+        # The app's tracing, current for the request (its spans, its model calls').
+        using = tracing.enter(self.tracing)
         try:
-            with tracing.using(self.tracing):
-                await self.app(scope, receive, send_traced)
+            await self.app(scope, receive, send_traced)
         except BaseException as exc:
             tracing.record_error(span, exc)
             raise
         finally:
+            tracing.leave(using)
             # A stream that failed after it began records what it came to.
             final = rec.status if rec.status is not None else status
             done: dict[str, str | int] = {"http.response.status_code": final}

@@ -38,13 +38,25 @@ from service.observability import propagation, spans
 async def carry_trace(request: httpx2.Request) -> None:
     """Write the current span's context into ``request``; tell the span where it goes."""
     span = spans.own()
-    if span.__class__ is spans.LightSpan:
-        _write(request, span)
-        # Its server.address and server.port are worked out when it is handed on.
-        span.late.append((server_of, request.url))
-        return
-    if span.__class__ is spans.QuietSpan:  # our unsampled request: the same header
-        _write(request, span)
+    if span.__class__ is spans.LightSpan or span.__class__ is spans.QuietSpan:  # ours
+        # Written out here, not in a helper: this runs at every model call, with the
+        # caches cold, where each Python frame costs a few microseconds.
+        trace_ = span.trace
+        plain = trace_.plain  # (``propagation.plain_for``, decided at the first call)
+        if plain is None:
+            plain = propagation.plain_for(trace_)
+        if _RAW_LIST and plain:
+            # (``propagation.inject``'s plain path, written straight into the list)
+            raw = request.headers._list
+            header = trace_.head + span.hex_id + trace_.tail
+            raw.append((b"traceparent", b"traceparent", header.encode()))
+            if trace_.tracestate:
+                raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
+        else:
+            propagation.inject(request.headers, span)
+        if span.__class__ is spans.LightSpan:
+            # Its server.address and server.port are worked out when it is handed on.
+            span.late.append((server_of, request.url))
         return
     span = spans.current()  # the SDK's span, or the OTel context's
     if spans.carries_trace(span):
@@ -52,23 +64,6 @@ async def carry_trace(request: httpx2.Request) -> None:
         propagation.inject(request.headers, span)
         if span.is_recording():
             span.set_attributes(server_of(request.url))
-
-
-def _write(request: httpx2.Request, span: spans.LightSpan | spans.QuietSpan) -> None:
-    """``span``'s ``traceparent`` (and ``tracestate``) into ``request``'s headers."""
-    trace_ = span.trace
-    plain = trace_.plain  # (``propagation.plain_for``, decided at the first call)
-    if plain is None:
-        plain = propagation.plain_for(trace_)
-    if _RAW_LIST and plain:
-        # (``propagation.inject``'s plain path, written straight into the list)
-        raw = request.headers._list
-        header = trace_.head + span.hex_id + trace_.tail
-        raw.append((b"traceparent", b"traceparent", header.encode()))
-        if trace_.tracestate:
-            raw.append((b"tracestate", b"tracestate", trace_.tracestate.encode()))
-    else:
-        propagation.inject(request.headers, span)
 
 
 def _raw_list_works() -> bool:

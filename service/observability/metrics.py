@@ -74,8 +74,9 @@ def observe(histogram: Histogram, amount: float) -> None:
     histogram.observe(amount)
     span = spans.own()
     if span.__class__ is spans.LightSpan:
-        if span.trace.sampled:
-            span.later(_exemplar, histogram, amount, span, time.time())
+        trace_ = span.trace
+        if trace_.sampled:  # (``span.later``, without its frame)
+            trace_.put_off((_exemplar, (histogram, amount, span, time.time())))
         return
     if span.__class__ is spans.QuietSpan:  # our unsampled request: no exemplar
         return

@@ -309,6 +309,11 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def _at_once(work: tuple[Callable[..., object], tuple[Any, ...]]) -> None:
+    fn, args = work
+    fn(*args)
+
+
 class Trace:
     """What the spans of one request share: the trace's id, flags and state, and the
     parts of the ``traceparent`` / ``tracestate`` headers its model calls carry
@@ -319,6 +324,7 @@ class Trace:
         "head",
         "hex_id",
         "plain",
+        "put_off",
         "sampled",
         "state",
         "tail",
@@ -333,6 +339,7 @@ class Trace:
         state: TraceState,
         hex_id: str | None = None,
         sampled: bool | None = None,
+        put_off: Callable[[tuple[Callable[..., object], tuple[Any, ...]]], None] | None = None,
     ) -> None:
         self.trace_id = trace_id
         self.hex_id = format(trace_id, "032x") if hex_id is None else hex_id
@@ -347,6 +354,10 @@ class Trace:
         self.head = "00-" + self.hex_id + "-"
         self.tail = _TAILS.get(flags) or f"-{flags:02x}"
         self.tracestate = "" if state is _NO_STATE or not state else state.to_header()
+        # ``put_off((fn, args))``: ``fn(*args)`` once the request has answered (its
+        # tracer's queue's own ``append``: ``LightSpan.later`` with no frame between,
+        # for the exemplar every model call writes); at once without a tracer.
+        self.put_off = _at_once if put_off is None else put_off
 
     def traceparent(self, hex_id: str) -> str:
         """The W3C ``traceparent`` value of this trace's span whose id is ``hex_id``."""
@@ -455,6 +466,26 @@ class LightSpan(Span):
         """Call ``fn(*args)`` once this span's request has answered (its tracer's
         ``drain``): trace work the request's client need not wait for."""
         self._tracer._later.append((fn, args))
+
+    def child(self, name: str, kind: SpanKind, attributes: dict[str, Any], call: bool) -> LightSpan:
+        """A child of this span, in its trace and its tracer's, to be used as a context
+        manager (current for the code inside; a failure inside marks it, ``call``:
+        as a model call's). ``attributes`` becomes the child's own (not copied).
+
+        What every model call and pipeline step starts: the parent already took
+        the sampling decision, so it is one frame and a constructor.
+        """
+        tracer = self._tracer
+        try:
+            span_id, hex_id = tracer._span_ids.ready.popleft()
+        except IndexError:
+            span_id, hex_id = tracer._new_span_id()
+        span = LightSpan(tracer, name, self.trace, span_id, hex_id, self, None, kind, attributes)
+        span._call = call
+        provider = tracer._provider
+        if provider is None or provider.starts:
+            tracer._started(span)
+        return span
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
@@ -663,10 +694,12 @@ class LightTracer:
             parent = _current.get()
             if parent is INVALID_SPAN:
                 parent = trace.get_current_span()  # (as ``current()``: the OTel context's)
+        elif not context:  # (an empty context: no caller, nothing to look up)
+            return self._root(name, kind, attributes, context, INVALID_SPAN_CONTEXT)
         else:
             parent = trace.get_current_span(context)
         if parent.__class__ is LightSpan:  # not isinstance: Span is an ABC, slow to check
-            return self._child_of(parent, name, kind, dict(attributes) if attributes else {})
+            return parent.child(name, kind, dict(attributes) if attributes else {}, False)
         parent_ctx = parent.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote:
             return parent  # a local non-recording span: the request is not sampled
@@ -680,33 +713,15 @@ class LightTracer:
         in an unsampled request of ours, its span's ``scope`` (no child); None
         when the current span is not ours (``start`` then decides).
 
-        ``attributes`` becomes the span's own (not copied). What every child span
-        of a request does: one frame, no sampling decision to take.
+        ``attributes`` becomes the span's own (not copied). A child of ours is
+        made by its parent (``LightSpan.child``), in the parent's trace.
         """
         parent = _current.get()
         if parent.__class__ is LightSpan:
-            return self._child_of(parent, name, kind, attributes, call)
+            return parent.child(name, kind, attributes, call)
         if parent.__class__ is QuietSpan:
             return parent.scope
         return None
-
-    def _child_of(
-        self,
-        parent: LightSpan,
-        name: str,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        call: bool = False,
-    ) -> LightSpan:
-        try:
-            span_id, hex_id = self._span_ids.ready.popleft()
-        except IndexError:
-            span_id, hex_id = self._new_span_id()
-        span = LightSpan(self, name, parent.trace, span_id, hex_id, parent, None, kind, attributes)
-        span._call = call
-        if self._provider is None or self._provider.starts:
-            self._started(span)
-        return span
 
     def _root(
         self,
@@ -742,13 +757,15 @@ class LightTracer:
             span_id, hex_id = self._span_ids.ready.popleft()
         except IndexError:
             span_id, hex_id = self._new_span_id()
-        trace_ = Trace(trace_id, flags, trace_state, trace_hex, sampled)
+        trace_ = Trace(trace_id, flags, trace_state, trace_hex, sampled, self._later.append)
         if drop:
             context_ = SpanContext(trace_id, span_id, False, flags, trace_state)
             return QuietSpan(context_, trace_, hex_id)
         parent = parent_ctx if valid else None
         span = LightSpan(self, name, trace_, span_id, hex_id, None, parent, kind, attrs)
-        self._started(span)
+        provider = self._provider
+        if provider is None or provider.starts:
+            self._started(span)
         return span
 
     def _new_span_id(self) -> tuple[int, str]:

@@ -37,7 +37,7 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -75,19 +75,20 @@ _current: contextvars.ContextVar[Tracing | None] = contextvars.ContextVar(
 current: Callable[[], Tracing | None] = _current.get
 
 
-class using:  # a class, not a generator: entered once per traced request
-    """Make ``tracing`` the current one for the code run inside (one request)."""
+# ``enter(tracing)`` makes ``tracing`` the current one (one request) until
+# ``leave(token)``: the context variable's own methods (no Python frame between).
+enter: Callable[[Tracing], contextvars.Token[Tracing | None]] = _current.set
+leave: Callable[[contextvars.Token[Tracing | None]], None] = _current.reset
 
-    __slots__ = ("_token", "_tracing")
 
-    def __init__(self, tracing: Tracing) -> None:
-        self._tracing = tracing
-
-    def __enter__(self) -> None:
-        self._token = _current.set(self._tracing)
-
-    def __exit__(self, *exc: object) -> None:
-        _current.reset(self._token)
+@contextlib.contextmanager
+def using(tracing: Tracing) -> Iterator[None]:
+    """Make ``tracing`` the current one for the code run inside."""
+    token = enter(tracing)
+    try:
+        yield
+    finally:
+        leave(token)
 
 
 # What every helper gives outside a traced request: the no-op span, nothing done.
@@ -171,6 +172,9 @@ def _child(
     """A child span of the current one, current for the code inside: ours, as its own
     context manager, under a span of ours; else through ``_Scope``. ``attributes``
     is the span's own (not copied)."""
+    parent = spans.own()
+    if parent.__class__ is spans.LightSpan:
+        return parent.child(name, kind, attributes, call)
     if isinstance(tracer, spans.LightTracer):
         own = tracer.child(name, kind, attributes, call)
         if own is not None:
@@ -232,6 +236,12 @@ def model_call(
     attrs = {**spans_.attributes, **attributes} if attributes else dict(spans_.attributes)
     if prompt is not None and tracing.capture_content:
         attrs[GEN_AI_INPUT_MESSAGES] = _input_messages(prompt)
+    # Under a span of ours (every model call of a sampled request), its own child:
+    # ``_child``'s first step, without its frame (each one costs at a model call,
+    # where the code runs with the caches cold).
+    parent = spans.own()
+    if parent.__class__ is spans.LightSpan:
+        return parent.child(spans_.name, spans_.kind, attrs, True)
     return _child(tracing.tracer, spans_.name, spans_.kind, attrs, True)
 
 

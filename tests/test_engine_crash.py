@@ -4,7 +4,9 @@
 process. Within 10 s no process of that service is left, and its port takes a
 new server. Before, the forked engine core lived on with PPID 1, holding
 gigabytes and the listening socket (clients hung; a restart failed with
-"address already in use"). The mechanism is tested without vLLM in
+"address already in use"). Nor does the core hold a connection the API
+process had accepted when it forked (a readiness probe in flight): the port
+stayed busy while the core exited. The mechanism is tested without vLLM in
 tests/test_engine_process.py; the start-after-start figures are
 benchmarks/engine_starts.py's.
 """
@@ -15,6 +17,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -36,6 +39,10 @@ def _alive(pids: list[int]) -> list[int]:
     return left
 
 
+def _on_port(proc: psutil.Process, port: int) -> list[Any]:
+    return [c for c in proc.net_connections("tcp") if c.laddr and c.laddr.port == port]
+
+
 def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -50,9 +57,12 @@ def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
         children = psutil.Process(service.proc.pid).children(recursive=True)
         pids = [p.pid for p in children]
         assert pids, "the engine core runs in a process of its own"
+        host, port = service.url.removeprefix("http://").rsplit(":", 1)
+        # Nor a connection the API process had accepted when the core forked
+        # (a readiness probe in flight): the core would hold it open.
+        assert not [c for p in children for c in _on_port(p, int(port))]
         os.kill(service.proc.pid, signal.SIGKILL)
         service.proc.wait(timeout=10)
-        host, port = service.url.removeprefix("http://").rsplit(":", 1)
         # At once, while the engine may still be shutting down: refused, not
         # accepted into a backlog that nobody serves (a client would hang).
         with pytest.raises(ConnectionRefusedError):
@@ -61,7 +71,15 @@ def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
         wait_until(lambda: not _alive(pids), timeout_s=10, what="the engine to exit")
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            again.bind((host, int(port)))  # raises "address already in use" if still held
+            try:
+                again.bind((host, int(port)))
+            except OSError as exc:  # "address already in use": say by what
+                held = [
+                    (c.status, c.raddr, c.pid)
+                    for c in psutil.net_connections("tcp")
+                    if c.laddr and c.laddr.port == int(port)
+                ]
+                pytest.fail(f"{exc}; sockets on port {port}: {held}")
             again.listen()
     finally:
         service.stop()

@@ -80,6 +80,52 @@ def test_a_forked_child_does_not_hold_the_listening_socket(detached: bool) -> No
     assert out.split() == ["0", "True"]  # gone in the child, still open here
 
 
+def test_a_connection_accepted_before_the_fork_closes_when_the_parent_closes_it() -> None:
+    """A readiness probe in flight while the core forks: the parent answers and
+    closes, and the client must see that close, not wait on the child's copy.
+    The parent's own client connection (peer, not local, port the service's)
+    stays open in the child."""
+    proc = _python(
+        """
+        import multiprocessing, os, socket, time
+        from service.cli.procs import bound_socket
+        from service.embedded.engine_process import close_in_forked_children
+
+        sock = bound_socket()
+        sock.listen()
+        close_in_forked_children(sock)
+        client = socket.create_connection(sock.getsockname())
+        conn, _ = sock.accept()
+        kept, dropped = os.fstat(client.fileno()).st_ino, os.fstat(conn.fileno()).st_ino
+
+        def core():
+            held = set()
+            for name in os.listdir("/proc/self/fd"):
+                try:
+                    held.add(os.fstat(int(name)).st_ino)
+                except OSError:
+                    pass
+            print("child", kept in held, dropped in held, flush=True)
+            time.sleep(60)  # an engine core: alive while the client waits
+
+        p = multiprocessing.get_context("fork").Process(target=core)
+        p.start()
+        time.sleep(0.5)
+        conn.close()
+        client.settimeout(10)  # only turns a hang into a failure
+        try:
+            print("client", client.recv(1) == b"", flush=True)
+        except TimeoutError:
+            print("client hung", flush=True)
+        p.kill()
+        """
+    )
+    out, _ = proc.communicate(timeout=60)
+    # The child kept the parent's client socket and let go of the accepted
+    # one; the client read end-of-stream while the child still ran.
+    assert sorted(out.splitlines()) == ["child True False", "client True"]
+
+
 def test_a_forked_child_exits_soon_after_its_parent_is_killed() -> None:
     parent = _python(
         """

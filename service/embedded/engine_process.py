@@ -7,10 +7,14 @@ A fork copies the whole process, so three things are settled here:
 - ``in_fresh_thread``: the engine is built, and the core forked, from a new
   thread that has never run an OpenMP region, so the core inherits no thread
   pool whose workers exist only in the parent (the start hang of section 0).
-- ``close_in_forked_children(sock)``: the service's listening socket is
-  closed in every child forked afterwards. A core that kept it held the port
-  after the API process died: clients hung instead of being refused, and a
-  restart failed with "address already in use".
+- ``close_in_forked_children(sock)``: the service's listening socket, and
+  every connection it has accepted, is closed in every child forked
+  afterwards. A core that kept the listener held the port after the API
+  process died: clients hung instead of being refused, and a restart failed
+  with "address already in use". A core that kept a connection (a readiness
+  probe in flight while the core forked, two starts in three) held it open
+  for its whole life: the API process's close never reached the client, and
+  a restart's bind could fail on it while the core exited.
 - ``watch_parent_in_forked_children()``: every child forked afterwards ends
   within about a second of its parent's death (SIGTERM to itself, so vLLM
   shuts down cleanly, then an exit if that takes too long). A ``kill -9`` of
@@ -29,6 +33,7 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -81,10 +86,13 @@ class _ForkGuard:
     """State the at-fork hooks read: registered once per process, filled as needed."""
 
     def __init__(self) -> None:
-        # (descriptor, inode) of each socket to close: by number, because the
-        # socket object may no longer own it (uvloop's create_server detaches
-        # the socket it is given and serves on the same descriptor).
-        self.sockets: list[tuple[int, int]] = []
+        # Inodes of the listening sockets to close: found by inode, not through
+        # the socket object, which may no longer own its descriptor (uvloop's
+        # create_server detaches the socket it is given and serves on the same
+        # number). Their TCP ports: the connections they accepted have the same
+        # local port, and no other socket of this process can have it.
+        self.inodes: set[int] = set()
+        self.ports: set[int] = set()
         self.watch_parent = False
         self.forking_pid = os.getpid()
         self.registered = False
@@ -100,19 +108,60 @@ class _ForkGuard:
         self.forking_pid = os.getpid()
 
     def _in_child(self) -> None:
-        for fd, inode in self.sockets:
-            # Only if the number still names that socket (the parent may have
-            # closed it and reused the number since). The parent's copy keeps
-            # serving: this closes the child's descriptor, not the socket.
-            with contextlib.suppress(OSError):
-                if os.fstat(fd).st_ino == inode:
-                    os.close(fd)
-        self.sockets = []
+        if self.inodes:
+            _drop_sockets(self.inodes, self.ports)
+        self.inodes, self.ports = set(), set()
         if self.watch_parent:
             parent = self.forking_pid
             threading.Thread(
                 target=_exit_when_orphaned, args=(parent,), name="parent-watch", daemon=True
             ).start()
+
+
+def _served_here(fd: int, inodes: set[int], ports: set[int]) -> bool:
+    """Whether ``fd`` is one of the listening sockets or a connection one accepted."""
+    st = os.fstat(fd)
+    if not stat.S_ISSOCK(st.st_mode):
+        return False
+    if st.st_ino in inodes:
+        return True
+    sock = socket.socket(fileno=fd)  # only to ask; detached below, never closed
+    try:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            return False
+        return int(sock.getsockname()[1]) in ports
+    finally:
+        sock.detach()
+
+
+def _drop_sockets(inodes: set[int], ports: set[int]) -> None:
+    """In a forked child: let go of the parent's listening sockets and their connections.
+
+    Each descriptor is pointed at /dev/null rather than closed. The parent's
+    copy keeps serving either way (this drops the child's reference, not the
+    socket), but a closed number would be reused by the child's next open, and
+    an inherited object that still thinks it owns the number (a transport, a
+    socket) would close that instead when it is collected.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # not Linux, where alone the engine core is forked
+        return
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            fd = int(name)
+            if fd == null:
+                continue
+            # The descriptor listdir itself used is closed by now: OSError.
+            with contextlib.suppress(OSError, ValueError):
+                if _served_here(fd, inodes, ports):
+                    os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -127,9 +176,11 @@ _guard = _ForkGuard()
 
 
 def close_in_forked_children(sock: socket.socket) -> None:
-    """Close ``sock`` in every process this one forks from now on."""
+    """Close ``sock``, and the connections it accepts, in each process forked from now on."""
     fd = sock.fileno()
-    _guard.sockets.append((fd, os.fstat(fd).st_ino))
+    _guard.inodes.add(os.fstat(fd).st_ino)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        _guard.ports.add(int(sock.getsockname()[1]))
     _guard.register()
 
 

@@ -4,7 +4,10 @@ Each start is `python -m service serve` on the embedded default (the model
 prepared beforehand), from one of the given source trees in turn, so that a
 checkout of an earlier commit and this one alternate and are compared side
 by side. A start that is not ready within --hang-s counts as a hang. Once
-ready (or hung), the API process is killed (--signal kill: SIGKILL, as a
+ready (or hung), the script counts the connections to the service's port
+that a child of the API process holds (the engine core must hold none: one
+accepted before it forked stays open while the core lives), then the API
+process is killed (--signal kill: SIGKILL, as a
 crash; term: SIGTERM, a normal stop), and the script measures how long until
 no process of that start is left and whether its port can be bound again.
 Whatever is still alive after --left-s is killed here and reported as left.
@@ -52,6 +55,18 @@ def _port_free(url: str) -> bool:
     return True
 
 
+def _held_by_children(api_pid: int, url: str) -> int:
+    """Sockets on the service's port held by the API process's descendants."""
+    port = int(url.rsplit(":", 1)[1])
+    count = 0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(api_pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                conns = child.net_connections("tcp")
+                count += sum(1 for c in conns if c.laddr and c.laddr.port == port)
+    return count
+
+
 def one_start(tree: Path, args: argparse.Namespace, n: int) -> dict[str, Any]:
     log = Path(args.logs) / f"start-{n:03d}.log"
     server = start_service({"DIVCONQ_LOG_LEVEL": "info"}, log=log, cwd=tree)
@@ -65,6 +80,7 @@ def one_start(tree: Path, args: argparse.Namespace, n: int) -> dict[str, Any]:
         time.sleep(0.2)
     exited = server.proc.poll() is not None
     pids = [] if exited else [p.pid for p in server.tree()]
+    held = 0 if exited else _held_by_children(server.proc.pid, server.url)
     sig = signal.SIGKILL if args.signal == "kill" else signal.SIGTERM
     killed_at = time.monotonic()
     with contextlib.suppress(ProcessLookupError):
@@ -85,6 +101,7 @@ def one_start(tree: Path, args: argparse.Namespace, n: int) -> dict[str, Any]:
         "hung": ready_s is None and not exited,
         "failed": exited,
         "processes": len(pids),
+        "child_held_connections": held,
         "gone_s": round(gone_s, 1),
         "left": len(left),
         "port_free": port_free,
@@ -103,6 +120,7 @@ def summary(rows: list[dict[str, Any]], tree: str) -> dict[str, Any]:
         "ready_min_s": min(ready, default=None),
         "ready_max_s": max(ready, default=None),
         "starts_leaving_processes": sum(r["left"] > 0 for r in mine),
+        "starts_child_held_a_connection": sum(r["child_held_connections"] > 0 for r in mine),
         "port_busy_after": sum(not r["port_free"] for r in mine),
     }
 

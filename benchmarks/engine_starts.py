@@ -77,7 +77,7 @@ def one_start(tree: Path, args: argparse.Namespace, n: int) -> dict[str, Any]:
             if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200:
                 ready_s = time.perf_counter() - server.started
                 break
-        time.sleep(0.2)
+        time.sleep(args.poll_s)
     exited = server.proc.poll() is not None
     pids = [] if exited else [p.pid for p in server.tree()]
     held = 0 if exited else _held_by_children(server.proc.pid, server.url)
@@ -141,6 +141,12 @@ def main() -> int:
         choices=["kill", "term"],
         default="kill",
         help="how the API process is stopped after each start (default: kill)",
+    )
+    parser.add_argument(
+        "--poll-s",
+        type=float,
+        default=0.2,
+        help="pause between /readyz probes (default: 0.2; the tests poll every 0.1)",
     )
     parser.add_argument(
         "--hang-s", type=float, default=600, help="not ready after this: a hang (default: 600)"

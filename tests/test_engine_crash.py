@@ -39,8 +39,9 @@ def _alive(pids: list[int]) -> list[int]:
     return left
 
 
-def _on_port(proc: psutil.Process, port: int) -> list[Any]:
-    return [c for c in proc.net_connections("tcp") if c.laddr and c.laddr.port == port]
+def _on_port(conns: list[Any], port: int) -> list[Any]:
+    """The TCP sockets among ``conns`` (psutil's) whose local port is ``port``."""
+    return [c for c in conns if c.laddr and c.laddr.port == port]
 
 
 def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
@@ -60,7 +61,7 @@ def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
         host, port = service.url.removeprefix("http://").rsplit(":", 1)
         # Nor a connection the API process had accepted when the core forked
         # (a readiness probe in flight): the core would hold it open.
-        assert not [c for p in children for c in _on_port(p, int(port))]
+        assert not [c for p in children for c in _on_port(p.net_connections("tcp"), int(port))]
         os.kill(service.proc.pid, signal.SIGKILL)
         service.proc.wait(timeout=10)
         # At once, while the engine may still be shutting down: refused, not
@@ -74,11 +75,7 @@ def test_kill_9_of_the_api_process_leaves_no_engine_and_frees_the_port(
             try:
                 again.bind((host, int(port)))
             except OSError as exc:  # "address already in use": say by what
-                held = [
-                    (c.status, c.raddr, c.pid)
-                    for c in psutil.net_connections("tcp")
-                    if c.laddr and c.laddr.port == int(port)
-                ]
+                held = _on_port(psutil.net_connections("tcp"), int(port))
                 pytest.fail(f"{exc}; sockets on port {port}: {held}")
             again.listen()
     finally:
